@@ -1,0 +1,122 @@
+//! Request and response bodies of `POST /v1/push` and `POST /v1/pull`.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Change, ClientId, ErrorCode, Mutation, SpaceName};
+
+/// `POST /v1/push` request body.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PushRequest {
+    /// The pushing client.
+    pub client_id: ClientId,
+    /// The protocol version the client speaks ([`crate::PROTOCOL_VERSION`]).
+    pub protocol: u32,
+    /// Mutations in `seq` order, whole transactions only.
+    pub mutations: Vec<Mutation>,
+}
+
+/// `POST /v1/push` response body.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PushResponse {
+    /// The highest `seq` of this client the server has processed (applied or rejected).
+    pub acked_through: u64,
+    /// One result per mutation of the request that was not a duplicate.
+    pub results: Vec<PushResult>,
+}
+
+/// What happened to one pushed mutation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PushResult {
+    /// The mutation's `seq`.
+    pub seq: u64,
+    /// Its outcome.
+    #[serde(flatten)]
+    pub outcome: PushOutcome,
+}
+
+/// The outcome of one mutation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum PushOutcome {
+    /// Applied without conflict; the record's space is now at `version`.
+    Applied {
+        /// Space version that contains the mutation.
+        version: u64,
+    },
+    /// Applied, but some fields had been changed concurrently by someone else.
+    Merged {
+        /// Space version that contains the mutation.
+        version: u64,
+        /// The contested fields and who won each.
+        conflicts: Vec<FieldConflict>,
+    },
+    /// Refused; the mutation has no effect on the server. `last_seq` still advances.
+    Rejected {
+        /// Why, as a stable code.
+        code: ErrorCode,
+        /// Why, in words.
+        message: String,
+    },
+}
+
+/// Who won a contested field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Winner {
+    /// The pushed mutation's value stands.
+    Local,
+    /// The value already on the server stands.
+    Server,
+}
+
+/// One field that changed on the server since the mutation's `base_version`, to a value
+/// different from the mutation's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FieldConflict {
+    /// The top-level field name.
+    pub field: String,
+    /// The mutation's value (`null` = field removed).
+    pub local: Option<serde_json::Value>,
+    /// The server's concurrent value (`null` = field removed).
+    pub server: Option<serde_json::Value>,
+    /// Which one the record holds now.
+    pub winner: Winner,
+}
+
+/// A pull cursor: space → last version received. Opaque to apps.
+pub type Cursor = BTreeMap<SpaceName, u64>;
+
+/// `POST /v1/pull` request body.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PullRequest {
+    /// The pulling client.
+    pub client_id: ClientId,
+    /// The protocol version the client speaks.
+    pub protocol: u32,
+    /// Where the client is; missing spaces start from version 0.
+    #[serde(default)]
+    pub cursor: Cursor,
+    /// The spaces to pull.
+    pub spaces: Vec<SpaceName>,
+    /// At most this many changes in the response (server default and cap apply).
+    #[serde(default)]
+    pub limit: Option<u32>,
+}
+
+/// `POST /v1/pull` response body.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PullResponse {
+    /// Changes in (space, version) order.
+    pub changes: Vec<Change>,
+    /// The cursor to send next time.
+    pub cursor: Cursor,
+    /// More changes are waiting: pull again right away.
+    pub has_more: bool,
+    /// How many changes are still waiting after this page (for progress bars).
+    pub remaining: u64,
+    /// The highest `seq` of the pulling client processed by the server, read in the same
+    /// snapshot as `changes`.
+    pub acked_through: u64,
+}
