@@ -89,7 +89,11 @@ mod tests {
     #[test]
     fn never_goes_backwards_when_the_wall_clock_does() {
         let mut clock = HlcClock::resume(hlc(5000, 3));
-        assert_eq!(clock.tick(1000), Ok(hlc(5000, 4)), "wall clock stepped back 4 s");
+        assert_eq!(
+            clock.tick(1000),
+            Ok(hlc(5000, 4)),
+            "wall clock stepped back 4 s"
+        );
         assert_eq!(clock.tick(4999), Ok(hlc(5000, 5)));
         assert_eq!(clock.tick(5001), Ok(hlc(5001, 0)));
     }
@@ -107,7 +111,11 @@ mod tests {
         clock.observe(hlc(900, 42));
         assert_eq!(clock.tick(150), Ok(hlc(900, 43)));
         clock.observe(hlc(10, 0));
-        assert_eq!(clock.last(), hlc(900, 43), "observing an old stamp changes nothing");
+        assert_eq!(
+            clock.last(),
+            hlc(900, 43),
+            "observing an old stamp changes nothing"
+        );
     }
 
     #[test]
@@ -128,6 +136,9 @@ mod tests {
             assert!(next > prev);
             prev = next;
         }
-        assert!(prev.millis() > 1, "overflowed counters borrowed later milliseconds");
+        assert!(
+            prev.millis() > 1,
+            "overflowed counters borrowed later milliseconds"
+        );
     }
 }

@@ -110,9 +110,9 @@ impl fmt::Display for Stamp {
 impl FromStr for Stamp {
     type Err = ValidationError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (hlc, client) = s
-            .split_once('@')
-            .ok_or_else(|| ValidationError::new("stamp", s, "must look like <16 hex>@<client id>"))?;
+        let (hlc, client) = s.split_once('@').ok_or_else(|| {
+            ValidationError::new("stamp", s, "must look like <16 hex>@<client id>")
+        })?;
         Ok(Stamp {
             hlc: hlc.parse()?,
             client: ClientId::new(client)?,
@@ -153,7 +153,12 @@ mod tests {
         let json = serde_json::to_string(&h).expect("serialize");
         assert_eq!(json, "\"0000000000010002\"");
         assert_eq!(serde_json::from_str::<Hlc>(&json).expect("parse"), h);
-        for bad in ["\"10002\"", "\"000000000001000G\"", "\"00000000000100 2\"", "12"] {
+        for bad in [
+            "\"10002\"",
+            "\"000000000001000G\"",
+            "\"00000000000100 2\"",
+            "12",
+        ] {
             assert!(serde_json::from_str::<Hlc>(bad).is_err(), "{bad}");
         }
     }

@@ -167,7 +167,10 @@ mod tests {
     #[test]
     fn record_ids_follow_the_byte_rule() {
         assert!(RecordId::new("a").is_ok());
-        assert!(RecordId::new("ü".repeat(128)).is_ok(), "256 bytes is allowed");
+        assert!(
+            RecordId::new("ü".repeat(128)).is_ok(),
+            "256 bytes is allowed"
+        );
         assert!(RecordId::new("x".repeat(256)).is_ok());
         let err = RecordId::new("x".repeat(257)).unwrap_err();
         assert_eq!(err.rule, "must be at most 256 bytes");

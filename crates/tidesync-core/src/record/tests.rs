@@ -35,7 +35,11 @@ fn concurrent_edits_to_different_fields_both_survive() {
     let base = (put(json!({"title": "t", "done": false})), stamp(1, "a"));
     let alice = (patch(json!({"title": "Buy milk"})), stamp(5, "a"));
     let bob = (patch(json!({"done": true})), stamp(4, "b"));
-    for order in [[&base, &alice, &bob], [&base, &bob, &alice], [&bob, &alice, &base]] {
+    for order in [
+        [&base, &alice, &bob],
+        [&base, &bob, &alice],
+        [&bob, &alice, &base],
+    ] {
         let state = state_of(&order.map(|x| x.clone()));
         assert_eq!(
             state.doc().map(Value::Object),
@@ -53,7 +57,11 @@ fn same_field_goes_to_the_later_stamp_and_ties_break_by_client() {
     assert!(effect.won.is_empty());
     assert_eq!(state.doc().unwrap()["n"], json!(1));
     let effect = state.apply(&patch(json!({"n": 3})), &stamp(10, "c"));
-    assert_eq!(effect.won, vec!["n".to_owned()], "same millis: client c > b");
+    assert_eq!(
+        effect.won,
+        vec!["n".to_owned()],
+        "same millis: client c > b"
+    );
     assert_eq!(state.doc().unwrap()["n"], json!(3));
 }
 
@@ -111,12 +119,18 @@ fn wire_form_round_trips_including_removed_fields() {
         (patch(json!({"a": null, "c": {"x": 1}})), stamp(2, "b")),
     ]);
     let (doc, stamps) = state.to_wire();
-    assert_eq!(doc.clone().map(Value::Object), Some(json!({"b": [1, 2], "c": {"x": 1}})));
+    assert_eq!(
+        doc.clone().map(Value::Object),
+        Some(json!({"b": [1, 2], "c": {"x": 1}}))
+    );
     assert!(stamps.fields.contains_key("a"), "removal stamp travels");
     let back = RecordState::from_wire(doc.as_ref(), &stamps).unwrap();
     assert_eq!(back, state);
 
-    let deleted = state_of(&[(put(json!({"a": 1})), stamp(1, "a")), (Op::Delete, stamp(2, "a"))]);
+    let deleted = state_of(&[
+        (put(json!({"a": 1})), stamp(1, "a")),
+        (Op::Delete, stamp(2, "a")),
+    ]);
     let (doc, stamps) = deleted.to_wire();
     assert_eq!(doc, None);
     assert_eq!(RecordState::from_wire(None, &stamps).unwrap(), deleted);

@@ -1,0 +1,114 @@
+//! The database schema and its numbered migrations.
+//!
+//! `PRAGMA user_version` holds the schema version; `PRAGMA application_id` marks the file as
+//! tidesync's. Migration `n` (1-based) upgrades version `n - 1` to `n`; all pending
+//! migrations run in one transaction, so an interrupted upgrade leaves the old version whole.
+//! Never edit a released migration: append a new one, and add its fixture to the migration
+//! tests (`tests/migrations.rs`), which open a database of every older version.
+
+/// `PRAGMA application_id` of a tidesync client database ("TSYN").
+pub const APPLICATION_ID: i32 = 0x5453_594e;
+
+/// Migrations in order; index 0 creates version 1.
+pub const MIGRATIONS: &[&str] = &[V1];
+
+/// The schema version this build writes.
+pub const CURRENT_VERSION: i64 = MIGRATIONS.len() as i64;
+
+const V1: &str = r#"
+-- Small key/value facts: client_id, session_id, last_synced_at, has_synced.
+CREATE TABLE meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) WITHOUT ROWID;
+
+-- The write counters, one row. Read at the start and written at the end of every local
+-- write transaction, so sequence numbers and stamps never repeat, even after the outbox
+-- has been drained.
+CREATE TABLE clock (
+    id       INTEGER PRIMARY KEY CHECK (id = 1),
+    last_seq INTEGER NOT NULL,
+    last_tx  INTEGER NOT NULL,
+    last_hlc INTEGER NOT NULL
+);
+
+-- Pull cursor: per space, the last server version received.
+CREATE TABLE cursor (
+    space   TEXT PRIMARY KEY,
+    version INTEGER NOT NULL
+) WITHOUT ROWID;
+
+-- One row per known record. `doc` is the local view (base + pending mutations), NULL when
+-- the record is absent or deleted in the view. `base` is the confirmed server state as
+-- last-writer-wins registers (JSON of tidesync_core::RecordState), NULL if the server has
+-- not sent this record. `pending` counts the record's mutations still in the outbox.
+CREATE TABLE records (
+    space        TEXT NOT NULL,
+    collection   TEXT NOT NULL,
+    id           TEXT NOT NULL,
+    doc          TEXT,
+    base         TEXT,
+    base_version INTEGER NOT NULL DEFAULT 0,
+    pending      INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (space, collection, id)
+) WITHOUT ROWID;
+
+-- The outbox: local mutations not yet confirmed, in seq order.
+-- state: 0 queued, 1 sending, 2 acked (acked_version may be NULL when the server
+-- acknowledged a retried duplicate without telling the version).
+CREATE TABLE outbox (
+    seq           INTEGER PRIMARY KEY,
+    tx            INTEGER NOT NULL,
+    space         TEXT NOT NULL,
+    collection    TEXT NOT NULL,
+    id            TEXT NOT NULL,
+    op            TEXT NOT NULL,
+    hlc           INTEGER NOT NULL,
+    base_version  INTEGER NOT NULL,
+    state         INTEGER NOT NULL DEFAULT 0,
+    acked_version INTEGER,
+    attempts      INTEGER NOT NULL DEFAULT 0,
+    created_at    INTEGER NOT NULL
+);
+CREATE INDEX outbox_by_record ON outbox (space, collection, id, seq);
+
+-- Mutations the server refused, with the reason. Their local effect has been rolled back.
+CREATE TABLE rejections (
+    seq          INTEGER PRIMARY KEY,
+    tx           INTEGER NOT NULL,
+    space        TEXT NOT NULL,
+    collection   TEXT NOT NULL,
+    id           TEXT NOT NULL,
+    op           TEXT NOT NULL,
+    hlc          INTEGER NOT NULL,
+    base_version INTEGER NOT NULL,
+    code         TEXT NOT NULL,
+    message      TEXT NOT NULL,
+    rejected_at  INTEGER NOT NULL
+);
+
+-- Conflicts reported by the server for applied mutations, until the app resolves them.
+CREATE TABLE conflicts (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    seq         INTEGER NOT NULL,
+    space       TEXT NOT NULL,
+    collection  TEXT NOT NULL,
+    record_id   TEXT NOT NULL,
+    version     INTEGER NOT NULL,
+    fields      TEXT NOT NULL,
+    created_at  INTEGER NOT NULL
+);
+
+-- Restoration state entries (values in the restoration codec).
+CREATE TABLE restoration (
+    lifetime INTEGER NOT NULL,
+    bucket   TEXT NOT NULL,
+    key      TEXT NOT NULL,
+    tag      TEXT NOT NULL,
+    version  INTEGER NOT NULL,
+    value    BLOB NOT NULL,
+    PRIMARY KEY (lifetime, bucket, key)
+) WITHOUT ROWID;
+
+INSERT INTO clock (id, last_seq, last_tx, last_hlc) VALUES (1, 0, 0, 0);
+"#;

@@ -1,0 +1,370 @@
+//! [`Store`]: the handle an app (or the sync engine) holds.
+
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+
+use rusqlite::{Connection, TransactionBehavior};
+use tidesync_protocol::{
+    ClientId, CollectionName, Cursor, Doc, PullResponse, PushResponse, RecordKey, SpaceName,
+};
+
+use crate::config::{SessionRestore, StoreConfig};
+use crate::conflicts::{self, Conflict, Resolution};
+use crate::outbox::{self, MutationState, OutboxEntry, OutboxStats};
+use crate::records::{self, ListOptions, Record, RecordPage};
+use crate::rejections::{self, Rejection};
+use crate::restoration::{BucketPath, Entry, Lifetime, RestorationIssue, RestorationTree};
+use crate::sync::{self, PullApplied, PushApplied};
+use crate::write::{Counters, WriteReceipt, WriteTx};
+use crate::{meta, restoration_store, Result, StoreError};
+
+/// The client's local database: records, outbox, conflicts, rejections, restoration state.
+///
+/// Every method is a plain synchronous call on one SQLite connection. Writes take SQLite's
+/// write lock (`BEGIN IMMEDIATE`), so several handles or processes may share one file: they
+/// wait for each other up to [`StoreConfig::busy_timeout`], then fail with
+/// [`StoreError::Busy`]. The restoration tree is per handle: one app process owns it.
+#[derive(Debug)]
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+    client_id: ClientId,
+    session_id: String,
+    config: StoreConfig,
+    restoration: RestorationTree,
+    restoration_issues: Vec<RestorationIssue>,
+}
+
+impl Store {
+    /// Opens the database at `path`, creating it if it does not exist.
+    ///
+    /// Refuses, without modifying the file: a file that is not SQLite, an SQLite file of
+    /// another application, a file written by a newer schema. Migrates older schemas. Loads
+    /// the restoration tree (dropping and reporting entries that fail to decode or migrate)
+    /// but not the outbox: open time does not grow with the number of pending mutations.
+    pub fn open(path: impl AsRef<Path>, config: StoreConfig) -> Result<Store> {
+        let path = path.as_ref().to_owned();
+        let mut conn = crate::open::open_connection(&path, &config)?;
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(StoreError::sql("begin opening"))?;
+        let client_id = match meta::get(&tx, meta::CLIENT_ID)? {
+            Some(id) => ClientId::new(id).map_err(|e| StoreError::BadStoredData {
+                what: "client id",
+                detail: e.to_string(),
+            })?,
+            None => {
+                let id = ClientId::new(uuid::Uuid::new_v4().simple().to_string())?;
+                meta::set(&tx, meta::CLIENT_ID, id.as_str())?;
+                id
+            }
+        };
+        // Pushes in flight when the app died get no answer: send them again.
+        sync::requeue(&tx)?;
+        let stored_session = meta::get(&tx, meta::SESSION_ID)?;
+        let keep_session = matches!(
+            (&config.session, &stored_session),
+            (SessionRestore::Restore(wanted), Some(stored)) if wanted == stored
+        );
+        let session_id = match (keep_session, stored_session) {
+            (true, Some(id)) => id,
+            _ => {
+                restoration_store::clear_session(&tx)?;
+                let id = uuid::Uuid::new_v4().simple().to_string();
+                meta::set(&tx, meta::SESSION_ID, &id)?;
+                id
+            }
+        };
+        let loaded =
+            restoration_store::load(&tx, &config.restoration_schema, config.restoration_limits)?;
+        tx.commit().map_err(StoreError::sql("finish opening"))?;
+        Ok(Store {
+            conn,
+            path,
+            client_id,
+            session_id,
+            config,
+            restoration: loaded.tree,
+            restoration_issues: loaded.issues,
+        })
+    }
+
+    /// The file this store lives in.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// This installation's client id, generated once when the database was created.
+    pub fn client_id(&self) -> &ClientId {
+        &self.client_id
+    }
+
+    // ---- local reads and writes ---------------------------------------------------------
+
+    /// Reads a record from the local view (never waits for the network).
+    pub fn get(&self, key: &RecordKey) -> Result<Option<Record>> {
+        records::get(&self.conn, key)
+    }
+
+    /// Lists a collection in id order, one page at a time.
+    pub fn list(
+        &self,
+        space: &SpaceName,
+        collection: &CollectionName,
+        options: &ListOptions,
+    ) -> Result<RecordPage> {
+        records::list(&self.conn, space, collection, options)
+    }
+
+    /// Runs `f` in one local transaction: its writes (records, outbox, restoration state)
+    /// commit together when it returns `Ok`, and none of them when it returns `Err` or panics.
+    /// The server applies the transaction's mutations all or none.
+    pub fn transaction<T, E: From<StoreError>>(
+        &mut self,
+        f: impl FnOnce(&mut WriteTx<'_>) -> std::result::Result<T, E>,
+    ) -> std::result::Result<T, E> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(StoreError::sql("begin a local write"))?;
+        let counters = Counters::load(&tx)?;
+        let mut write = WriteTx {
+            tx,
+            wall: &self.config.wall_clock,
+            max_doc_bytes: self.config.max_doc_bytes,
+            counters,
+            tx_id: None,
+            base_versions: Default::default(),
+            restoration: self.restoration.batch(),
+            schema: &self.config.restoration_schema,
+        };
+        let out = f(&mut write)?;
+        let planned = write.commit()?;
+        self.restoration.apply_all(planned);
+        Ok(out)
+    }
+
+    /// Writes one restoration entry in its own transaction (use [`WriteTx::restore_write`]
+    /// to make it atomic with data writes).
+    pub fn restore_write(
+        &mut self,
+        lifetime: Lifetime,
+        bucket: &BucketPath,
+        key: &str,
+        entry: Entry,
+    ) -> Result<()> {
+        self.transaction(|tx| tx.restore_write(lifetime, bucket, key, entry))
+    }
+
+    /// Removes one restoration entry in its own transaction.
+    pub fn restore_remove(
+        &mut self,
+        lifetime: Lifetime,
+        bucket: &BucketPath,
+        key: &str,
+    ) -> Result<()> {
+        self.transaction(|tx| tx.restore_remove(lifetime, bucket, key))
+    }
+
+    /// Replaces a record's document: one mutation in its own transaction.
+    pub fn put(&mut self, key: &RecordKey, doc: Doc) -> Result<WriteReceipt> {
+        self.transaction(|tx| tx.put(key, doc))
+    }
+
+    /// Applies a JSON merge patch to a record: one mutation in its own transaction.
+    pub fn patch(&mut self, key: &RecordKey, patch: Doc) -> Result<WriteReceipt> {
+        self.transaction(|tx| tx.patch(key, patch))
+    }
+
+    /// Deletes a record: one mutation in its own transaction.
+    pub fn delete(&mut self, key: &RecordKey) -> Result<WriteReceipt> {
+        self.transaction(|tx| tx.delete(key))
+    }
+
+    // ---- outbox -------------------------------------------------------------------------
+
+    /// The next push batch: up to `max` mutations after `after_seq`, whole transactions only
+    /// (a single larger transaction comes alone and whole).
+    pub fn outbox_batch(&self, after_seq: u64, max: usize) -> Result<Vec<OutboxEntry>> {
+        outbox::batch(&self.conn, after_seq, max)
+    }
+
+    /// Visits the outbox in seq order without loading it into memory.
+    pub fn for_each_outbox(&self, f: impl FnMut(OutboxEntry) -> ControlFlow<()>) -> Result<()> {
+        outbox::for_each(&self.conn, f)
+    }
+
+    /// Pending count, oldest pending age and last seq, for status displays.
+    pub fn outbox_stats(&self) -> Result<OutboxStats> {
+        let last_seq = Counters::load(&self.conn)?.last_seq;
+        outbox::stats(&self.conn, last_seq)
+    }
+
+    /// Where mutation `seq` is; `None` if no such seq was ever handed out.
+    pub fn mutation_state(&self, seq: u64) -> Result<Option<MutationState>> {
+        let last_seq = Counters::load(&self.conn)?.last_seq;
+        outbox::state(&self.conn, seq, last_seq)
+    }
+
+    /// Marks queued mutations in `from_seq..=through_seq` as being sent.
+    pub fn mark_sending(&mut self, from_seq: u64, through_seq: u64) -> Result<usize> {
+        sync::mark_sending(&self.conn, from_seq, through_seq)
+    }
+
+    /// Puts every `sending` mutation back to `queued` (the push failed without an answer).
+    pub fn requeue_sending(&mut self) -> Result<usize> {
+        sync::requeue(&self.conn)
+    }
+
+    /// Records the server's answer to a push: acknowledgements, conflicts, rejections (whose
+    /// local effect is rolled back). One transaction.
+    pub fn apply_push_response(&mut self, response: &PushResponse) -> Result<PushApplied> {
+        let now = self.config.wall_clock.now_ms();
+        let client = self.client_id.clone();
+        self.write(|conn| sync::apply_push_response(conn, &client, response, now))
+    }
+
+    /// Applies one page of pulled changes to the base, rebases pending mutations on it,
+    /// advances the cursor and confirms mutations the base now contains. One transaction.
+    pub fn apply_pull(&mut self, response: &PullResponse) -> Result<PullApplied> {
+        let now = self.config.wall_clock.now_ms();
+        let client = self.client_id.clone();
+        self.write(|conn| sync::apply_pull(conn, &client, response, now))
+    }
+
+    // ---- conflicts and rejections -------------------------------------------------------
+
+    /// Unresolved conflicts, oldest first.
+    pub fn conflicts(&self) -> Result<Vec<Conflict>> {
+        conflicts::list(&self.conn)
+    }
+
+    /// Settles a conflict. Returns the mutation written to enforce the choice, if one was
+    /// needed (keeping the value that already won changes nothing).
+    pub fn resolve_conflict(
+        &mut self,
+        id: i64,
+        resolution: Resolution,
+    ) -> Result<Option<WriteReceipt>> {
+        self.transaction(|tx| {
+            let conflict = conflicts::get(&tx.tx, id)?;
+            let receipt = match (&resolution, resolution.patch_for(&conflict)) {
+                (Resolution::Merged(doc), _) => Some(tx.put(&conflict.key, doc.clone())?),
+                (_, Some(fields)) => {
+                    Some(tx.write_op(&conflict.key, tidesync_protocol::Op::Patch { fields })?)
+                }
+                (_, None) => None,
+            };
+            conflicts::delete(&tx.tx, id)?;
+            Ok(receipt)
+        })
+    }
+
+    /// Mutations the server refused, oldest first.
+    pub fn rejections(&self) -> Result<Vec<Rejection>> {
+        rejections::list(&self.conn, None)
+    }
+
+    /// Queues the rejected transaction containing `seq` again, as a new transaction with new
+    /// seqs and stamps (after the app fixed whatever made it fail). Returns the new receipts.
+    pub fn retry_rejection(&mut self, seq: u64) -> Result<Vec<WriteReceipt>> {
+        self.transaction(|tx| {
+            let tx_id = rejections::tx_of(&tx.tx, seq)?;
+            let rows = rejections::list(&tx.tx, Some(tx_id))?;
+            let mut receipts = Vec::with_capacity(rows.len());
+            for row in rows {
+                receipts.push(tx.write_op(&row.key, row.op)?);
+            }
+            rejections::delete_tx(&tx.tx, tx_id)?;
+            Ok(receipts)
+        })
+    }
+
+    /// Forgets the rejected transaction containing `seq`. Returns how many mutations it had.
+    pub fn discard_rejection(&mut self, seq: u64) -> Result<usize> {
+        self.write(|conn| {
+            let tx_id = rejections::tx_of(conn, seq)?;
+            rejections::delete_tx(conn, tx_id)
+        })
+    }
+
+    // ---- meta ---------------------------------------------------------------------------
+
+    /// The pull cursor: space → last version received.
+    pub fn cursor(&self) -> Result<Cursor> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT space, version FROM cursor ORDER BY space")
+            .map_err(StoreError::sql("read the pull cursor"))?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+            .map_err(StoreError::sql("read the pull cursor"))?;
+        let mut cursor = Cursor::new();
+        for row in rows {
+            let (space, version) = row.map_err(StoreError::sql("read the pull cursor"))?;
+            let space = SpaceName::new(space).map_err(|e| StoreError::BadStoredData {
+                what: "cursor space",
+                detail: e.to_string(),
+            })?;
+            cursor.insert(space, version as u64);
+        }
+        Ok(cursor)
+    }
+
+    /// When the last complete pull finished (ms since the epoch), if ever.
+    pub fn last_synced_at(&self) -> Result<Option<u64>> {
+        Ok(meta::get(&self.conn, meta::LAST_SYNCED_AT)?.and_then(|v| v.parse().ok()))
+    }
+
+    /// Whether a complete pull has ever finished (the app can show "syncing for the first
+    /// time" until then).
+    pub fn has_synced(&self) -> Result<bool> {
+        Ok(meta::get(&self.conn, meta::HAS_SYNCED)?.is_some())
+    }
+
+    /// Runs SQLite's `quick_check` over the whole file (cost grows with its size, so it is
+    /// not done at open). `Ok(())` when the file is sound.
+    pub fn check_integrity(&self) -> Result<()> {
+        let result: String = self
+            .conn
+            .query_row("PRAGMA quick_check", [], |r| r.get(0))
+            .map_err(StoreError::sql("check integrity"))?;
+        if result == "ok" {
+            Ok(())
+        } else {
+            Err(StoreError::Corrupt {
+                context: "check integrity",
+                detail: result,
+            })
+        }
+    }
+
+    // ---- restoration --------------------------------------------------------------------
+
+    /// The restoration tree, loaded at open: read it synchronously, e.g.
+    /// `store.restoration().root(Lifetime::Session).child("checkout").read("draft")`.
+    pub fn restoration(&self) -> &RestorationTree {
+        &self.restoration
+    }
+
+    /// Entries dropped at open because they failed to decode or migrate.
+    pub fn restoration_issues(&self) -> &[RestorationIssue] {
+        &self.restoration_issues
+    }
+
+    /// The id of this launch's session state. Hand it to the platform's saved state; pass it
+    /// back as [`SessionRestore::Restore`] when the OS restores the app.
+    pub fn session_id(&self) -> &str {
+        &self.session_id
+    }
+
+    fn write<T>(&mut self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(StoreError::sql("begin a transaction"))?;
+        let out = f(&tx)?;
+        tx.commit().map_err(StoreError::sql("commit"))?;
+        Ok(out)
+    }
+}

@@ -1,0 +1,495 @@
+//! What the sync engine feeds back: push results, pulled changes, rebase, conflicts,
+//! rejections.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::{doc, key, FakeServer, TestDb};
+use serde_json::{json, Value};
+use tidesync_protocol::{
+    ErrorCode, FieldConflict, Hlc, Op, PushOutcome, PushResponse, PushResult, Stamp, Winner,
+};
+use tidesync_store::{MutationState, Resolution, Store, StoreError};
+
+fn view(store: &Store, id: &str) -> Option<Value> {
+    store.get(&key(id)).unwrap().map(|r| Value::Object(r.doc))
+}
+
+fn applied(seq: u64, version: u64) -> PushResult {
+    PushResult {
+        seq,
+        outcome: PushOutcome::Applied { version },
+    }
+}
+
+/// Plays the server's part for everything queued: applies it with the real merge and answers.
+fn push_all(store: &mut Store, server: &mut FakeServer) -> PushResponse {
+    let batch = store.outbox_batch(0, 1000).unwrap();
+    let client = store.client_id().clone();
+    let mut results = Vec::new();
+    let mut last = 0;
+    for e in batch {
+        let stamp = Stamp::new(e.mutation.hlc, client.clone());
+        let version = server.apply(&e.mutation.key, &e.mutation.op, &stamp);
+        results.push(applied(e.mutation.seq, version));
+        last = e.mutation.seq;
+    }
+    let response = PushResponse {
+        acked_through: last,
+        results,
+    };
+    store.apply_push_response(&response).unwrap();
+    response
+}
+
+#[test]
+fn pulled_changes_land_in_the_view_and_mark_the_first_sync() {
+    let db = TestDb::new();
+    let mut store = db.open();
+    assert!(!store.has_synced().unwrap());
+    let mut server = FakeServer::new();
+    server.write(
+        &key("a"),
+        Op::Put {
+            doc: doc(json!({"title": "from bob"})),
+        },
+        10,
+        "bob",
+    );
+    let applied = store.apply_pull(&server.pull(0, 0)).unwrap();
+    assert_eq!(applied.changed.values().sum::<usize>(), 1);
+    let record = store.get(&key("a")).unwrap().unwrap();
+    assert!(!record.pending);
+    assert_eq!(record.doc["title"], json!("from bob"));
+    assert!(store.has_synced().unwrap());
+    assert!(store.last_synced_at().unwrap().is_some());
+    assert_eq!(
+        store
+            .cursor()
+            .unwrap()
+            .values()
+            .copied()
+            .collect::<Vec<_>>(),
+        vec![1]
+    );
+}
+
+#[test]
+fn pending_mutations_are_rebased_onto_pulled_changes() {
+    let db = TestDb::new();
+    let mut store = db.open();
+    let mut server = FakeServer::new();
+    server.write(
+        &key("a"),
+        Op::Put {
+            doc: doc(json!({"title": "t", "done": false})),
+        },
+        10,
+        "bob",
+    );
+    store.apply_pull(&server.pull(0, 0)).unwrap();
+    store.patch(&key("a"), doc(json!({"done": true}))).unwrap();
+    // Meanwhile bob renames it on the server.
+    server.write(
+        &key("a"),
+        Op::Patch {
+            fields: doc(json!({"title": "renamed"})),
+        },
+        20,
+        "bob",
+    );
+    store.apply_pull(&server.pull(1, 0)).unwrap();
+    let record = store.get(&key("a")).unwrap().unwrap();
+    assert!(record.pending);
+    assert_eq!(
+        Value::Object(record.doc),
+        json!({"title": "renamed", "done": true})
+    );
+}
+
+#[test]
+fn a_remote_delete_does_not_erase_a_newer_local_edit_in_the_view() {
+    let db = TestDb::new();
+    let mut store = db.open();
+    let mut server = FakeServer::new();
+    server.write(
+        &key("a"),
+        Op::Put {
+            doc: doc(json!({"n": 1})),
+        },
+        10,
+        "bob",
+    );
+    store.apply_pull(&server.pull(0, 0)).unwrap();
+    server.write(&key("a"), Op::Delete, 11, "bob");
+    // The local clock has seen stamp 10 only through the pull; its wall clock is far ahead,
+    // so the local edit is newer than bob's delete and resurrects the record.
+    store.patch(&key("a"), doc(json!({"n": 2}))).unwrap();
+    store.apply_pull(&server.pull(1, 0)).unwrap();
+    assert_eq!(view(&store, "a"), Some(json!({"n": 2})));
+}
+
+#[test]
+fn an_acked_mutation_stays_in_the_view_until_the_cursor_passes_its_version() {
+    let db = TestDb::new();
+    let mut store = db.open();
+    let mut server = FakeServer::new();
+    let r = store.put(&key("a"), doc(json!({"mine": true}))).unwrap();
+    let ack = push_all(&mut store, &mut server);
+    let PushOutcome::Applied { version } = ack.results[0].outcome else {
+        panic!()
+    };
+    assert_eq!(
+        store.mutation_state(r.seq).unwrap(),
+        Some(MutationState::Acked {
+            version: Some(version)
+        })
+    );
+    // A pull page that stops before our version: the base has no record yet, the view keeps
+    // the acked write (no flicker back to "absent").
+    let mut early = server.pull(0, 0);
+    early.changes.clear();
+    for v in early.cursor.values_mut() {
+        *v = version - 1;
+    }
+    early.has_more = true;
+    store.apply_pull(&early).unwrap();
+    assert_eq!(view(&store, "a"), Some(json!({"mine": true})));
+    assert!(store.get(&key("a")).unwrap().unwrap().pending);
+    // The pull that passes it confirms it.
+    let full = server.pull(0, r.seq);
+    let applied = store.apply_pull(&full).unwrap();
+    assert_eq!(applied.confirmed, vec![r.seq]);
+    assert_eq!(
+        store.mutation_state(r.seq).unwrap(),
+        Some(MutationState::Confirmed)
+    );
+    let record = store.get(&key("a")).unwrap().unwrap();
+    assert!(!record.pending);
+    assert_eq!(Value::Object(record.doc), json!({"mine": true}));
+    assert_eq!(store.outbox_stats().unwrap().pending, 0);
+}
+
+#[test]
+fn a_lost_push_response_is_recovered_by_acked_through() {
+    let db = TestDb::new();
+    let mut store = db.open();
+    let mut server = FakeServer::new();
+    let r = store.put(&key("a"), doc(json!({"v": 1}))).unwrap();
+    store.mark_sending(1, r.seq).unwrap();
+    // The server applies the push, but its response is lost on the way back.
+    let m = &store.outbox_batch(0, 10).unwrap()[0].mutation;
+    server.apply(&m.key, &m.op, &Stamp::new(m.hlc, store.client_id().clone()));
+    // The retried push is a duplicate: no result, only acked_through.
+    store
+        .apply_push_response(&PushResponse {
+            acked_through: r.seq,
+            results: vec![],
+        })
+        .unwrap();
+    assert_eq!(
+        store.mutation_state(r.seq).unwrap(),
+        Some(MutationState::Acked { version: None })
+    );
+    // An incomplete pull page cannot confirm by acked_through alone.
+    let mut page = server.pull(0, r.seq);
+    page.has_more = true;
+    store.apply_pull(&page).unwrap();
+    assert!(matches!(
+        store.mutation_state(r.seq).unwrap(),
+        Some(MutationState::Acked { .. })
+    ));
+    // A complete pull whose acked_through covers it confirms it.
+    store.apply_pull(&server.pull(0, r.seq)).unwrap();
+    assert_eq!(
+        store.mutation_state(r.seq).unwrap(),
+        Some(MutationState::Confirmed)
+    );
+    let record = store.get(&key("a")).unwrap().unwrap();
+    assert!(!record.pending);
+    assert_eq!(Value::Object(record.doc), json!({"v": 1}));
+}
+
+#[test]
+fn a_rejected_transaction_is_rolled_back_locally_and_can_be_retried_or_discarded() {
+    let db = TestDb::new();
+    let mut store = db.open();
+    let mut server = FakeServer::new();
+    server.write(
+        &key("a"),
+        Op::Put {
+            doc: doc(json!({"qty": 1})),
+        },
+        10,
+        "bob",
+    );
+    store.apply_pull(&server.pull(0, 0)).unwrap();
+    let (r1, r2) = store
+        .transaction(|tx| {
+            let r1 = tx.patch(&key("a"), doc(json!({"qty": -5})))?;
+            let r2 = tx.put(&key("b"), doc(json!({"order": "a"})))?;
+            Ok::<_, StoreError>((r1, r2))
+        })
+        .unwrap();
+    let r3 = store
+        .put(&key("c"), doc(json!({"unrelated": true})))
+        .unwrap();
+    assert_eq!(view(&store, "a"), Some(json!({"qty": -5})));
+    let rejected = |seq, code| PushResult {
+        seq,
+        outcome: PushOutcome::Rejected {
+            code,
+            message: "qty must be positive".into(),
+        },
+    };
+    let applied_push = store
+        .apply_push_response(&PushResponse {
+            acked_through: r3.seq,
+            results: vec![
+                rejected(r1.seq, ErrorCode::RuleViolation),
+                rejected(r2.seq, ErrorCode::TransactionAborted),
+                applied(r3.seq, 2),
+            ],
+        })
+        .unwrap();
+    assert_eq!(applied_push.rejected, vec![r1.seq, r2.seq]);
+    // Local effect rolled back: view = base + remaining pending.
+    assert_eq!(view(&store, "a"), Some(json!({"qty": 1})));
+    assert!(!store.get(&key("a")).unwrap().unwrap().pending);
+    assert_eq!(view(&store, "b"), None);
+    assert_eq!(
+        view(&store, "c"),
+        Some(json!({"unrelated": true})),
+        "later mutations flow on"
+    );
+    let rejections = store.rejections().unwrap();
+    assert_eq!(rejections.len(), 2);
+    assert_eq!(rejections[0].code, ErrorCode::RuleViolation);
+    assert_eq!(rejections[0].message, "qty must be positive");
+    assert!(matches!(
+        store.mutation_state(r1.seq).unwrap(),
+        Some(MutationState::Rejected {
+            code: ErrorCode::RuleViolation,
+            ..
+        })
+    ));
+
+    // Retry: the whole transaction is queued again with new seqs, in one new tx.
+    let retried = store.retry_rejection(r2.seq).unwrap();
+    assert_eq!(retried.len(), 2);
+    assert_eq!(retried[0].tx, retried[1].tx);
+    assert!(retried[0].seq > r3.seq);
+    assert_eq!(view(&store, "a"), Some(json!({"qty": -5})));
+    assert!(store.rejections().unwrap().is_empty());
+
+    // Rejected again, then discarded: gone for good.
+    store
+        .apply_push_response(&PushResponse {
+            acked_through: retried[1].seq,
+            results: vec![
+                rejected(retried[0].seq, ErrorCode::RuleViolation),
+                rejected(retried[1].seq, ErrorCode::TransactionAborted),
+            ],
+        })
+        .unwrap();
+    assert_eq!(store.discard_rejection(retried[0].seq).unwrap(), 2);
+    assert!(store.rejections().unwrap().is_empty());
+    assert_eq!(view(&store, "a"), Some(json!({"qty": 1})));
+    let err = store.discard_rejection(12345).unwrap_err();
+    assert!(matches!(err, StoreError::NotFound(_)), "{err}");
+}
+
+#[test]
+fn conflicts_are_listed_and_resolved_by_new_mutations() {
+    let db = TestDb::new();
+    let mut store = db.open();
+    let r = store
+        .put(&key("a"), doc(json!({"title": "mine", "n": 1})))
+        .unwrap();
+    let conflict = FieldConflict {
+        field: "title".into(),
+        local: Some(json!("mine")),
+        server: Some(json!("theirs")),
+        winner: Winner::Server,
+    };
+    let applied_push = store
+        .apply_push_response(&PushResponse {
+            acked_through: r.seq,
+            results: vec![PushResult {
+                seq: r.seq,
+                outcome: PushOutcome::Merged {
+                    version: 7,
+                    conflicts: vec![conflict.clone()],
+                },
+            }],
+        })
+        .unwrap();
+    assert_eq!(applied_push.conflicts, 1);
+    let conflicts = store.conflicts().unwrap();
+    assert_eq!(conflicts.len(), 1);
+    assert_eq!(conflicts[0].key, key("a"));
+    assert_eq!(conflicts[0].fields, vec![conflict]);
+    assert_eq!(conflicts[0].version, 7);
+
+    // Keep server: the server value already won, nothing to write.
+    let id = conflicts[0].id;
+    let mut copy = db.open();
+    assert_eq!(
+        copy.resolve_conflict(id, Resolution::KeepServer).unwrap(),
+        None
+    );
+    assert!(copy.conflicts().unwrap().is_empty());
+    drop(copy);
+
+    // (Fresh conflict for the other resolutions.)
+    let again = |store: &mut Store| {
+        let r = store.put(&key("a"), doc(json!({"title": "mine"}))).unwrap();
+        store
+            .apply_push_response(&PushResponse {
+                acked_through: r.seq,
+                results: vec![PushResult {
+                    seq: r.seq,
+                    outcome: PushOutcome::Merged {
+                        version: 9,
+                        conflicts: vec![FieldConflict {
+                            field: "title".into(),
+                            local: Some(json!("mine")),
+                            server: Some(json!("theirs")),
+                            winner: Winner::Server,
+                        }],
+                    },
+                }],
+            })
+            .unwrap();
+        store.conflicts().unwrap()[0].id
+    };
+    let id = again(&mut store);
+    let receipt = store
+        .resolve_conflict(id, Resolution::KeepLocal)
+        .unwrap()
+        .unwrap();
+    let batch = store.outbox_batch(receipt.seq - 1, 10).unwrap();
+    assert_eq!(
+        batch[0].mutation.op,
+        Op::Patch {
+            fields: doc(json!({"title": "mine"}))
+        }
+    );
+
+    let id = again(&mut store);
+    let receipt = store
+        .resolve_conflict(
+            id,
+            Resolution::Merged(doc(json!({"title": "mine + theirs"}))),
+        )
+        .unwrap()
+        .unwrap();
+    assert_eq!(view(&store, "a"), Some(json!({"title": "mine + theirs"})));
+    assert_eq!(
+        store.mutation_state(receipt.seq).unwrap(),
+        Some(MutationState::Queued)
+    );
+    assert!(store.conflicts().unwrap().is_empty());
+    let err = store
+        .resolve_conflict(999, Resolution::KeepLocal)
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NotFound(_)), "{err}");
+}
+
+#[test]
+fn an_inconsistent_change_from_the_server_is_refused_and_changes_nothing() {
+    let db = TestDb::new();
+    let mut store = db.open();
+    store.put(&key("a"), doc(json!({"v": 1}))).unwrap();
+    let mut server = FakeServer::new();
+    server.write(
+        &key("b"),
+        Op::Put {
+            doc: doc(json!({"x": 1})),
+        },
+        10,
+        "bob",
+    );
+    let mut page = server.pull(0, 0);
+    page.changes[0].stamps.fields.clear(); // a document field without a stamp
+    let err = store.apply_pull(&page).unwrap_err();
+    assert!(matches!(err, StoreError::InvalidInput(_)), "{err}");
+    assert_eq!(view(&store, "b"), None);
+    assert!(store.cursor().unwrap().is_empty());
+    assert!(!store.has_synced().unwrap());
+}
+
+#[test]
+fn pulled_stamps_push_the_local_clock_forward() {
+    let db = TestDb::new();
+    let mut store = db.open();
+    let mut server = FakeServer::new();
+    let far_future = 40_000_000_000_000; // a device with a clock ~1200 years ahead
+    server.write(
+        &key("a"),
+        Op::Put {
+            doc: doc(json!({})),
+        },
+        far_future,
+        "bob",
+    );
+    store.apply_pull(&server.pull(0, 0)).unwrap();
+    let r = store.patch(&key("a"), doc(json!({"mine": 1}))).unwrap();
+    assert!(
+        r.hlc > Hlc::new(far_future, 0).unwrap(),
+        "a local write after a pull is newer than it"
+    );
+}
+
+#[test]
+fn a_hundred_thousand_queued_changes_confirm_in_one_pull() {
+    let db = TestDb::new();
+    let mut store = db.open_with(tidesync_store::StoreConfig {
+        durability: tidesync_store::Durability::Normal,
+        ..Default::default()
+    });
+    let mut server = FakeServer::new();
+    store
+        .transaction(|tx| {
+            for i in 0..100_000u32 {
+                tx.put(&key(&format!("r{}", i % 5000)), doc(json!({"i": i})))?;
+            }
+            Ok::<_, StoreError>(())
+        })
+        .unwrap();
+    let mut after = 0;
+    let mut pushed = 0;
+    let client = store.client_id().clone();
+    loop {
+        let batch = store.outbox_batch(after, 1000).unwrap();
+        let Some(last) = batch.last().map(|e| e.mutation.seq) else {
+            break;
+        };
+        // One transaction of 100k comes whole: the engine would send it in one push.
+        let results = batch
+            .iter()
+            .map(|e| {
+                let v = server.apply(
+                    &e.mutation.key,
+                    &e.mutation.op,
+                    &Stamp::new(e.mutation.hlc, client.clone()),
+                );
+                applied(e.mutation.seq, v)
+            })
+            .collect();
+        pushed += batch.len();
+        store
+            .apply_push_response(&PushResponse {
+                acked_through: last,
+                results,
+            })
+            .unwrap();
+        after = last;
+    }
+    assert_eq!(pushed, 100_000);
+    let applied = store.apply_pull(&server.pull(0, 100_000)).unwrap();
+    assert_eq!(applied.confirmed.len(), 100_000);
+    assert_eq!(store.outbox_stats().unwrap().pending, 0);
+    assert_eq!(view(&store, "r4999"), Some(json!({"i": 99_999})));
+    assert!(!store.get(&key("r0")).unwrap().unwrap().pending);
+}
