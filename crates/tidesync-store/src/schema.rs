@@ -71,6 +71,8 @@ CREATE TABLE outbox (
     created_at    INTEGER NOT NULL
 );
 CREATE INDEX outbox_by_record ON outbox (space, collection, id, seq);
+-- Only rows being sent: lets open requeue them without scanning the outbox.
+CREATE INDEX outbox_sending ON outbox (state) WHERE state = 1;
 
 -- Mutations the server refused, with the reason. Their local effect has been rolled back.
 CREATE TABLE rejections (
