@@ -1,11 +1,12 @@
 //! Persistence of restoration state in the `restoration` table. The in-memory tree and its
 //! rules live in [`crate::restoration`]; this module only moves rows.
 
+use rusqlite::types::ValueRef;
 use rusqlite::{params, Connection};
 
 use crate::restoration::{
-    Lifetime, Loaded, PlannedChange, Repair, RestorationLimits, RestorationSchema, RestorationTree,
-    StoredEntry,
+    IssueKind, Lifetime, Loaded, PlannedChange, Repair, RestorationIssue, RestorationLimits,
+    RestorationSchema, RestorationTree, StoredEntry,
 };
 use crate::{Result, StoreError};
 
@@ -82,44 +83,31 @@ pub(crate) fn load(
              ORDER BY lifetime, bucket, key",
         )
         .map_err(StoreError::sql(ctx))?;
-    let rows = stmt
-        .query_map([], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, String>(3)?,
-                r.get::<_, i64>(4)?,
-                r.get::<_, Vec<u8>>(5)?,
-            ))
-        })
-        .map_err(StoreError::sql(ctx))?;
+    let mut rows = stmt.query([]).map_err(StoreError::sql(ctx))?;
     let mut entries = Vec::new();
-    let mut unknown_lifetimes = Vec::new();
-    for row in rows {
-        let (lifetime, path, key, tag, version, bytes) = row.map_err(StoreError::sql(ctx))?;
-        match (Lifetime::from_i64(lifetime), u32::try_from(version)) {
-            (Some(lifetime), Ok(version)) => entries.push(StoredEntry {
-                lifetime,
-                path,
-                key,
-                tag,
-                version,
-                bytes,
-            }),
-            // Rows no version of tidesync writes: drop them rather than fail the open.
-            _ => unknown_lifetimes.push((lifetime, path, key)),
+    let mut unreadable = Vec::new();
+    while let Some(row) = rows.next().map_err(StoreError::sql(ctx))? {
+        let raw = RawRow::read(row).map_err(StoreError::sql(ctx))?;
+        match raw.to_entry() {
+            Some(entry) => entries.push(entry),
+            None => unreadable.push(raw),
         }
     }
+    drop(rows);
     drop(stmt);
-    for (lifetime, path, key) in unknown_lifetimes {
+    let mut issues = Vec::new();
+    for raw in unreadable {
+        // Match the row by its raw bytes: its text may not even be UTF-8.
         conn.execute(
-            "DELETE FROM restoration WHERE lifetime = ?1 AND bucket = ?2 AND key = ?3",
-            params![lifetime, path, key],
+            "DELETE FROM restoration WHERE lifetime IS ?1
+             AND CAST(bucket AS BLOB) IS ?2 AND CAST(key AS BLOB) IS ?3",
+            params![raw.lifetime, raw.bucket, raw.key],
         )
         .map_err(StoreError::sql(ctx))?;
+        issues.push(raw.issue());
     }
-    let loaded = RestorationTree::load(entries, schema, limits);
+    let mut loaded = RestorationTree::load(entries, schema, limits);
+    loaded.issues.splice(0..0, issues);
     for repair in &loaded.repairs {
         match repair {
             Repair::Delete {
@@ -150,4 +138,71 @@ pub(crate) fn load(
         .map_err(StoreError::sql(ctx))?;
     }
     Ok(loaded)
+}
+
+/// A restoration row exactly as stored, before any type is trusted.
+struct RawRow {
+    lifetime: rusqlite::types::Value,
+    bucket: Vec<u8>,
+    key: Vec<u8>,
+    tag: Vec<u8>,
+    version: rusqlite::types::Value,
+    value: Vec<u8>,
+}
+
+impl RawRow {
+    fn read(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawRow> {
+        let bytes = |i: usize| -> rusqlite::Result<Vec<u8>> {
+            Ok(match row.get_ref(i)? {
+                ValueRef::Text(b) | ValueRef::Blob(b) => b.to_vec(),
+                ValueRef::Integer(n) => n.to_string().into_bytes(),
+                ValueRef::Real(f) => f.to_string().into_bytes(),
+                ValueRef::Null => Vec::new(),
+            })
+        };
+        Ok(RawRow {
+            lifetime: row.get(0)?,
+            bucket: bytes(1)?,
+            key: bytes(2)?,
+            tag: bytes(3)?,
+            version: row.get(4)?,
+            value: bytes(5)?,
+        })
+    }
+
+    /// The entry, if every column has the type tidesync writes.
+    fn to_entry(&self) -> Option<StoredEntry> {
+        let rusqlite::types::Value::Integer(lifetime) = self.lifetime else {
+            return None;
+        };
+        let rusqlite::types::Value::Integer(version) = self.version else {
+            return None;
+        };
+        Some(StoredEntry {
+            lifetime: Lifetime::from_i64(lifetime)?,
+            path: String::from_utf8(self.bucket.clone()).ok()?,
+            key: String::from_utf8(self.key.clone()).ok()?,
+            tag: String::from_utf8(self.tag.clone()).ok()?,
+            version: u32::try_from(version).ok()?,
+            bytes: self.value.clone(),
+        })
+    }
+
+    fn issue(&self) -> RestorationIssue {
+        let lifetime = match self.lifetime {
+            rusqlite::types::Value::Integer(n) => Lifetime::from_i64(n),
+            _ => None,
+        };
+        RestorationIssue {
+            lifetime: lifetime.unwrap_or(Lifetime::Session),
+            path: String::from_utf8_lossy(&self.bucket).into_owned(),
+            key: String::from_utf8_lossy(&self.key).into_owned(),
+            tag: String::from_utf8_lossy(&self.tag).into_owned(),
+            kind: IssueKind::Unreadable,
+            message: format!(
+                "the row does not hold the column types tidesync writes (lifetime {:?}, version {:?}); it was modified outside tidesync",
+                self.lifetime, self.version
+            ),
+        }
+    }
 }

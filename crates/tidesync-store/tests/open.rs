@@ -225,3 +225,13 @@ fn a_writer_blocked_past_the_busy_timeout_gets_a_retryable_busy_error() {
     let receipt = store.put(&key("a"), doc(json!({}))).unwrap();
     assert_eq!(receipt.seq, 1, "the failed write consumed no seq");
 }
+
+#[test]
+fn a_store_can_move_to_a_background_thread() {
+    fn assert_send<T: Send>() {}
+    assert_send::<Store>();
+    let db = TestDb::new();
+    let mut store = db.open();
+    let handle = std::thread::spawn(move || store.put(&key("a"), doc(json!({}))).map(|r| r.seq));
+    assert_eq!(handle.join().unwrap().unwrap(), 1);
+}

@@ -348,3 +348,39 @@ fn invalid_keys_and_versions_newer_than_the_schema_are_refused() {
         .is_err());
     assert_eq!(store.restoration().entry_count(), 0);
 }
+
+#[test]
+fn rows_damaged_outside_tidesync_are_dropped_and_reported_not_fatal() {
+    let db = TestDb::new();
+    let mut store = db.open();
+    store
+        .restore_write(Lifetime::Persistent, &checkout(), "draft", draft("keep me"))
+        .unwrap();
+    drop(store);
+    {
+        let conn = rusqlite::Connection::open(&db.path).unwrap();
+        conn.execute_batch(
+            "INSERT INTO restoration VALUES (1, 'checkout', CAST(x'ff00fe' AS TEXT), 'note', 1, x'0100');
+             INSERT INTO restoration VALUES (7, 'checkout', 'alien', 'note', 1, x'0100');
+             INSERT INTO restoration VALUES (1, 'checkout', 'textversion', 'note', 'one', x'0100');
+             INSERT INTO restoration VALUES (1, 'checkout', 'toobig', 'note', 99999999999, x'0100');",
+        )
+        .unwrap();
+    }
+    let store = db.open();
+    let issues = store.restoration_issues();
+    assert_eq!(issues.len(), 4, "{issues:?}");
+    assert!(
+        issues.iter().all(|i| i.kind == IssueKind::Unreadable),
+        "{issues:?}"
+    );
+    assert!(issues.iter().any(|i| i.key == "alien"));
+    assert_eq!(store.restoration().entry_count(), 1);
+    drop(store);
+    let store = db.open();
+    assert!(
+        store.restoration_issues().is_empty(),
+        "the damaged rows were deleted"
+    );
+    assert_eq!(store.restoration().entry_count(), 1);
+}

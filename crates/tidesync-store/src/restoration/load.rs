@@ -32,6 +32,9 @@ pub struct StoredEntry {
 /// Why a row was dropped at load.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum IssueKind {
+    /// The row's columns do not hold the types tidesync writes (unknown lifetime, text that
+    /// is not UTF-8, ...): the file was modified outside tidesync.
+    Unreadable,
     /// The path breaks the naming rules.
     InvalidPath,
     /// The key breaks the naming rules.
