@@ -67,7 +67,7 @@ pub(crate) fn open_connection(path: &Path, config: &StoreConfig) -> Result<Conne
         Durability::Normal => "NORMAL",
     };
     conn.execute_batch(&format!(
-        "PRAGMA synchronous = {sync}; PRAGMA foreign_keys = OFF; PRAGMA temp_store = MEMORY;"
+        "PRAGMA synchronous = {sync}; PRAGMA foreign_keys = OFF; PRAGMA temp_store = MEMORY; PRAGMA cache_size = -16384;"
     ))
     .map_err(StoreError::sql("set pragmas"))?;
     migrate(&conn, version)?;

@@ -22,9 +22,9 @@ CREATE TABLE meta (
     value TEXT NOT NULL
 ) WITHOUT ROWID;
 
--- The write counters, one row. Read at the start and written at the end of every local
--- write transaction, so sequence numbers and stamps never repeat, even after the outbox
--- has been drained.
+-- The write counters, one row. The live counters are the larger of this row and the newest
+-- outbox row; the row is saved before outbox rows are deleted (confirmation, rejection) and
+-- when pulled stamps move the clock, so seqs and stamps never repeat after a drain.
 CREATE TABLE clock (
     id       INTEGER PRIMARY KEY CHECK (id = 1),
     last_seq INTEGER NOT NULL,

@@ -66,6 +66,8 @@ pub(crate) fn apply_push_response(
     response: &PushResponse,
     now_ms: u64,
 ) -> Result<PushApplied> {
+    // Rejected rows leave the outbox: pin the counters in the clock row first.
+    Counters::load(conn)?.save(conn)?;
     let mut applied = PushApplied::default();
     let mut touched = BTreeSet::new();
     for result in &response.results {
@@ -140,6 +142,8 @@ pub(crate) fn apply_pull(
 ) -> Result<PullApplied> {
     let mut applied = PullApplied::default();
     let mut counters = Counters::load(conn)?;
+    // Confirmed rows leave the outbox: pin the counters in the clock row first.
+    counters.save(conn)?;
     for change in &response.changes {
         let state = RecordState::from_wire(change.doc.as_ref(), &change.stamps).map_err(|e| {
             StoreError::InvalidInput(format!(

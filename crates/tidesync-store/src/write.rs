@@ -27,7 +27,12 @@ pub struct WriteReceipt {
     pub hlc: Hlc,
 }
 
-/// The persisted write counters (table `clock`).
+/// The write counters: the last seq, tx id and HLC stamp handed out.
+///
+/// They are the larger of the `clock` row and the newest outbox row (seq, tx and hlc all grow
+/// with seq), so a local write only appends to the outbox and never rewrites the clock row.
+/// Whoever deletes outbox rows or moves the clock on its own (confirmations, rejections,
+/// observed remote stamps) saves the counters first, in the same transaction.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Counters {
     pub last_seq: u64,
@@ -37,17 +42,27 @@ pub(crate) struct Counters {
 
 impl Counters {
     pub(crate) fn load(conn: &rusqlite::Connection) -> Result<Counters> {
-        conn.prepare_cached("SELECT last_seq, last_tx, last_hlc FROM clock WHERE id = 1")
-            .and_then(|mut s| {
-                s.query_row([], |r| {
-                    Ok(Counters {
-                        last_seq: r.get::<_, i64>(0)? as u64,
-                        last_tx: r.get::<_, i64>(1)? as u64,
-                        clock: HlcClock::resume(Hlc::from_u64(r.get::<_, i64>(2)? as u64)),
-                    })
+        conn.prepare_cached(
+            "SELECT c.last_seq, c.last_tx, c.last_hlc, o.seq, o.tx, o.hlc
+             FROM clock AS c
+             LEFT JOIN (SELECT seq, tx, hlc FROM outbox ORDER BY seq DESC LIMIT 1) AS o
+             WHERE c.id = 1",
+        )
+        .and_then(|mut s| {
+            s.query_row([], |r| {
+                let newest = |i: usize, j: usize| -> rusqlite::Result<u64> {
+                    let saved = r.get::<_, i64>(i)? as u64;
+                    let outbox = r.get::<_, Option<i64>>(j)?.map_or(0, |v| v as u64);
+                    Ok(saved.max(outbox))
+                };
+                Ok(Counters {
+                    last_seq: newest(0, 3)?,
+                    last_tx: newest(1, 4)?,
+                    clock: HlcClock::resume(Hlc::from_u64(newest(2, 5)?)),
                 })
             })
-            .map_err(StoreError::sql("read the write counters"))
+        })
+        .map_err(StoreError::sql("read the write counters"))
     }
 
     pub(crate) fn save(&self, conn: &rusqlite::Connection) -> Result<()> {
@@ -186,7 +201,7 @@ impl<'a> WriteTx<'a> {
     /// Commits: saves the counters, commits SQLite, and hands back the restoration changes
     /// for the in-memory tree.
     pub(crate) fn commit(self) -> Result<Vec<PlannedChange>> {
-        self.counters.save(&self.tx)?;
+        // No counter save: the new outbox rows carry the counters (see `Counters`).
         let planned = self.restoration.finish();
         for change in &planned {
             crate::restoration_store::persist(&self.tx, change)?;

@@ -493,3 +493,37 @@ fn a_hundred_thousand_queued_changes_confirm_in_one_pull() {
     assert_eq!(view(&store, "r4999"), Some(json!({"i": 99_999})));
     assert!(!store.get(&key("r0")).unwrap().unwrap().pending);
 }
+
+#[test]
+fn seqs_and_stamps_continue_after_the_outbox_drains_by_confirmation_or_rejection() {
+    let db = TestDb::new();
+    let mut store = db.open();
+    let mut server = FakeServer::new();
+    store.put(&key("a"), doc(json!({}))).unwrap();
+    let last = store.put(&key("b"), doc(json!({}))).unwrap();
+    push_all(&mut store, &mut server);
+    store.apply_pull(&server.pull(0, last.seq)).unwrap();
+    assert_eq!(store.outbox_stats().unwrap().pending, 0);
+    drop(store);
+    let mut store = db.open();
+    let next = store.put(&key("c"), doc(json!({}))).unwrap();
+    assert_eq!(next.seq, last.seq + 1);
+    assert_eq!(next.tx, last.tx + 1);
+    assert!(next.hlc > last.hlc);
+    store
+        .apply_push_response(&PushResponse {
+            acked_through: next.seq,
+            results: vec![PushResult {
+                seq: next.seq,
+                outcome: PushOutcome::Rejected {
+                    code: ErrorCode::RuleViolation,
+                    message: "no".into(),
+                },
+            }],
+        })
+        .unwrap();
+    assert_eq!(store.outbox_stats().unwrap().pending, 0);
+    let after = store.put(&key("d"), doc(json!({}))).unwrap();
+    assert_eq!(after.seq, next.seq + 1, "a rejected seq is never reused");
+    assert!(after.hlc > next.hlc);
+}
