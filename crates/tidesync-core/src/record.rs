@@ -114,6 +114,21 @@ impl RecordState {
         self.fields.get(name)
     }
 
+    /// The liveness register: the stamp of its last write and whether the record is live.
+    pub fn liveness(&self) -> Option<(&Stamp, bool)> {
+        self.liveness.as_ref().map(|(s, live)| (s, *live))
+    }
+
+    /// The stamp of the newest `put` or `delete` (field writes older than it are void).
+    pub fn cleared(&self) -> Option<&Stamp> {
+        self.cleared.as_ref()
+    }
+
+    /// Names of the fields that have a register (present or removed).
+    pub fn field_names(&self) -> impl Iterator<Item = &str> {
+        self.fields.keys().map(String::as_str)
+    }
+
     /// The newest stamp anywhere in the record (for clocks that must observe it).
     pub fn max_stamp(&self) -> Option<&Stamp> {
         let fields = self.fields.values().map(|r| &r.stamp);

@@ -50,6 +50,10 @@ pub enum ErrorCode {
     Unavailable,
     /// The server failed; the request may be retried (500).
     Internal,
+    /// No such endpoint (404).
+    NotFound,
+    /// The endpoint exists but not with this HTTP method (405).
+    MethodNotAllowed,
     /// Per-mutation rejection: the collection's `strict` policy refused a mutation made on
     /// an outdated base version.
     StaleBase,
@@ -75,6 +79,8 @@ impl ErrorCode {
             Self::RateLimited => "rate_limited",
             Self::Unavailable => "unavailable",
             Self::Internal => "internal",
+            Self::NotFound => "not_found",
+            Self::MethodNotAllowed => "method_not_allowed",
             Self::StaleBase => "stale_base",
             Self::RuleViolation => "rule_violation",
             Self::TransactionAborted => "transaction_aborted",
@@ -115,6 +121,8 @@ mod tests {
             ErrorCode::RateLimited,
             ErrorCode::Unavailable,
             ErrorCode::Internal,
+            ErrorCode::NotFound,
+            ErrorCode::MethodNotAllowed,
             ErrorCode::StaleBase,
             ErrorCode::RuleViolation,
             ErrorCode::TransactionAborted,

@@ -49,9 +49,23 @@ impl Hlc {
     }
 }
 
+impl Hlc {
+    /// The 16 lowercase hex digits of the wire form, without going through `fmt` (stamps are
+    /// formatted for every field of every stored record).
+    fn hex(self) -> [u8; 16] {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut out = [0u8; 16];
+        for (i, byte) in out.iter_mut().enumerate() {
+            *byte = DIGITS[((self.0 >> (60 - 4 * i)) & 0xf) as usize];
+        }
+        out
+    }
+}
+
 impl fmt::Display for Hlc {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:016x}", self.0)
+        // The digits are ASCII, so this never fails.
+        f.write_str(std::str::from_utf8(&self.hex()).map_err(|_| fmt::Error)?)
     }
 }
 
@@ -74,7 +88,7 @@ impl FromStr for Hlc {
 
 impl serde::Serialize for Hlc {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
+        s.serialize_str(std::str::from_utf8(&self.hex()).unwrap_or_default())
     }
 }
 
@@ -103,7 +117,18 @@ impl Stamp {
 
 impl fmt::Display for Stamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}@{}", self.hlc, self.client)
+        f.write_str(&self.to_wire())
+    }
+}
+
+impl Stamp {
+    /// The wire form `"<16 hex>@<client id>"`, built without `fmt`.
+    pub fn to_wire(&self) -> String {
+        let mut out = String::with_capacity(17 + self.client.as_str().len());
+        out.push_str(std::str::from_utf8(&self.hlc.hex()).unwrap_or_default());
+        out.push('@');
+        out.push_str(self.client.as_str());
+        out
     }
 }
 
@@ -122,7 +147,7 @@ impl FromStr for Stamp {
 
 impl serde::Serialize for Stamp {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
+        s.serialize_str(&self.to_wire())
     }
 }
 

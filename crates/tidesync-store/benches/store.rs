@@ -181,37 +181,12 @@ fn config(durability: Durability) -> StoreConfig {
 
 // ---- raw rusqlite baseline ------------------------------------------------------------------
 
-/// The `records` and `outbox` tables and the outbox index exactly as in the store's schema
-/// (src/schema.rs, V1). The baseline does only the two inserts: no write counters, no
-/// cursor lookup.
-const RAW_SCHEMA: &str = r#"
-CREATE TABLE records (
-    space        TEXT NOT NULL,
-    collection   TEXT NOT NULL,
-    id           TEXT NOT NULL,
-    doc          TEXT,
-    base         TEXT,
-    base_version INTEGER NOT NULL DEFAULT 0,
-    pending      INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (space, collection, id)
-) WITHOUT ROWID;
-CREATE TABLE outbox (
-    seq           INTEGER PRIMARY KEY,
-    tx            INTEGER NOT NULL,
-    space         TEXT NOT NULL,
-    collection    TEXT NOT NULL,
-    id            TEXT NOT NULL,
-    op            TEXT NOT NULL,
-    hlc           INTEGER NOT NULL,
-    base_version  INTEGER NOT NULL,
-    state         INTEGER NOT NULL DEFAULT 0,
-    acked_version INTEGER,
-    attempts      INTEGER NOT NULL DEFAULT 0,
-    created_at    INTEGER NOT NULL
-);
-CREATE INDEX outbox_by_record ON outbox (space, collection, id, seq);
-CREATE INDEX outbox_sending ON outbox (state) WHERE state = 1;
-"#;
+/// The store's own schema (`tidesync_store::MIGRATIONS`), so the baseline writes into the
+/// very same tables and indexes. The baseline does only the two inserts: no write counters,
+/// no cursor lookup.
+fn raw_schema() -> String {
+    tidesync_store::MIGRATIONS.concat()
+}
 
 const RAW_UPSERT: &str =
     "INSERT INTO records (space, collection, id, doc, pending) VALUES (?1, ?2, ?3, ?4, 1)
@@ -242,7 +217,7 @@ impl Raw {
             "PRAGMA synchronous = {sync}; PRAGMA foreign_keys = OFF; PRAGMA temp_store = MEMORY; PRAGMA cache_size = -16384;"
         ))
         .expect("pragmas");
-        conn.execute_batch(RAW_SCHEMA).expect("schema");
+        conn.execute_batch(&raw_schema()).expect("schema");
         Raw {
             conn,
             seq: 0,

@@ -1,0 +1,58 @@
+//! `tidesync token create`: issue an API token straight into the database file (the server
+//! may be running; SQLite serializes the write).
+
+use anyhow::{bail, Context};
+use clap::Args;
+use tidesync_protocol::SpaceName;
+use tidesync_server::auth::Grants;
+use tidesync_server::storage::sqlite::SqliteStorage;
+
+use crate::DataDir;
+
+/// Flags of `tidesync token create`.
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    #[command(flatten)]
+    data_dir: DataDir,
+    /// The user the token acts for.
+    #[arg(long)]
+    user: String,
+    /// A space the user may read and write (repeatable).
+    #[arg(long = "space", value_name = "SPACE")]
+    spaces: Vec<SpaceName>,
+    /// A space the user may only read (repeatable).
+    #[arg(long = "read-only-space", value_name = "SPACE")]
+    read_only_spaces: Vec<SpaceName>,
+}
+
+/// Creates the token and prints it once.
+pub fn create(args: CreateArgs) -> anyhow::Result<()> {
+    if args.spaces.is_empty() && args.read_only_spaces.is_empty() {
+        bail!("give the token at least one --space or --read-only-space");
+    }
+    let database = args.data_dir.database()?;
+    let grants = Grants {
+        user: args.user,
+        read: args.read_only_spaces.into_iter().collect(),
+        write: args.spaces.into_iter().collect(),
+    };
+    let token = SqliteStorage::create_token_at(&database, &grants)
+        .with_context(|| format!("cannot create a token in {}", database.display()))?;
+    let list = |spaces: &std::collections::BTreeSet<SpaceName>| {
+        let names: Vec<&str> = spaces.iter().map(SpaceName::as_str).collect();
+        if names.is_empty() {
+            "-".to_owned()
+        } else {
+            names.join(", ")
+        }
+    };
+    println!(
+        "token for user {} (read+write: {}; read-only: {}):",
+        grants.user,
+        list(&grants.write),
+        list(&grants.read)
+    );
+    println!("{token}");
+    println!("Store it now: only its hash is kept, it cannot be shown again.");
+    Ok(())
+}

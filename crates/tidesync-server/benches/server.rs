@@ -1,0 +1,307 @@
+//! Server benchmarks, printed as ratios against baselines measured in the same run.
+//!
+//! `cargo bench -p tidesync-server` prints:
+//! 1. push throughput through the SQLite storage: 4 clients pushing concurrently (as a server
+//!    sees them) in batches of 1,000 puts, synchronous=FULL; baseline: raw rusqlite writing
+//!    the same rows (record upserts, space version, client last_seq) in one transaction per
+//!    batch with the same pragmas. Batches and rows are built before the clock starts.
+//!    The same load again through the HTTP app (`app().oneshot`, bodies serialized before the
+//!    clock starts): JSON parsing, auth, validation and response serialization included.
+//! 2. the time to pull 100 changes from a space of 1M records vs from a space of 1k records.
+//!
+//! `BENCH_PULL_RECORDS` overrides the 1M (e.g. 200000 for a quick run).
+
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use rusqlite::params;
+use serde_json::json;
+use std::sync::Arc;
+use tidesync_protocol::{ClientId, Cursor, Hlc, Mutation, Op, RecordKey, SpaceName, Stamp};
+use tidesync_server::rules::{land, ServerRecord};
+use tidesync_server::storage::sqlite::SqliteStorage;
+use tidesync_server::storage::{PullInput, PushInput, Storage};
+
+use axum::body::Body;
+use axum::http::{header, Request, StatusCode};
+use tidesync_protocol::{PushRequest, PROTOCOL_VERSION};
+use tidesync_server::auth::Grants;
+use tidesync_server::{app, AppState, Limits, MergeRules};
+use tower::ServiceExt;
+
+const BATCH: u64 = 1_000;
+const CLIENTS: u64 = 4;
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn mutation(space: &str, seq: u64, id: u64) -> Mutation {
+    let doc = json!({"title": format!("Buy milk #{id}"), "done": id % 3 == 0, "priority": id % 5});
+    Mutation {
+        seq,
+        tx: seq,
+        key: RecordKey::parse(space, "todos", &format!("t{id:08}")).expect("valid key"),
+        op: Op::Put {
+            doc: doc.as_object().cloned().unwrap_or_default(),
+        },
+        hlc: Hlc::new(now_ms(), (seq % 60_000) as u16).unwrap_or_default(),
+        base_version: 0,
+    }
+}
+
+/// The pushes of one client: `n` puts on records `seq % ids`, in batches of `BATCH`.
+fn batches(space: &str, client: &str, n: u64, ids: u64) -> Vec<PushInput> {
+    let client = ClientId::new(client).expect("valid client");
+    (1..=n)
+        .step_by(BATCH as usize)
+        .map(|from| PushInput {
+            user: "bench".into(),
+            client_id: client.clone(),
+            mutations: (from..(from + BATCH).min(n + 1))
+                .map(|s| mutation(space, s, s % ids))
+                .collect(),
+        })
+        .collect()
+}
+
+async fn push_all(storage: &SqliteStorage, batches: Vec<PushInput>) {
+    for batch in batches {
+        storage.push(batch).await.expect("push");
+    }
+}
+
+type RawRow = (String, i64, String, String);
+
+/// The rows a push of `n` new puts writes, serialized exactly as the storage does (same
+/// state and versions JSON), built before the clock starts.
+fn raw_rows(from_seq: u64, n: u64) -> Vec<RawRow> {
+    let client = ClientId::new("raw").expect("valid client");
+    (from_seq..from_seq + n)
+        .map(|s| {
+            let m = mutation("raw", s, s);
+            let mut record = ServerRecord::default();
+            let stamp = Stamp::new(m.hlc, client.clone());
+            land(&mut record, &m.op, &stamp, s, &mut []);
+            let state = serde_json::to_string(&record.state).expect("json");
+            let versions = serde_json::to_string(&record.versions).expect("json");
+            (format!("t{s:08}"), s as i64, state, versions)
+        })
+        .collect()
+}
+
+fn raw_push(conn: &mut rusqlite::Connection, rows: &[RawRow]) {
+    for chunk in rows.chunks(BATCH as usize) {
+        let end = chunk.last().map_or(0, |r| r.1);
+        let tx = conn.transaction().expect("begin");
+        {
+            let mut upsert = tx
+                .prepare_cached(
+                    "INSERT INTO records (space, collection, id, version, state, versions)
+                     VALUES (?1, 'todos', ?2, ?3, ?4, ?5)
+                     ON CONFLICT DO UPDATE SET version = excluded.version,
+                        state = excluded.state, versions = excluded.versions",
+                )
+                .expect("prepare");
+            for (id, version, state, versions) in chunk {
+                upsert
+                    .execute(params!["raw", id, version, state, versions])
+                    .expect("upsert");
+            }
+            tx.execute(
+                "INSERT INTO spaces (space, version) VALUES ('raw', ?1)
+                 ON CONFLICT DO UPDATE SET version = excluded.version",
+                [end],
+            )
+            .expect("space");
+            tx.execute(
+                "INSERT INTO clients (client_id, user_id, last_seq) VALUES ('raw', 'bench', ?1)
+                 ON CONFLICT DO UPDATE SET last_seq = excluded.last_seq",
+                [end],
+            )
+            .expect("client");
+        }
+        tx.commit().expect("commit");
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn row(name: &str, measured: String, baseline: String, ratio: f64, target: &str, pass: bool) {
+    println!(
+        "| {name:<56} | {measured:>10} | {baseline:>14} | {ratio:>5.2}× | {target:<9} | {} |",
+        if pass { "PASS" } else { "MISS" }
+    );
+}
+
+async fn pull_time(storage: &SqliteStorage, space: &str, version: u64, reps: usize) -> f64 {
+    let space = SpaceName::new(space).expect("valid space");
+    let input = PullInput {
+        user: "bench".into(),
+        client_id: ClientId::new("reader").expect("valid"),
+        cursor: [(space.clone(), version - 100)]
+            .into_iter()
+            .collect::<Cursor>(),
+        spaces: vec![space],
+        limit: 100,
+    };
+    let mut times = Vec::with_capacity(reps);
+    for _ in 0..reps {
+        let start = Instant::now();
+        let page = storage.pull(input.clone()).await.expect("pull");
+        times.push(start.elapsed().as_secs_f64());
+        assert_eq!(page.changes.len(), 100);
+    }
+    median(times)
+}
+
+#[tokio::main]
+async fn main() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    println!("tidesync-server benchmarks (medians; ratios against baselines from this run)\n");
+    println!("| benchmark                                                |   measured |       baseline | ratio | target    | result |");
+    println!("|----------------------------------------------------------|------------|----------------|-------|-----------|--------|");
+
+    // 1. Push throughput.
+    let path = dir.path().join("push.db");
+    let storage = SqliteStorage::open(&path, MergeRules::default()).expect("open");
+    let mut raw = rusqlite::Connection::open(&path).expect("raw connection");
+    raw.execute_batch(
+        "PRAGMA synchronous = FULL; PRAGMA cache_size = -65536; PRAGMA wal_autocheckpoint = 10000;",
+    )
+    .expect("pragma");
+    let n = 100_000u64;
+    push_all(&storage, batches("warm", "warm", 10_000, 10_000)).await;
+    raw_push(&mut raw, &raw_rows(1, 10_000));
+    let (mut ours, mut base) = (Vec::new(), Vec::new());
+    for rep in 0..3u64 {
+        let work: Vec<_> = (0..CLIENTS)
+            .map(|c| {
+                batches(
+                    &format!("s{rep}-{c}"),
+                    &format!("c{rep}-{c}"),
+                    n / CLIENTS,
+                    n,
+                )
+            })
+            .collect();
+        let storage = &storage;
+        let start = Instant::now();
+        futures::future::join_all(work.into_iter().map(|b| push_all(storage, b))).await;
+        ours.push(n as f64 / start.elapsed().as_secs_f64());
+        let rows = raw_rows(10_001 + rep * n, n);
+        let start = Instant::now();
+        raw_push(&mut raw, &rows);
+        base.push(n as f64 / start.elapsed().as_secs_f64());
+    }
+    let (ours, base) = (median(ours), median(base));
+    row(
+        "push: 4 clients × batches of 1,000 puts, FULL (mut/s)",
+        format!("{:.0}k/s", ours / 1000.0),
+        format!("{:.0}k/s raw", base / 1000.0),
+        base / ours,
+        "≥ 100k/s",
+        ours >= 100_000.0,
+    );
+    storage.shutdown().await;
+
+    // 1b. The same through the HTTP app.
+    let path = dir.path().join("http.db");
+    let storage = Arc::new(SqliteStorage::open(&path, MergeRules::default()).expect("open"));
+    let spaces: Vec<String> = (0..3)
+        .flat_map(|rep| (0..CLIENTS).map(move |c| format!("h{rep}-{c}")))
+        .chain(["hwarm".to_owned()])
+        .collect();
+    let token = storage
+        .create_token(&Grants {
+            user: "bench".into(),
+            read: Default::default(),
+            write: spaces
+                .iter()
+                .map(|s| SpaceName::new(s.as_str()).expect("valid"))
+                .collect(),
+        })
+        .expect("token");
+    let router = app(AppState::new(storage.clone(), Limits::default()));
+    let bodies = |space: &str, client: &str, n: u64| -> Vec<Vec<u8>> {
+        batches(space, client, n, n)
+            .into_iter()
+            .map(|b| {
+                serde_json::to_vec(&PushRequest {
+                    client_id: b.client_id,
+                    protocol: PROTOCOL_VERSION,
+                    mutations: b.mutations,
+                })
+                .expect("json")
+            })
+            .collect()
+    };
+    let send_all = |bodies: Vec<Vec<u8>>| {
+        let router = router.clone();
+        let token = token.clone();
+        async move {
+            for body in bodies {
+                let request = Request::post("/v1/push")
+                    .header(header::AUTHORIZATION, format!("Bearer {token}"))
+                    .header(header::CONTENT_TYPE, "application/json")
+                    .body(Body::from(body))
+                    .expect("request");
+                let response = router.clone().oneshot(request).await.expect("response");
+                assert_eq!(response.status(), StatusCode::OK);
+            }
+        }
+    };
+    send_all(bodies("hwarm", "hwarm", 10_000)).await;
+    let mut http = Vec::new();
+    for rep in 0..3u64 {
+        let work: Vec<_> = (0..CLIENTS)
+            .map(|c| bodies(&format!("h{rep}-{c}"), &format!("hc{rep}-{c}"), n / CLIENTS))
+            .collect();
+        let start = Instant::now();
+        futures::future::join_all(work.into_iter().map(&send_all)).await;
+        http.push(n as f64 / start.elapsed().as_secs_f64());
+    }
+    let http = median(http);
+    row(
+        "push over the HTTP app (same load, JSON included)",
+        format!("{:.0}k/s", http / 1000.0),
+        format!("{:.0}k/s storage", ours / 1000.0),
+        ours / http,
+        "≥ 100k/s",
+        http >= 100_000.0,
+    );
+    storage.shutdown().await;
+
+    // 2. Pull cost vs space size.
+    let big: u64 = std::env::var("BENCH_PULL_RECORDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let path = dir.path().join("pull.db");
+    let storage = SqliteStorage::open(&path, MergeRules::default()).expect("open");
+    let fill = Instant::now();
+    push_all(&storage, batches("big", "filler-big", big, big)).await;
+    push_all(&storage, batches("small", "filler-small", 1_000, 1_000)).await;
+    eprintln!("filled {big} + 1000 records in {:?}", fill.elapsed());
+    pull_time(&storage, "big", big, 20).await;
+    pull_time(&storage, "small", 1_000, 20).await;
+    let (mut b, mut s) = (Vec::new(), Vec::new());
+    for _ in 0..5 {
+        b.push(pull_time(&storage, "big", big, 20).await);
+        s.push(pull_time(&storage, "small", 1_000, 20).await);
+    }
+    let (b, s) = (median(b), median(s));
+    row(
+        &format!("pull 100 changes: space of {}k vs 1k records", big / 1000),
+        format!("{:.0} µs", b * 1e6),
+        format!("{:.0} µs at 1k", s * 1e6),
+        b / s,
+        "≤ 1.5×",
+        b / s <= 1.5,
+    );
+    storage.shutdown().await;
+}

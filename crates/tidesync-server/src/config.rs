@@ -1,0 +1,107 @@
+//! Server settings: limits, conflict policies, clock skew, streams.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use tidesync_protocol::CollectionName;
+
+/// How mutations land on a collection (see docs/protocol.md, "Conflict policies").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Policy {
+    /// Per field, the newer stamp wins; concurrent changes are reported as conflicts.
+    #[default]
+    Lww,
+    /// A field someone else changed since the mutation's base version keeps the server value.
+    ServerWins,
+    /// Compare-and-swap: a mutation on a record someone else changed since its base version
+    /// is rejected with `stale_base`.
+    Strict,
+}
+
+impl std::str::FromStr for Policy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "lww" => Ok(Policy::Lww),
+            "server_wins" => Ok(Policy::ServerWins),
+            "strict" => Ok(Policy::Strict),
+            other => Err(format!(
+                "unknown conflict policy {other:?}: use lww, server_wins or strict"
+            )),
+        }
+    }
+}
+
+/// The conflict policy of each collection; collections not listed use the default.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Policies {
+    /// Policy for collections not in `per_collection`.
+    pub default: Policy,
+    /// Per-collection overrides.
+    pub per_collection: BTreeMap<CollectionName, Policy>,
+}
+
+impl Policies {
+    /// The policy that applies to `collection`.
+    pub fn of(&self, collection: &CollectionName) -> Policy {
+        self.per_collection
+            .get(collection)
+            .copied()
+            .unwrap_or(self.default)
+    }
+}
+
+/// Rules the storage applies to every push.
+#[derive(Debug, Clone)]
+pub struct MergeRules {
+    /// Conflict policy per collection.
+    pub policies: Policies,
+    /// A mutation stamped more than this far ahead of the server clock is re-stamped with
+    /// the server's clock, so a device with a wrong clock cannot win every race.
+    pub max_clock_skew: Duration,
+}
+
+impl Default for MergeRules {
+    fn default() -> Self {
+        MergeRules {
+            policies: Policies::default(),
+            max_clock_skew: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Request limits. Every limit breached gets a `413 too_large` or `400` with a JSON body.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest request body. Default 16 MiB.
+    pub max_body_bytes: usize,
+    /// Most mutations in one push. Default 5,000.
+    pub max_mutations_per_push: usize,
+    /// Largest document or patch, as JSON. Default 1 MiB.
+    pub max_doc_bytes: usize,
+    /// Most spaces in one pull. Default 100.
+    pub max_spaces_per_pull: usize,
+    /// Page size when the pull does not ask for one. Default 1,000.
+    pub default_pull_limit: u32,
+    /// Largest page a pull may ask for. Default 10,000.
+    pub max_pull_limit: u32,
+    /// Most concurrent `GET /v1/events` streams. Default 10,000.
+    pub max_event_streams: usize,
+    /// Interval of SSE heartbeats. Default 15 s.
+    pub heartbeat: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body_bytes: 16 << 20,
+            max_mutations_per_push: 5_000,
+            max_doc_bytes: 1 << 20,
+            max_spaces_per_pull: 100,
+            default_pull_limit: 1_000,
+            max_pull_limit: 10_000,
+            max_event_streams: 10_000,
+            heartbeat: Duration::from_secs(15),
+        }
+    }
+}

@@ -1,0 +1,157 @@
+//! Request extractors whose every rejection is an [`ApiError`] (JSON `{code, message}`).
+//!
+//! - [`JsonBody`]: the body, at most `Limits::max_body_bytes` (enforced by axum's
+//!   `DefaultBodyLimit`, whose rejection becomes `413 too_large`), parsed with serde_json.
+//!   Syntax errors and wrong types are `400 malformed_request` with serde's message (line and
+//!   column); a name, id or clock stamp that breaks its rule is `400 invalid_input`.
+//!   The `Content-Type` header is **not** checked: every body is read as JSON, so a client that
+//!   forgets the header (curl `-d`) is served rather than refused with a 415.
+//! - [`Auth`]: `Authorization: Bearer <token>` resolved to the token's [`Grants`]; a missing or
+//!   malformed header or an unknown token is `401 unauthorized` with `WWW-Authenticate: Bearer`.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use axum::http::StatusCode;
+use serde::de::DeserializeOwned;
+use serde_json::error::Category;
+
+use crate::app::AppState;
+use crate::auth::{Grants, TokenHash};
+use crate::error::ApiError;
+
+/// What the protocol's validated types call themselves in their error messages
+/// (`tidesync_protocol::ValidationError::what`): a deserialization error that starts with
+/// `invalid <what> ` is a broken naming rule, not a wrongly shaped body.
+const VALIDATED_THINGS: [&str; 6] = [
+    "record id",
+    "space name",
+    "collection name",
+    "client id",
+    "hlc",
+    "stamp",
+];
+
+/// A JSON request body parsed into `T`. See the module docs for the errors.
+#[derive(Debug, Clone)]
+pub struct JsonBody<T>(pub T);
+
+impl<T, S> FromRequest<S> for JsonBody<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::too_large("the request body is larger than the server accepts")
+            } else {
+                ApiError::malformed(format!("could not read the request body: {rejection}"))
+            }
+        })?;
+        parse_json(&bytes).map(JsonBody)
+    }
+}
+
+/// Parses a JSON body, classifying serde's error as described in the module docs.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes).map_err(|err| {
+        let message = err.to_string();
+        let broken_rule = err.classify() == Category::Data
+            && VALIDATED_THINGS.iter().any(|what| {
+                message
+                    .strip_prefix("invalid ")
+                    .is_some_and(|rest| rest.starts_with(what))
+            });
+        if broken_rule {
+            ApiError::invalid(message)
+        } else {
+            ApiError::malformed(format!("the body is not a valid request: {message}"))
+        }
+    })
+}
+
+/// The grants of the request's bearer token.
+#[derive(Debug, Clone)]
+pub struct Auth(pub Grants);
+
+impl FromRequestParts<AppState> for Auth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let token = bearer_token(parts)?;
+        match state.storage().authenticate(TokenHash::of(token)).await? {
+            Some(grants) => {
+                tracing::Span::current().record("user", grants.user.as_str());
+                Ok(Auth(grants))
+            }
+            None => Err(ApiError::unauthorized(
+                "the bearer token is unknown or revoked",
+            )),
+        }
+    }
+}
+
+/// The token of an `Authorization: Bearer <token>` header (scheme case-insensitive).
+fn bearer_token(parts: &Parts) -> Result<&str, ApiError> {
+    let header = parts.headers.get(AUTHORIZATION).ok_or_else(|| {
+        ApiError::unauthorized("missing Authorization header; send `Authorization: Bearer <token>`")
+    })?;
+    let malformed =
+        || ApiError::unauthorized("malformed Authorization header; expected `Bearer <token>`");
+    let value = header.to_str().map_err(|_| malformed())?;
+    let (scheme, token) = value.split_once(' ').ok_or_else(malformed)?;
+    let token = token.trim();
+    if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() {
+        return Err(malformed());
+    }
+    Ok(token)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tidesync_protocol::{
+        ClientId, CollectionName, ErrorCode, Hlc, PushRequest, RecordId, SpaceName, Stamp,
+    };
+
+    #[test]
+    fn every_validated_type_is_recognized_as_invalid_input() {
+        let whats = [
+            RecordId::new("").err().map(|e| e.what),
+            SpaceName::new("").err().map(|e| e.what),
+            CollectionName::new("").err().map(|e| e.what),
+            ClientId::new("").err().map(|e| e.what),
+            "x".parse::<Hlc>().err().map(|e| e.what),
+            "x".parse::<Stamp>().err().map(|e| e.what),
+        ];
+        for what in whats {
+            let what = what.expect("empty or garbage input is refused");
+            assert!(VALIDATED_THINGS.contains(&what), "{what} not listed");
+        }
+    }
+
+    #[test]
+    fn syntax_and_type_errors_are_malformed_and_rule_breaks_are_invalid() {
+        let syntax = parse_json::<PushRequest>(b"{\"client_id\": ").expect_err("syntax");
+        assert_eq!(syntax.code(), ErrorCode::MalformedRequest);
+        assert!(syntax.message().contains("line 1"), "{}", syntax.message());
+
+        let types =
+            parse_json::<PushRequest>(br#"{"client_id": 5, "protocol": 1, "mutations": []}"#)
+                .expect_err("types");
+        assert_eq!(types.code(), ErrorCode::MalformedRequest);
+
+        let rule = parse_json::<PushRequest>(
+            br#"{"client_id": "no spaces", "protocol": 1, "mutations": []}"#,
+        )
+        .expect_err("rule");
+        assert_eq!(rule.code(), ErrorCode::InvalidInput);
+    }
+}

@@ -1,0 +1,144 @@
+//! `GET /v1/events?spaces=a,b`: Server-Sent Events telling a client *that* a space moved,
+//! never *what* changed: each event is `event: poke` with the space name as its data. The
+//! client then pulls, with its own token, through the same permission checks.
+//!
+//! - On connect: one poke per requested space that has any version (> 0), so a client that
+//!   missed pokes while disconnected pulls once.
+//! - Then one poke whenever storage reports a new version of a subscribed space. Pokes for a
+//!   space not yet sent are coalesced.
+//! - If the stream falls behind storage's broadcast (lagged), it pokes every subscribed
+//!   space: a missed poke could hide a change, an extra one only costs an empty pull.
+//! - Heartbeat comments (`:`) every `Limits::heartbeat` keep proxies from closing idle
+//!   connections and let the server notice a vanished client.
+//! - At most `Limits::max_event_streams` streams are open; more get `503 unavailable`.
+//!   A client disconnect drops the stream and frees its slot; server shutdown ends it.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::convert::Infallible;
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::http::HeaderValue;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures::Stream;
+use serde::Deserialize;
+use tidesync_protocol::SpaceName;
+use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::{broadcast, watch, OwnedSemaphorePermit};
+
+use crate::app::AppState;
+use crate::error::ApiError;
+use crate::extract::Auth;
+use crate::metrics::StreamGauge;
+use crate::storage::Poke;
+use crate::validate;
+
+/// The query string of `GET /v1/events`.
+#[derive(Debug, Deserialize)]
+pub struct EventsQuery {
+    /// Comma-separated space names.
+    spaces: String,
+}
+
+/// Handles `GET /v1/events`.
+pub async fn events(
+    State(state): State<AppState>,
+    Auth(grants): Auth,
+    query: Result<Query<EventsQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(query) = query.map_err(|rejection| {
+        ApiError::invalid(format!(
+            "expected ?spaces=name1,name2 ({})",
+            rejection.body_text()
+        ))
+    })?;
+    let spaces = validate::event_spaces(&query.spaces, &grants, state.limits())?;
+    if state.is_shutting_down() {
+        return Err(ApiError::unavailable("the server is shutting down"));
+    }
+    let permit = state
+        .try_open_stream()
+        .ok_or_else(|| ApiError::unavailable("too many open event streams; retry later"))?;
+    // Subscribe before reading versions: a change committed in between is then poked twice
+    // rather than never.
+    let pokes = state.storage().subscribe();
+    let versions = state.storage().space_versions(&spaces).await?;
+    let pending = spaces
+        .iter()
+        .zip(versions)
+        .filter(|(_, version)| *version > 0)
+        .map(|(space, _)| space.clone())
+        .collect();
+    tracing::info!(spaces = spaces.len(), "event stream opened");
+    let stream = PokeStream {
+        spaces: spaces.into_iter().collect(),
+        pending,
+        pokes,
+        shutdown: state.shutdown_signal(),
+        _permit: permit,
+        _gauge: state.metrics().stream_opened(),
+    };
+    let keep_alive = KeepAlive::new().interval(state.limits().heartbeat);
+    let mut response = Sse::new(stream.into_stream())
+        .keep_alive(keep_alive)
+        .into_response();
+    // Ask reverse proxies (nginx) not to buffer the stream.
+    response
+        .headers_mut()
+        .insert("x-accel-buffering", HeaderValue::from_static("no"));
+    Ok(response)
+}
+
+/// The state of one open stream. Dropping it (client gone, shutdown) frees the stream slot
+/// and decrements the open-streams gauge.
+struct PokeStream {
+    spaces: BTreeSet<SpaceName>,
+    /// Spaces to poke next, each at most once.
+    pending: VecDeque<SpaceName>,
+    pokes: broadcast::Receiver<Poke>,
+    shutdown: watch::Receiver<bool>,
+    _permit: OwnedSemaphorePermit,
+    _gauge: StreamGauge,
+}
+
+impl PokeStream {
+    fn into_stream(self) -> impl Stream<Item = Result<Event, Infallible>> {
+        futures::stream::unfold(self, |mut s| async move {
+            let space = s.next_poke().await?;
+            Some((Ok(Event::default().event("poke").data(space.as_str())), s))
+        })
+    }
+
+    /// The next space to poke, or `None` when the stream must end.
+    async fn next_poke(&mut self) -> Option<SpaceName> {
+        loop {
+            if let Some(space) = self.pending.pop_front() {
+                return Some(space);
+            }
+            let received = tokio::select! {
+                biased;
+                // Cancel-safe: `wait_for` only observes the watch value. An error means the
+                // sender is gone, which is a shutdown too.
+                _ = self.shutdown.wait_for(|down| *down) => return None,
+                // Cancel-safe: `broadcast::Receiver::recv` loses nothing when dropped.
+                received = self.pokes.recv() => received,
+            };
+            match received {
+                Ok(poke) => self.queue(poke.space),
+                Err(RecvError::Lagged(missed)) => {
+                    tracing::debug!(missed, "event stream lagged; poking every space");
+                    let all: Vec<_> = self.spaces.iter().cloned().collect();
+                    all.into_iter().for_each(|space| self.queue(space));
+                }
+                Err(RecvError::Closed) => return None,
+            }
+        }
+    }
+
+    fn queue(&mut self, space: SpaceName) {
+        if self.spaces.contains(&space) && !self.pending.contains(&space) {
+            self.pending.push_back(space);
+        }
+    }
+}

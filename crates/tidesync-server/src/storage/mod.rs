@@ -1,0 +1,114 @@
+//! The storage seam: everything the HTTP layer needs from a database, and nothing about
+//! HTTP. The SQLite backend ([`sqlite`]) is the embedded default; a PostgreSQL backend
+//! implements the same trait.
+//!
+//! Contract for every backend:
+//! - **Exactly-once**: a client's `last_seq` is updated in the same database transaction as
+//!   the mutations it covers. `seq <= last_seq` is a duplicate (skipped, still acknowledged);
+//!   `seq > last_seq + 1` is [`StorageError::SeqGap`] and changes nothing.
+//! - **Whole transactions**: the mutations sharing a `tx` in one push apply all or none; a
+//!   rejected one rejects its transaction, and `last_seq` still advances past it.
+//! - **Versions in order**: a space's version is bumped inside the writing transaction, under
+//!   the space's row lock, so no reader ever sees version N+1 committed before N.
+//! - **Pull in one snapshot**: the changes, the new cursor, `remaining` and `acked_through`
+//!   are read in one read transaction; cost follows the changes returned (index on
+//!   `(space, version)`), never the size of the space.
+
+pub mod sqlite;
+
+use async_trait::async_trait;
+use tidesync_protocol::{ClientId, Cursor, Mutation, PullResponse, PushResponse, SpaceName};
+
+use crate::auth::{Grants, TokenHash};
+
+/// A push, already authenticated and validated by the HTTP layer.
+#[derive(Debug, Clone)]
+pub struct PushInput {
+    /// Who pushes (the token's user).
+    pub user: String,
+    /// The pushing client.
+    pub client_id: ClientId,
+    /// Mutations, seq strictly increasing by one, whole transactions.
+    pub mutations: Vec<Mutation>,
+}
+
+/// A pull, already authenticated and authorized by the HTTP layer.
+#[derive(Debug, Clone)]
+pub struct PullInput {
+    /// Who pulls.
+    pub user: String,
+    /// The pulling client (for `acked_through`).
+    pub client_id: ClientId,
+    /// Where the client is.
+    pub cursor: Cursor,
+    /// The spaces to pull, each readable by `user`.
+    pub spaces: Vec<SpaceName>,
+    /// Page size (already clamped).
+    pub limit: u32,
+}
+
+/// A space's version moved: clients subscribed to it should pull.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Poke {
+    /// The space.
+    pub space: SpaceName,
+    /// Its new version.
+    pub version: u64,
+}
+
+/// What can go wrong in storage. The HTTP layer maps each variant to one status and code.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// The push skipped sequence numbers.
+    #[error("seq gap: the server has processed this client up to seq {last_seq}, so the next push must start at or below {}; it started at {first_seq}", last_seq + 1)]
+    SeqGap {
+        /// What the server has.
+        last_seq: u64,
+        /// What the push started with.
+        first_seq: u64,
+    },
+    /// The client id is registered to another user.
+    #[error("client id {0} belongs to another user")]
+    ForeignClient(ClientId),
+    /// The cursor is ahead of the space: the client must bootstrap again.
+    #[error("the cursor for space {space} is at version {cursor}, but the space is only at {current}; drop local base state and pull from scratch")]
+    CursorReset {
+        /// The space.
+        space: SpaceName,
+        /// The client's cursor.
+        cursor: u64,
+        /// The space's version.
+        current: u64,
+    },
+    /// The storage is saturated or shutting down; retry later.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    /// Anything else; details are logged, not sent.
+    #[error("storage failure: {0}")]
+    Internal(String),
+}
+
+/// The storage behind the server. See the module docs for the contract.
+#[async_trait]
+pub trait Storage: Send + Sync + 'static {
+    /// Applies a push (one database transaction; may share it with other pushes).
+    async fn push(&self, input: PushInput) -> Result<PushResponse, StorageError>;
+
+    /// Reads one page of changes.
+    async fn pull(&self, input: PullInput) -> Result<PullResponse, StorageError>;
+
+    /// The grants of an API token, by the token's hash; `None` if unknown.
+    async fn authenticate(&self, token: TokenHash) -> Result<Option<Grants>, StorageError>;
+
+    /// Current versions of `spaces` (0 for a space never written).
+    async fn space_versions(&self, spaces: &[SpaceName]) -> Result<Vec<u64>, StorageError>;
+
+    /// Pokes for every committed version change, from now on.
+    fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Poke>;
+
+    /// Whether the storage answers (for `/healthz`).
+    async fn health(&self) -> Result<(), StorageError>;
+
+    /// Finishes queued writes and stops accepting new ones.
+    async fn shutdown(&self);
+}

@@ -1,0 +1,260 @@
+//! Applying one push inside the writer's transaction.
+
+use std::collections::{BTreeMap, HashMap};
+
+use rusqlite::{params, Connection, OptionalExtension};
+use tidesync_core::{HlcClock, RecordState};
+use tidesync_protocol::{
+    ErrorCode, Mutation, PushOutcome, PushResponse, PushResult, RecordKey, SpaceName, Stamp,
+};
+
+use crate::config::MergeRules;
+use crate::rules::{judge, land, RegisterVersions, ServerRecord, Verdict};
+use crate::storage::{PushInput, StorageError};
+
+fn internal(context: &'static str) -> impl Fn(rusqlite::Error) -> StorageError {
+    move |e| StorageError::Internal(format!("{context}: {e}"))
+}
+
+/// What the writer keeps between pushes of one group commit.
+pub(crate) struct WriterContext<'a> {
+    pub rules: &'a MergeRules,
+    pub clock: &'a mut HlcClock,
+    pub now_ms: u64,
+    /// Spaces whose version moved in this push, with the newest version (also the cache of
+    /// their current versions: the `spaces` rows are written once, at the end of the push).
+    pub moved: &'a mut BTreeMap<SpaceName, u64>,
+}
+
+impl WriterContext<'_> {
+    fn space_version(&self, conn: &Connection, space: &SpaceName) -> Result<u64, StorageError> {
+        match self.moved.get(space) {
+            Some(v) => Ok(*v),
+            None => space_version(conn, space),
+        }
+    }
+}
+
+/// Applies `input` on `conn` (inside a transaction and a savepoint the caller owns). On `Err`
+/// the caller rolls the savepoint back.
+pub(crate) fn apply_push(
+    conn: &Connection,
+    input: &PushInput,
+    ctx: &mut WriterContext<'_>,
+) -> Result<PushResponse, StorageError> {
+    let client = input.client_id.as_str();
+    let row: Option<(String, i64)> = conn
+        .prepare_cached("SELECT user_id, last_seq FROM clients WHERE client_id = ?1")
+        .and_then(|mut s| {
+            s.query_row([client], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()
+        })
+        .map_err(internal("read the client"))?;
+    let mut last_seq = match row {
+        Some((user, _)) if user != input.user => {
+            return Err(StorageError::ForeignClient(input.client_id.clone()))
+        }
+        Some((_, last_seq)) => last_seq as u64,
+        None => {
+            conn.prepare_cached(
+                "INSERT INTO clients (client_id, user_id, last_seq) VALUES (?1, ?2, 0)",
+            )
+            .and_then(|mut s| s.execute(params![client, input.user]))
+            .map_err(internal("register the client"))?;
+            0
+        }
+    };
+    if let Some(first) = input.mutations.first() {
+        if first.seq > last_seq + 1 {
+            return Err(StorageError::SeqGap {
+                last_seq,
+                first_seq: first.seq,
+            });
+        }
+    }
+    let mut results = Vec::new();
+    let fresh: Vec<&Mutation> = input
+        .mutations
+        .iter()
+        .filter(|m| m.seq > last_seq)
+        .collect();
+    for group in fresh.chunk_by(|a, b| a.tx == b.tx) {
+        apply_transaction(conn, input, group, ctx, &mut results)?;
+        last_seq = group.last().map_or(last_seq, |m| m.seq);
+    }
+    conn.prepare_cached("UPDATE clients SET last_seq = ?2 WHERE client_id = ?1")
+        .and_then(|mut s| s.execute(params![client, last_seq as i64]))
+        .map_err(internal("advance last_seq"))?;
+    for (space, version) in ctx.moved.iter() {
+        conn.prepare_cached(
+            "INSERT INTO spaces (space, version) VALUES (?1, ?2)
+             ON CONFLICT DO UPDATE SET version = excluded.version",
+        )
+        .and_then(|mut s| s.execute(params![space.as_str(), *version as i64]))
+        .map_err(internal("bump the space version"))?;
+    }
+    Ok(PushResponse {
+        acked_through: last_seq,
+        results,
+    })
+}
+
+/// One local transaction: all its mutations land, or (one was refused) none does.
+fn apply_transaction(
+    conn: &Connection,
+    input: &PushInput,
+    group: &[&Mutation],
+    ctx: &mut WriterContext<'_>,
+    results: &mut Vec<PushResult>,
+) -> Result<(), StorageError> {
+    // A mutation is judged before it writes anything, so a one-mutation transaction needs no
+    // savepoint: a refusal has nothing to undo.
+    let savepoint = group.len() > 1;
+    if savepoint {
+        conn.execute_batch("SAVEPOINT tx")
+            .map_err(internal("begin a transaction"))?;
+    }
+    let mut versions: HashMap<SpaceName, u64> = HashMap::new();
+    let mut outcomes = Vec::with_capacity(group.len());
+    let mut refused = None;
+    for m in group {
+        let stamp = stamp_of(m, input, ctx);
+        let policy = ctx.rules.policies.of(&m.key.collection);
+        let mut record = load(conn, &m.key)?;
+        match judge(&record, &m.op, m.base_version, &input.client_id, policy) {
+            Verdict::Reject { code, message } => {
+                refused = Some((m.seq, code, message));
+                break;
+            }
+            Verdict::Land { op, mut conflicts } => {
+                let current = match versions.get(&m.key.space) {
+                    Some(v) => *v,
+                    None => ctx.space_version(conn, &m.key.space)?,
+                };
+                let next = current + 1;
+                let version = if land(&mut record, &op, &stamp, next, &mut conflicts) {
+                    store(conn, &m.key, &record)?;
+                    versions.insert(m.key.space.clone(), next);
+                    next
+                } else {
+                    current
+                };
+                outcomes.push(if conflicts.is_empty() {
+                    PushOutcome::Applied { version }
+                } else {
+                    PushOutcome::Merged { version, conflicts }
+                });
+            }
+        }
+    }
+    if let Some((bad_seq, code, message)) = refused {
+        if savepoint {
+            conn.execute_batch("ROLLBACK TO tx; RELEASE tx")
+                .map_err(internal("roll back a refused transaction"))?;
+        }
+        for m in group {
+            let outcome = if m.seq == bad_seq {
+                PushOutcome::Rejected {
+                    code,
+                    message: message.clone(),
+                }
+            } else {
+                PushOutcome::Rejected {
+                    code: ErrorCode::TransactionAborted,
+                    message: format!(
+                        "mutation {bad_seq} of the same transaction was rejected ({code})"
+                    ),
+                }
+            };
+            results.push(PushResult {
+                seq: m.seq,
+                outcome,
+            });
+        }
+        return Ok(());
+    }
+    for (space, version) in versions {
+        let moved = ctx.moved.entry(space).or_default();
+        *moved = (*moved).max(version);
+    }
+    if savepoint {
+        conn.execute_batch("RELEASE tx")
+            .map_err(internal("commit a transaction"))?;
+    }
+    results.extend(group.iter().zip(outcomes).map(|(m, outcome)| PushResult {
+        seq: m.seq,
+        outcome,
+    }));
+    Ok(())
+}
+
+/// The mutation's stamp; re-stamped with the server clock when the client's clock is too far
+/// ahead, so a wrong device clock cannot win every race.
+fn stamp_of(m: &Mutation, input: &PushInput, ctx: &mut WriterContext<'_>) -> Stamp {
+    let skew = ctx.rules.max_clock_skew.as_millis() as u64;
+    let hlc = if m.hlc.millis() > ctx.now_ms.saturating_add(skew) {
+        ctx.clock.tick(ctx.now_ms).unwrap_or(m.hlc)
+    } else {
+        ctx.clock.observe(m.hlc);
+        m.hlc
+    };
+    Stamp::new(hlc, input.client_id.clone())
+}
+
+pub(crate) fn space_version(conn: &Connection, space: &SpaceName) -> Result<u64, StorageError> {
+    let v: Option<i64> = conn
+        .prepare_cached("SELECT version FROM spaces WHERE space = ?1")
+        .and_then(|mut s| s.query_row([space.as_str()], |r| r.get(0)).optional())
+        .map_err(internal("read a space version"))?;
+    Ok(v.unwrap_or(0) as u64)
+}
+
+fn load(conn: &Connection, key: &RecordKey) -> Result<ServerRecord, StorageError> {
+    let row: Option<(i64, String, String)> = conn
+        .prepare_cached(
+            "SELECT version, state, versions FROM records WHERE space = ?1 AND collection = ?2 AND id = ?3",
+        )
+        .and_then(|mut s| {
+            s.query_row(
+                [key.space.as_str(), key.collection.as_str(), key.id.as_str()],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()
+        })
+        .map_err(internal("read a record"))?;
+    let Some((version, state, versions)) = row else {
+        return Ok(ServerRecord::default());
+    };
+    let bad = |e: serde_json::Error| {
+        StorageError::Internal(format!("stored record {key} does not parse: {e}"))
+    };
+    Ok(ServerRecord {
+        state: serde_json::from_str::<RecordState>(&state).map_err(bad)?,
+        versions: serde_json::from_str::<RegisterVersions>(&versions).map_err(bad)?,
+        version: version as u64,
+    })
+}
+
+fn store(conn: &Connection, key: &RecordKey, record: &ServerRecord) -> Result<(), StorageError> {
+    let ser = |e: serde_json::Error| StorageError::Internal(format!("serialize record {key}: {e}"));
+    let state = serde_json::to_string(&record.state).map_err(ser)?;
+    let versions = serde_json::to_string(&record.versions).map_err(ser)?;
+    conn.prepare_cached(
+        "INSERT INTO records (space, collection, id, version, state, versions)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT DO UPDATE SET version = excluded.version, state = excluded.state,
+            versions = excluded.versions",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            key.space.as_str(),
+            key.collection.as_str(),
+            key.id.as_str(),
+            record.version as i64,
+            state,
+            versions
+        ])
+    })
+    .map_err(internal("write a record"))?;
+    Ok(())
+}

@@ -1,0 +1,174 @@
+//! The writer thread: the only connection that writes. It takes pushes from a queue and
+//! commits them in groups (one fsync for many pushes), each push in its own savepoint so a
+//! failing one does not disturb the others.
+
+use std::collections::BTreeMap;
+use std::sync::mpsc::Receiver;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use rusqlite::{Connection, OptionalExtension};
+use tidesync_core::HlcClock;
+use tidesync_protocol::{Hlc, PushResponse, SpaceName};
+use tokio::sync::{broadcast, oneshot};
+
+use crate::config::MergeRules;
+use crate::storage::sqlite::push::{apply_push, WriterContext};
+use std::sync::Arc;
+
+use crate::storage::{Poke, PushInput, StorageError};
+
+/// Most pushes committed together.
+const MAX_GROUP: usize = 256;
+/// Most mutations committed together (a group may exceed it by one push).
+const MAX_GROUP_MUTATIONS: usize = 50_000;
+
+pub(crate) enum Job {
+    /// A push. The caller keeps another reference to the input and the writer drops its own
+    /// before replying, so the request's memory is freed on the caller's thread, not here.
+    Push(
+        Arc<PushInput>,
+        oneshot::Sender<Result<PushResponse, StorageError>>,
+    ),
+    Shutdown(oneshot::Sender<()>),
+}
+
+pub(crate) fn run(
+    conn: Connection,
+    jobs: Receiver<Job>,
+    rules: MergeRules,
+    pokes: broadcast::Sender<Poke>,
+) {
+    let mut clock = HlcClock::resume(load_clock(&conn));
+    while let Ok(first) = jobs.recv() {
+        let mut group = Vec::new();
+        let mut stop = None;
+        let mut mutations = 0;
+        let mut next = Some(first);
+        while let Some(job) = next.take() {
+            match job {
+                Job::Shutdown(done) => {
+                    stop = Some(done);
+                    break;
+                }
+                Job::Push(input, reply) => {
+                    mutations += input.mutations.len();
+                    group.push((input, reply));
+                }
+            }
+            if group.len() >= MAX_GROUP || mutations >= MAX_GROUP_MUTATIONS {
+                break;
+            }
+            next = jobs.try_recv().ok();
+        }
+        if !group.is_empty() {
+            commit_group(&conn, group, &rules, &mut clock, &pokes);
+        }
+        if let Some(done) = stop {
+            let _ = done.send(());
+            break;
+        }
+    }
+    // Anything still queued after a shutdown is refused, never silently dropped.
+    while let Ok(job) = jobs.try_recv() {
+        match job {
+            Job::Push(_, reply) => {
+                let _ = reply.send(Err(StorageError::Unavailable(
+                    "the server is shutting down".into(),
+                )));
+            }
+            Job::Shutdown(done) => {
+                let _ = done.send(());
+            }
+        }
+    }
+}
+
+type Reply = oneshot::Sender<Result<PushResponse, StorageError>>;
+
+fn commit_group(
+    conn: &Connection,
+    group: Vec<(Arc<PushInput>, Reply)>,
+    rules: &MergeRules,
+    clock: &mut HlcClock,
+    pokes: &broadcast::Sender<Poke>,
+) {
+    let mut moved = BTreeMap::<SpaceName, u64>::new();
+    let started_clock = *clock;
+    let outcome = (|| -> Result<Vec<Result<PushResponse, StorageError>>, StorageError> {
+        let tx =
+            rusqlite::Transaction::new_unchecked(conn, rusqlite::TransactionBehavior::Immediate)
+                .map_err(|e| StorageError::Internal(format!("begin a write: {e}")))?;
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let mut results = Vec::with_capacity(group.len());
+        for (input, _) in &group {
+            tx.execute_batch("SAVEPOINT job")
+                .map_err(|e| StorageError::Internal(format!("begin a push: {e}")))?;
+            let mut job_moved = BTreeMap::new();
+            let mut ctx = WriterContext {
+                rules,
+                clock,
+                now_ms,
+                moved: &mut job_moved,
+            };
+            let result = apply_push(&tx, input, &mut ctx);
+            let end = if result.is_ok() {
+                "RELEASE job"
+            } else {
+                "ROLLBACK TO job; RELEASE job"
+            };
+            tx.execute_batch(end)
+                .map_err(|e| StorageError::Internal(format!("end a push: {e}")))?;
+            if result.is_ok() {
+                for (space, v) in job_moved {
+                    let m = moved.entry(space).or_default();
+                    *m = (*m).max(v);
+                }
+            }
+            results.push(result);
+        }
+        save_clock(&tx, clock.last())?;
+        tx.commit()
+            .map_err(|e| StorageError::Internal(format!("commit: {e}")))?;
+        Ok(results)
+    })();
+    match outcome {
+        Ok(results) => {
+            for ((input, reply), result) in group.into_iter().zip(results) {
+                drop(input);
+                let _ = reply.send(result);
+            }
+            for (space, version) in moved {
+                // No subscribers is fine: nobody is listening.
+                let _ = pokes.send(Poke { space, version });
+            }
+        }
+        Err(e) => {
+            *clock = started_clock;
+            tracing::error!(error = %e, pushes = group.len(), "group commit failed; every push in it is refused");
+            for (input, reply) in group {
+                drop(input);
+                let _ = reply.send(Err(StorageError::Internal(e.to_string())));
+            }
+        }
+    }
+}
+
+fn load_clock(conn: &Connection) -> Hlc {
+    let raw: Option<String> = conn
+        .query_row("SELECT value FROM meta WHERE key = 'hlc'", [], |r| r.get(0))
+        .optional()
+        .ok()
+        .flatten();
+    raw.and_then(|r| r.parse().ok()).unwrap_or(Hlc::ZERO)
+}
+
+fn save_clock(conn: &Connection, hlc: Hlc) -> Result<(), StorageError> {
+    conn.prepare_cached(
+        "INSERT INTO meta (key, value) VALUES ('hlc', ?1) ON CONFLICT DO UPDATE SET value = excluded.value",
+    )
+    .and_then(|mut s| s.execute([hlc.to_string()]))
+    .map_err(|e| StorageError::Internal(format!("save the server clock: {e}")))?;
+    Ok(())
+}

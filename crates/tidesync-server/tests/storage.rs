@@ -1,0 +1,622 @@
+//! The SQLite storage against its contract (storage/mod.rs), without HTTP.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+use tidesync_protocol::{
+    ClientId, CollectionName, Cursor, Doc, ErrorCode, Hlc, Mutation, Op, PullResponse, PushOutcome,
+    RecordKey, SpaceName, Winner,
+};
+use tidesync_server::storage::sqlite::SqliteStorage;
+use tidesync_server::storage::{PullInput, PushInput, Storage, StorageError};
+use tidesync_server::{MergeRules, Policies, Policy};
+
+fn doc(v: serde_json::Value) -> Doc {
+    v.as_object().cloned().unwrap()
+}
+
+fn space() -> SpaceName {
+    SpaceName::new("team:1").unwrap()
+}
+
+fn key(id: &str) -> RecordKey {
+    RecordKey::parse("team:1", "todos", id).unwrap()
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+fn m(seq: u64, tx: u64, id: &str, op: Op, base_version: u64) -> Mutation {
+    Mutation {
+        seq,
+        tx,
+        key: key(id),
+        op,
+        hlc: Hlc::new(now_ms(), seq as u16).unwrap(),
+        base_version,
+    }
+}
+
+fn put(v: serde_json::Value) -> Op {
+    Op::Put { doc: doc(v) }
+}
+
+fn patch(v: serde_json::Value) -> Op {
+    Op::Patch { fields: doc(v) }
+}
+
+struct Server {
+    _dir: tempfile::TempDir,
+    path: std::path::PathBuf,
+    storage: SqliteStorage,
+}
+
+fn server_with(rules: MergeRules) -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("server.db");
+    let storage = SqliteStorage::open(&path, rules).unwrap();
+    Server {
+        _dir: dir,
+        path,
+        storage,
+    }
+}
+
+fn server() -> Server {
+    server_with(MergeRules::default())
+}
+
+async fn push(
+    s: &SqliteStorage,
+    user: &str,
+    client: &str,
+    mutations: Vec<Mutation>,
+) -> Result<tidesync_protocol::PushResponse, StorageError> {
+    s.push(PushInput {
+        user: user.into(),
+        client_id: ClientId::new(client).unwrap(),
+        mutations,
+    })
+    .await
+}
+
+async fn pull(s: &SqliteStorage, client: &str, cursor: Cursor, limit: u32) -> PullResponse {
+    s.pull(PullInput {
+        user: "alice".into(),
+        client_id: ClientId::new(client).unwrap(),
+        cursor,
+        spaces: vec![space()],
+        limit,
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn the_same_push_twice_is_applied_once() {
+    let s = server();
+    let batch = vec![
+        m(1, 1, "a", put(json!({"n": 1})), 0),
+        m(2, 2, "a", patch(json!({"n": 2})), 0),
+    ];
+    let first = push(&s.storage, "alice", "c1", batch.clone())
+        .await
+        .unwrap();
+    assert_eq!(first.acked_through, 2);
+    assert_eq!(first.results.len(), 2);
+    assert!(matches!(
+        first.results[1].outcome,
+        PushOutcome::Applied { version: 2 }
+    ));
+    // The response was lost; the client sends the same batch again.
+    let again = push(&s.storage, "alice", "c1", batch).await.unwrap();
+    assert_eq!(again.acked_through, 2);
+    assert!(
+        again.results.is_empty(),
+        "duplicates are skipped and acknowledged"
+    );
+    let page = pull(&s.storage, "c1", Cursor::new(), 100).await;
+    assert_eq!(page.cursor[&space()], 2, "two versions, not four");
+    assert_eq!(page.changes[0].doc.as_ref().unwrap()["n"], json!(2));
+    assert_eq!(page.acked_through, 2);
+}
+
+#[tokio::test]
+async fn a_push_that_overlaps_what_was_applied_applies_only_the_new_part() {
+    let s = server();
+    push(
+        &s.storage,
+        "alice",
+        "c1",
+        vec![m(1, 1, "a", put(json!({"n": 1})), 0)],
+    )
+    .await
+    .unwrap();
+    let r = push(
+        &s.storage,
+        "alice",
+        "c1",
+        vec![
+            m(1, 1, "a", put(json!({"n": 1})), 0),
+            m(2, 2, "b", put(json!({"n": 2})), 0),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.results.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![2]);
+    assert_eq!(r.acked_through, 2);
+}
+
+#[tokio::test]
+async fn a_gap_is_refused_and_changes_nothing() {
+    let s = server();
+    push(
+        &s.storage,
+        "alice",
+        "c1",
+        vec![m(1, 1, "a", put(json!({})), 0)],
+    )
+    .await
+    .unwrap();
+    let err = push(
+        &s.storage,
+        "alice",
+        "c1",
+        vec![m(3, 3, "b", put(json!({})), 0)],
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StorageError::SeqGap {
+                last_seq: 1,
+                first_seq: 3
+            }
+        ),
+        "{err}"
+    );
+    let page = pull(&s.storage, "c1", Cursor::new(), 100).await;
+    assert_eq!(page.changes.len(), 1);
+    assert_eq!(page.acked_through, 1);
+}
+
+#[tokio::test]
+async fn a_refused_mutation_rejects_its_whole_transaction_and_the_queue_moves_on() {
+    let rules = MergeRules {
+        policies: Policies {
+            default: Policy::Lww,
+            per_collection: [(CollectionName::new("todos").unwrap(), Policy::Strict)]
+                .into_iter()
+                .collect(),
+        },
+        ..MergeRules::default()
+    };
+    let s = server_with(rules);
+    push(
+        &s.storage,
+        "bob",
+        "bob1",
+        vec![m(1, 1, "a", put(json!({"n": 0})), 0)],
+    )
+    .await
+    .unwrap();
+    // alice's transaction: a fresh record (fine) and a stale edit of `a` (refused).
+    let r = push(
+        &s.storage,
+        "alice",
+        "c1",
+        vec![
+            m(1, 1, "b", put(json!({"n": 1})), 0),
+            m(2, 1, "a", patch(json!({"n": 9})), 0),
+            m(3, 2, "c", put(json!({"n": 3})), 1),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.acked_through, 3, "last_seq advances past the rejection");
+    let outcome = |seq: u64| {
+        r.results
+            .iter()
+            .find(|x| x.seq == seq)
+            .unwrap()
+            .outcome
+            .clone()
+    };
+    assert!(matches!(
+        outcome(1),
+        PushOutcome::Rejected {
+            code: ErrorCode::TransactionAborted,
+            ..
+        }
+    ));
+    assert!(matches!(
+        outcome(2),
+        PushOutcome::Rejected {
+            code: ErrorCode::StaleBase,
+            ..
+        }
+    ));
+    assert!(matches!(outcome(3), PushOutcome::Applied { version: 2 }));
+    let page = pull(&s.storage, "c1", Cursor::new(), 100).await;
+    let ids: BTreeSet<String> = page.changes.iter().map(|c| c.id.to_string()).collect();
+    assert_eq!(
+        ids,
+        ["a", "c"].into_iter().map(String::from).collect(),
+        "b was rolled back"
+    );
+    assert_eq!(
+        page.changes
+            .iter()
+            .find(|c| c.id.as_str() == "a")
+            .unwrap()
+            .doc
+            .as_ref()
+            .unwrap()["n"],
+        json!(0)
+    );
+}
+
+#[tokio::test]
+async fn concurrent_edits_report_conflicts_and_converge() {
+    let s = server();
+    push(
+        &s.storage,
+        "alice",
+        "c1",
+        vec![m(1, 1, "a", put(json!({"title": "t", "done": false})), 0)],
+    )
+    .await
+    .unwrap();
+    push(
+        &s.storage,
+        "bob",
+        "c2",
+        vec![m(1, 1, "a", patch(json!({"title": "bob"})), 1)],
+    )
+    .await
+    .unwrap();
+    let mut late = m(2, 2, "a", patch(json!({"title": "alice", "done": true})), 1);
+    late.hlc = Hlc::new(now_ms() + 1000, 0).unwrap();
+    let r = push(&s.storage, "alice", "c1", vec![late]).await.unwrap();
+    let PushOutcome::Merged { conflicts, .. } = &r.results[0].outcome else {
+        panic!("{r:?}")
+    };
+    assert_eq!(conflicts.len(), 1);
+    assert_eq!(conflicts[0].field, "title");
+    assert_eq!(conflicts[0].server, Some(json!("bob")));
+    assert_eq!(conflicts[0].winner, Winner::Local);
+    let page = pull(&s.storage, "reader", Cursor::new(), 100).await;
+    assert_eq!(
+        page.changes[0].doc.clone().map(serde_json::Value::Object),
+        Some(json!({"title": "alice", "done": true}))
+    );
+}
+
+#[tokio::test]
+async fn a_clock_far_ahead_is_restamped_and_cannot_win_every_race() {
+    let s = server_with(MergeRules {
+        max_clock_skew: Duration::from_secs(60),
+        ..MergeRules::default()
+    });
+    let mut future = m(1, 1, "a", put(json!({"v": "from the future"})), 0);
+    future.hlc = Hlc::new(now_ms() + 365 * 24 * 3600 * 1000, 0).unwrap();
+    push(&s.storage, "alice", "skewed", vec![future])
+        .await
+        .unwrap();
+    let page = pull(&s.storage, "skewed", Cursor::new(), 10).await;
+    let stamp = page.changes[0].stamps.fields["v"].clone();
+    assert!(
+        stamp.hlc.millis() < now_ms() + 60_000,
+        "re-stamped to server time: {stamp}"
+    );
+    // An honest later write wins.
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    push(
+        &s.storage,
+        "bob",
+        "honest",
+        vec![m(1, 1, "a", patch(json!({"v": "later"})), 1)],
+    )
+    .await
+    .unwrap();
+    let page = pull(&s.storage, "reader", Cursor::new(), 10).await;
+    assert_eq!(page.changes[0].doc.as_ref().unwrap()["v"], json!("later"));
+}
+
+#[tokio::test]
+async fn a_client_id_cannot_be_used_by_another_user() {
+    let s = server();
+    push(
+        &s.storage,
+        "alice",
+        "c1",
+        vec![m(1, 1, "a", put(json!({})), 0)],
+    )
+    .await
+    .unwrap();
+    let err = push(
+        &s.storage,
+        "mallory",
+        "c1",
+        vec![m(2, 2, "a", put(json!({})), 0)],
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, StorageError::ForeignClient(_)), "{err}");
+    let err = s
+        .storage
+        .pull(PullInput {
+            user: "mallory".into(),
+            client_id: ClientId::new("c1").unwrap(),
+            cursor: Cursor::new(),
+            spaces: vec![space()],
+            limit: 10,
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StorageError::ForeignClient(_)), "{err}");
+}
+
+#[tokio::test]
+async fn pull_pages_hand_out_every_change_once_and_count_what_remains() {
+    let s = server();
+    let batch: Vec<_> = (1..=25)
+        .map(|i| m(i, i, &format!("r{i}"), put(json!({"i": i})), 0))
+        .collect();
+    push(&s.storage, "alice", "c1", batch).await.unwrap();
+    let mut cursor = Cursor::new();
+    let mut seen = Vec::new();
+    let mut remaining_seen = Vec::new();
+    loop {
+        let page = pull(&s.storage, "c2", cursor.clone(), 10).await;
+        seen.extend(page.changes.iter().map(|c| c.version));
+        remaining_seen.push(page.remaining);
+        cursor = page.cursor;
+        if !page.has_more {
+            break;
+        }
+    }
+    assert_eq!(seen, (1..=25).collect::<Vec<_>>());
+    assert_eq!(remaining_seen, vec![15, 5, 0]);
+    let empty = pull(&s.storage, "c2", cursor.clone(), 10).await;
+    assert!(empty.changes.is_empty());
+    assert_eq!(empty.cursor, cursor);
+}
+
+#[tokio::test]
+async fn a_cursor_from_the_future_must_rebootstrap() {
+    let s = server();
+    push(
+        &s.storage,
+        "alice",
+        "c1",
+        vec![m(1, 1, "a", put(json!({})), 0)],
+    )
+    .await
+    .unwrap();
+    let err = s
+        .storage
+        .pull(PullInput {
+            user: "alice".into(),
+            client_id: ClientId::new("c1").unwrap(),
+            cursor: [(space(), 99)].into_iter().collect(),
+            spaces: vec![space()],
+            limit: 10,
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StorageError::CursorReset {
+                cursor: 99,
+                current: 1,
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn deletes_travel_as_tombstones() {
+    let s = server();
+    push(
+        &s.storage,
+        "alice",
+        "c1",
+        vec![
+            m(1, 1, "a", put(json!({"x": 1})), 0),
+            m(2, 2, "a", Op::Delete, 1),
+        ],
+    )
+    .await
+    .unwrap();
+    let page = pull(&s.storage, "c9", Cursor::new(), 10).await;
+    assert_eq!(page.changes.len(), 1);
+    assert!(page.changes[0].deleted);
+    assert_eq!(page.changes[0].doc, None);
+    assert!(page.changes[0].stamps.liveness.is_some());
+}
+
+#[tokio::test]
+async fn many_clients_pushing_at_once_are_each_applied_exactly_once_in_order() {
+    let s = Arc::new(server());
+    let mut tasks = Vec::new();
+    for c in 0..8 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            for round in 0..10u64 {
+                let batch: Vec<_> = (1..=20u64)
+                    .map(|i| {
+                        let seq = round * 20 + i;
+                        m(
+                            seq,
+                            seq,
+                            &format!("c{c}-r{}", i % 5),
+                            patch(json!({"last": seq})),
+                            0,
+                        )
+                    })
+                    .collect();
+                let r = push(&s.storage, "alice", &format!("client{c}"), batch)
+                    .await
+                    .unwrap();
+                assert_eq!(r.acked_through, (round + 1) * 20);
+                assert_eq!(r.results.len(), 20);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let page = pull(&s.storage, "reader", Cursor::new(), 10_000).await;
+    assert_eq!(
+        page.cursor[&space()],
+        8 * 200,
+        "one version per mutation, none lost or doubled"
+    );
+    let mut last: BTreeMap<String, i64> = BTreeMap::new();
+    for c in &page.changes {
+        last.insert(
+            c.id.to_string(),
+            c.doc.as_ref().unwrap()["last"].as_i64().unwrap(),
+        );
+    }
+    for c in 0..8 {
+        assert_eq!(
+            last[&format!("c{c}-r0")],
+            200,
+            "per-client order: the last write wins"
+        );
+    }
+}
+
+#[tokio::test]
+async fn state_survives_a_restart_and_shutdown_refuses_new_pushes() {
+    let s = server();
+    push(
+        &s.storage,
+        "alice",
+        "c1",
+        vec![m(1, 1, "a", put(json!({"n": 1})), 0)],
+    )
+    .await
+    .unwrap();
+    s.storage.shutdown().await;
+    let err = push(
+        &s.storage,
+        "alice",
+        "c1",
+        vec![m(2, 2, "a", put(json!({})), 0)],
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, StorageError::Unavailable(_)), "{err}");
+    assert!(s.storage.health().await.is_err());
+    let reopened = SqliteStorage::open(&s.path, MergeRules::default()).unwrap();
+    let dup = push(
+        &reopened,
+        "alice",
+        "c1",
+        vec![m(1, 1, "a", put(json!({"n": 1})), 0)],
+    )
+    .await
+    .unwrap();
+    assert!(dup.results.is_empty(), "last_seq survived the restart");
+    let r = push(
+        &reopened,
+        "alice",
+        "c1",
+        vec![m(2, 2, "a", patch(json!({"n": 2})), 1)],
+    )
+    .await
+    .unwrap();
+    assert!(matches!(
+        r.results[0].outcome,
+        PushOutcome::Applied { version: 2 }
+    ));
+}
+
+#[tokio::test]
+async fn pokes_announce_each_moved_space_after_commit() {
+    let s = server();
+    let mut pokes = s.storage.subscribe();
+    push(
+        &s.storage,
+        "alice",
+        "c1",
+        vec![
+            m(1, 1, "a", put(json!({})), 0),
+            m(2, 1, "b", put(json!({})), 0),
+        ],
+    )
+    .await
+    .unwrap();
+    let poke = tokio::time::timeout(Duration::from_secs(5), pokes.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(poke.space, space());
+    assert_eq!(poke.version, 2);
+    assert_eq!(
+        s.storage
+            .space_versions(&[space(), SpaceName::new("empty").unwrap()])
+            .await
+            .unwrap(),
+        vec![2, 0]
+    );
+}
+
+#[tokio::test]
+async fn tokens_are_stored_hashed_and_map_to_their_grants() {
+    use tidesync_server::auth::{Grants, TokenHash};
+    let s = server();
+    let grants = Grants {
+        user: "alice".into(),
+        read: BTreeSet::new(),
+        write: [space()].into_iter().collect(),
+    };
+    let token = s.storage.create_token(&grants).unwrap();
+    assert!(token.starts_with("tsk_"));
+    assert_eq!(
+        s.storage.authenticate(TokenHash::of(&token)).await.unwrap(),
+        Some(grants)
+    );
+    assert_eq!(
+        s.storage
+            .authenticate(TokenHash::of("tsk_forged"))
+            .await
+            .unwrap(),
+        None
+    );
+    let raw = std::fs::read(&s.path).unwrap();
+    let wal = std::fs::read(s.path.with_extension("db-wal")).unwrap_or_default();
+    let needle = token.as_bytes();
+    assert!(
+        !raw.windows(needle.len()).any(|w| w == needle)
+            && !wal.windows(needle.len()).any(|w| w == needle),
+        "the plaintext token is never stored"
+    );
+}
+
+#[test]
+fn a_file_that_is_not_a_database_is_refused_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("server.db");
+    std::fs::write(&path, b"not a database at all, just text").unwrap();
+    let err = SqliteStorage::open(&path, MergeRules::default()).unwrap_err();
+    assert!(err.to_string().contains("not an SQLite database"), "{err}");
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        b"not a database at all, just text"
+    );
+}
