@@ -48,7 +48,7 @@ mod write;
 pub use config::{Durability, SessionRestore, StoreConfig, WallClock};
 pub use conflicts::{Conflict, Resolution};
 pub use error::{Result, StoreError};
-pub use outbox::{MutationState, OutboxEntry, OutboxStats};
+pub use outbox::{MutationState, OutboxEntry, OutboxStats, UnpushedStats};
 pub use records::{ListOptions, Record, RecordPage};
 pub use rejections::Rejection;
 pub use schema::{APPLICATION_ID, CURRENT_VERSION, MIGRATIONS};

@@ -8,6 +8,20 @@ pub(crate) const CLIENT_ID: &str = "client_id";
 pub(crate) const SESSION_ID: &str = "session_id";
 pub(crate) const LAST_SYNCED_AT: &str = "last_synced_at";
 pub(crate) const HAS_SYNCED: &str = "has_synced";
+/// The highest seq of this client the server reported processed (push or pull).
+pub(crate) const ACKED_THROUGH: &str = "acked_through";
+
+pub(crate) fn get_u64(conn: &Connection, key: &str) -> Result<u64> {
+    Ok(get(conn, key)?.and_then(|v| v.parse().ok()).unwrap_or(0))
+}
+
+/// Raises a numeric fact to `value` (never lowers it).
+pub(crate) fn raise_u64(conn: &Connection, key: &str, value: u64) -> Result<()> {
+    if value > get_u64(conn, key)? {
+        set(conn, key, &value.to_string())?;
+    }
+    Ok(())
+}
 
 pub(crate) fn get(conn: &Connection, key: &str) -> Result<Option<String>> {
     conn.prepare_cached("SELECT value FROM meta WHERE key = ?1")

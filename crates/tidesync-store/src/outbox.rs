@@ -221,3 +221,25 @@ pub(crate) fn stats(conn: &Connection, last_seq: u64) -> Result<OutboxStats> {
         last_seq,
     })
 }
+
+/// What is left to push: mutations after the server's `acked_through`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct UnpushedStats {
+    /// How many.
+    pub mutations: u64,
+    /// Their size as JSON (the `op` bodies), an estimate of the bytes to upload.
+    pub bytes: u64,
+}
+
+pub(crate) fn unpushed(conn: &Connection, acked_through: u64) -> Result<UnpushedStats> {
+    conn.prepare_cached("SELECT count(*), coalesce(sum(length(op)), 0) FROM outbox WHERE seq > ?1")
+        .and_then(|mut s| {
+            s.query_row([acked_through as i64], |r| {
+                Ok(UnpushedStats {
+                    mutations: r.get::<_, i64>(0)? as u64,
+                    bytes: r.get::<_, i64>(1)? as u64,
+                })
+            })
+        })
+        .map_err(StoreError::sql("count unpushed mutations"))
+}

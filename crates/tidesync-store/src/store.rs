@@ -10,7 +10,7 @@ use tidesync_protocol::{
 
 use crate::config::{SessionRestore, StoreConfig};
 use crate::conflicts::{self, Conflict, Resolution};
-use crate::outbox::{self, MutationState, OutboxEntry, OutboxStats};
+use crate::outbox::{self, MutationState, OutboxEntry, OutboxStats, UnpushedStats};
 use crate::records::{self, ListOptions, Record, RecordPage};
 use crate::rejections::{self, Rejection};
 use crate::restoration::{BucketPath, Entry, Lifetime, RestorationIssue, RestorationTree};
@@ -198,6 +198,50 @@ impl Store {
     pub fn outbox_stats(&self) -> Result<OutboxStats> {
         let last_seq = Counters::load(&self.conn)?.last_seq;
         outbox::stats(&self.conn, last_seq)
+    }
+
+    /// The next push batch: whole transactions after the highest seq the server has
+    /// acknowledged, up to `max` mutations (a larger single transaction comes whole).
+    pub fn next_push_batch(&self, max: usize) -> Result<Vec<OutboxEntry>> {
+        let acked = meta::get_u64(&self.conn, meta::ACKED_THROUGH)?;
+        outbox::batch(&self.conn, acked, max)
+    }
+
+    /// How many mutations (and roughly how many bytes) wait to be pushed.
+    pub fn unpushed(&self) -> Result<UnpushedStats> {
+        let acked = meta::get_u64(&self.conn, meta::ACKED_THROUGH)?;
+        outbox::unpushed(&self.conn, acked)
+    }
+
+    /// The highest seq the server has reported processed.
+    pub fn acked_through(&self) -> Result<u64> {
+        meta::get_u64(&self.conn, meta::ACKED_THROUGH)
+    }
+
+    /// Number of unresolved conflicts.
+    pub fn conflict_count(&self) -> Result<u64> {
+        self.count("SELECT count(*) FROM conflicts")
+    }
+
+    /// Number of rejected mutations awaiting retry or discard.
+    pub fn rejection_count(&self) -> Result<u64> {
+        self.count("SELECT count(*) FROM rejections")
+    }
+
+    fn count(&self, sql: &'static str) -> Result<u64> {
+        self.conn
+            .prepare_cached(sql)
+            .and_then(|mut s| s.query_row([], |r| r.get::<_, i64>(0)))
+            .map(|n| n as u64)
+            .map_err(StoreError::sql("count rows"))
+    }
+
+    /// Drops the local base state and the pull cursor, keeping every pending mutation (their
+    /// views are recomputed on an empty base). For when the server answers `cursor_reset`:
+    /// the next pull bootstraps from scratch.
+    pub fn reset_base(&mut self) -> Result<()> {
+        let client = self.client_id.clone();
+        self.write(|conn| sync::reset_base(conn, &client))
     }
 
     /// Where mutation `seq` is; `None` if no such seq was ever handed out.

@@ -35,6 +35,37 @@ pub struct PullApplied {
     pub confirmed: Vec<u64>,
 }
 
+/// Drops the base and the cursor: every record's view becomes its pending mutations alone
+/// (records without any disappear until the next pull brings them back). For a cursor the
+/// server can no longer serve.
+pub(crate) fn reset_base(conn: &Connection, client: &ClientId) -> Result<()> {
+    conn.execute_batch(
+        "DELETE FROM cursor;
+         DELETE FROM records WHERE pending = 0;
+         UPDATE records SET base = NULL, base_version = 0;",
+    )
+    .map_err(StoreError::sql("reset the base"))?;
+    let mut stmt = conn
+        .prepare("SELECT space, collection, id FROM records")
+        .map_err(StoreError::sql("reset the base"))?;
+    let keys = stmt
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+            ))
+        })
+        .map_err(StoreError::sql("reset the base"))?
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .map_err(StoreError::sql("reset the base"))?;
+    drop(stmt);
+    for (space, collection, id) in keys {
+        recompute(conn, &key_from_row(&space, &collection, &id)?, client)?;
+    }
+    Ok(())
+}
+
 /// Marks queued mutations up to `through_seq` as being sent (attempts + 1).
 pub(crate) fn mark_sending(conn: &Connection, from_seq: u64, through_seq: u64) -> Result<usize> {
     conn.prepare_cached(
@@ -128,6 +159,7 @@ pub(crate) fn apply_push_response(
     conn.prepare_cached("UPDATE outbox SET state = ?1 WHERE seq <= ?2 AND state != ?1")
         .and_then(|mut s| s.execute(params![ACKED, response.acked_through as i64]))
         .map_err(StoreError::sql("acknowledge duplicates"))?;
+    meta::raise_u64(conn, meta::ACKED_THROUGH, response.acked_through)?;
     for key in &touched {
         recompute(conn, key, client)?;
     }
@@ -220,6 +252,7 @@ pub(crate) fn apply_pull(
         (!response.has_more).then_some(response.acked_through),
     )?;
     counters.save(conn)?;
+    meta::raise_u64(conn, meta::ACKED_THROUGH, response.acked_through)?;
     if !response.has_more {
         meta::set(conn, meta::LAST_SYNCED_AT, &now_ms.to_string())?;
         meta::set(conn, meta::HAS_SYNCED, "1")?;

@@ -527,3 +527,98 @@ fn seqs_and_stamps_continue_after_the_outbox_drains_by_confirmation_or_rejection
     assert_eq!(after.seq, next.seq + 1, "a rejected seq is never reused");
     assert!(after.hlc > next.hlc);
 }
+
+#[test]
+fn the_next_push_batch_starts_after_what_the_server_acknowledged() {
+    let db = TestDb::new();
+    let mut store = db.open();
+    let mut server = FakeServer::new();
+    for i in 0..5 {
+        store
+            .put(&key(&format!("r{i}")), doc(json!({"i": i})))
+            .unwrap();
+    }
+    assert_eq!(store.unpushed().unwrap().mutations, 5);
+    assert!(store.unpushed().unwrap().bytes > 0);
+    let first: Vec<u64> = store
+        .next_push_batch(2)
+        .unwrap()
+        .iter()
+        .map(|e| e.mutation.seq)
+        .collect();
+    assert_eq!(first, vec![1, 2]);
+    // The server acknowledges 1..=2 (the rows stay in the outbox until a pull confirms them).
+    let client = store.client_id().clone();
+    let results = store
+        .next_push_batch(2)
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let v = server.apply(
+                &e.mutation.key,
+                &e.mutation.op,
+                &Stamp::new(e.mutation.hlc, client.clone()),
+            );
+            applied(e.mutation.seq, v)
+        })
+        .collect();
+    store
+        .apply_push_response(&PushResponse {
+            acked_through: 2,
+            results,
+        })
+        .unwrap();
+    assert_eq!(store.acked_through().unwrap(), 2);
+    let next: Vec<u64> = store
+        .next_push_batch(10)
+        .unwrap()
+        .iter()
+        .map(|e| e.mutation.seq)
+        .collect();
+    assert_eq!(next, vec![3, 4, 5]);
+    assert_eq!(store.unpushed().unwrap().mutations, 3);
+    assert_eq!(
+        store.outbox_stats().unwrap().pending,
+        5,
+        "acked rows are still pending"
+    );
+    assert_eq!(store.conflict_count().unwrap(), 0);
+    assert_eq!(store.rejection_count().unwrap(), 0);
+}
+
+#[test]
+fn a_base_reset_keeps_pending_work_and_the_next_pull_rebuilds_the_rest() {
+    let db = TestDb::new();
+    let mut store = db.open();
+    let mut server = FakeServer::new();
+    server.write(
+        &key("a"),
+        Op::Put {
+            doc: doc(json!({"title": "t", "n": 1})),
+        },
+        10,
+        "bob",
+    );
+    server.write(
+        &key("b"),
+        Op::Put {
+            doc: doc(json!({"x": 1})),
+        },
+        11,
+        "bob",
+    );
+    store.apply_pull(&server.pull(0, 0)).unwrap();
+    store.patch(&key("a"), doc(json!({"n": 2}))).unwrap();
+    store.reset_base().unwrap();
+    assert!(store.cursor().unwrap().is_empty());
+    assert_eq!(view(&store, "b"), None, "unsynced base state is gone");
+    assert_eq!(
+        view(&store, "a"),
+        Some(json!({"n": 2})),
+        "pending work stays, on an empty base"
+    );
+    store.apply_pull(&server.pull(0, 0)).unwrap();
+    assert_eq!(view(&store, "a"), Some(json!({"title": "t", "n": 2})));
+    assert_eq!(view(&store, "b"), Some(json!({"x": 1})));
+    assert_eq!(store.outbox_stats().unwrap().pending, 1);
+}

@@ -1,0 +1,104 @@
+//! How a client is set up.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tidesync_core::sync::SyncConfig;
+use tidesync_protocol::SpaceName;
+use tidesync_store::StoreConfig;
+
+/// Where the app's bearer token comes from. Called at send time, on the sync thread: the
+/// token is never stored with queued mutations.
+pub trait TokenProvider: Send + Sync + 'static {
+    /// The current token, if the app has one.
+    fn token(&self) -> Option<String>;
+
+    /// The server refused the current token (401): produce a fresh one (e.g. with a refresh
+    /// token), or `None` if there is none. Called at most once per failed request.
+    fn refresh(&self) -> Option<String>;
+}
+
+/// A fixed token (for tests, CLIs and services with long-lived API tokens).
+#[derive(Clone)]
+pub struct StaticToken(pub String);
+
+impl fmt::Debug for StaticToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("StaticToken(…)")
+    }
+}
+
+impl TokenProvider for StaticToken {
+    fn token(&self) -> Option<String> {
+        Some(self.0.clone())
+    }
+
+    fn refresh(&self) -> Option<String> {
+        None
+    }
+}
+
+/// Options for [`crate::Client::open`].
+#[derive(Clone)]
+pub struct ClientConfig {
+    /// The local database file.
+    pub db_path: PathBuf,
+    /// The server's base URL, e.g. `http://127.0.0.1:8787`.
+    pub server_url: String,
+    /// The spaces to sync.
+    pub spaces: Vec<SpaceName>,
+    /// Where tokens come from.
+    pub tokens: Arc<dyn TokenProvider>,
+    /// Store options (durability, restoration schema, ...).
+    pub store: StoreConfig,
+    /// Most mutations per push (whole transactions; a bigger one goes alone). Default 1,000.
+    pub push_batch: usize,
+    /// Changes per pull page. Default 1,000.
+    pub pull_limit: u32,
+    /// Timeout of one push or pull. Default 30 s.
+    pub request_timeout: Duration,
+    /// State machine tuning (backoff, polling).
+    pub sync: SyncConfig,
+    /// Seed of the backoff jitter (`None`: from the clock). Fix it to replay a run.
+    pub seed: Option<u64>,
+    /// Start syncing at open. Default `true`; `false` starts paused (call `resume`).
+    pub start_online: bool,
+}
+
+impl fmt::Debug for ClientConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientConfig")
+            .field("db_path", &self.db_path)
+            .field("server_url", &self.server_url)
+            .field("spaces", &self.spaces)
+            .field("push_batch", &self.push_batch)
+            .field("pull_limit", &self.pull_limit)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClientConfig {
+    /// A configuration with defaults for everything but the essentials.
+    pub fn new(
+        db_path: impl Into<PathBuf>,
+        server_url: impl Into<String>,
+        spaces: Vec<SpaceName>,
+        tokens: Arc<dyn TokenProvider>,
+    ) -> ClientConfig {
+        ClientConfig {
+            db_path: db_path.into(),
+            server_url: server_url.into(),
+            spaces,
+            tokens,
+            store: StoreConfig::default(),
+            push_batch: 1_000,
+            pull_limit: 1_000,
+            request_timeout: Duration::from_secs(30),
+            sync: SyncConfig::default(),
+            seed: None,
+            start_online: true,
+        }
+    }
+}

@@ -1,0 +1,229 @@
+//! HTTP transport: requests, and the classification of every way they fail into the state
+//! machine's [`Failure`]. The bearer token is attached here, at send time.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use reqwest::StatusCode;
+use serde::de::DeserializeOwned;
+use tidesync_core::sync::Failure;
+use tidesync_protocol::{
+    ErrorBody, PullRequest, PullResponse, PushRequest, PushResponse, SpaceName,
+};
+
+/// The server's endpoints, over one connection pool.
+#[derive(Debug, Clone)]
+pub(crate) struct Http {
+    client: reqwest::Client,
+    base: String,
+    timeout: Duration,
+}
+
+impl Http {
+    pub(crate) fn new(base: &str, timeout: Duration) -> Result<Http, String> {
+        let base = base.trim_end_matches('/').to_owned();
+        if !(base.starts_with("http://") || base.starts_with("https://")) {
+            return Err(format!(
+                "server_url {base:?} must start with http:// or https://"
+            ));
+        }
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        Ok(Http {
+            client,
+            base,
+            timeout,
+        })
+    }
+
+    /// `GET /healthz`.
+    pub(crate) async fn probe(&self) -> Result<(), Failure> {
+        let response = self
+            .client
+            .get(format!("{}/healthz", self.base))
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await
+            .map_err(classify_transport)?;
+        if response.status().is_success() {
+            Ok(())
+        } else {
+            Err(classify_status(response).await)
+        }
+    }
+
+    pub(crate) async fn push(
+        &self,
+        token: Option<&str>,
+        request: &PushRequest,
+    ) -> Result<PushResponse, Failure> {
+        self.post("/v1/push", token, request).await
+    }
+
+    pub(crate) async fn pull(
+        &self,
+        token: Option<&str>,
+        request: &PullRequest,
+    ) -> Result<PullResponse, Failure> {
+        self.post("/v1/pull", token, request).await
+    }
+
+    async fn post<T: serde::Serialize, R: DeserializeOwned>(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        body: &T,
+    ) -> Result<R, Failure> {
+        let mut request = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .timeout(self.timeout)
+            .json(body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.map_err(classify_transport)?;
+        if !response.status().is_success() {
+            return Err(classify_status(response).await);
+        }
+        let status = response.status().as_u16();
+        let bytes = response.bytes().await.map_err(classify_transport)?;
+        serde_json::from_slice(&bytes).map_err(|e| Failure::Server {
+            status,
+            message: format!("unreadable response body: {e}"),
+        })
+    }
+
+    /// `GET /v1/events`: a stream of pokes (one item per poked space); ends when the
+    /// connection does.
+    pub(crate) async fn events(
+        &self,
+        token: Option<&str>,
+        spaces: &[SpaceName],
+    ) -> Result<futures::stream::BoxStream<'static, ()>, Failure> {
+        let spaces = spaces
+            .iter()
+            .map(SpaceName::as_str)
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut request = self
+            .client
+            .get(format!("{}/v1/events", self.base))
+            .query(&[("spaces", spaces)]);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.map_err(classify_transport)?;
+        if !response.status().is_success() {
+            return Err(classify_status(response).await);
+        }
+        let mut parser = SseParser::default();
+        let stream = response
+            .bytes_stream()
+            .take_while(|chunk| futures::future::ready(chunk.is_ok()))
+            .flat_map(move |chunk| {
+                let pokes = chunk.map(|bytes| parser.feed(&bytes)).unwrap_or(0);
+                futures::stream::iter(std::iter::repeat_n((), pokes))
+            });
+        Ok(stream.boxed())
+    }
+}
+
+fn classify_transport(e: reqwest::Error) -> Failure {
+    if e.is_timeout() {
+        Failure::Timeout
+    } else {
+        // Connect, reset, body cut mid-way, DNS, TLS: the server could not be reached.
+        let mut message = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(s) = source {
+            message = format!("{message}: {s}");
+            source = s.source();
+        }
+        Failure::Network(message)
+    }
+}
+
+async fn classify_status(response: reqwest::Response) -> Failure {
+    let status = response.status();
+    let retry_after_ms = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(|secs| secs.saturating_mul(1000));
+    let body = response.bytes().await.unwrap_or_default();
+    let parsed: Option<ErrorBody> = serde_json::from_slice(&body).ok();
+    let code = parsed
+        .as_ref()
+        .map(|b| b.code.as_str().to_owned())
+        .unwrap_or_default();
+    let message = parsed
+        .map(|b| b.message)
+        .unwrap_or_else(|| String::from_utf8_lossy(&body).chars().take(200).collect());
+    match status {
+        StatusCode::UNAUTHORIZED => Failure::Unauthorized,
+        StatusCode::TOO_MANY_REQUESTS => Failure::RateLimited { retry_after_ms },
+        StatusCode::SERVICE_UNAVAILABLE if retry_after_ms.is_some() => {
+            Failure::RateLimited { retry_after_ms }
+        }
+        StatusCode::CONFLICT if code == "cursor_reset" => Failure::CursorReset,
+        s if s.is_server_error() => Failure::Server {
+            status: s.as_u16(),
+            message,
+        },
+        s => Failure::Refused {
+            status: s.as_u16(),
+            code,
+            message,
+        },
+    }
+}
+
+/// A minimal Server-Sent Events parser: counts `poke` events, ignores comments (heartbeats)
+/// and other events.
+#[derive(Debug, Default)]
+struct SseParser {
+    buffer: Vec<u8>,
+    event: Option<String>,
+}
+
+impl SseParser {
+    /// Feeds bytes; returns how many pokes completed.
+    fn feed(&mut self, bytes: &[u8]) -> usize {
+        self.buffer.extend_from_slice(bytes);
+        let mut pokes = 0;
+        while let Some(end) = self.buffer.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = self.buffer.drain(..=end).collect();
+            let line = String::from_utf8_lossy(&line);
+            let line = line.trim_end_matches(['\n', '\r']);
+            if line.is_empty() {
+                if self.event.take().as_deref() == Some("poke") {
+                    pokes += 1;
+                }
+            } else if let Some(name) = line.strip_prefix("event:") {
+                self.event = Some(name.trim().to_owned());
+            }
+            // `data:` lines name the space; every subscribed space is pulled anyway.
+        }
+        pokes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sse_pokes_are_counted_across_chunk_boundaries_and_heartbeats_ignored() {
+        let mut p = SseParser::default();
+        assert_eq!(p.feed(b": keep-alive\n\nevent: po"), 0);
+        assert_eq!(
+            p.feed(b"ke\ndata: user:alice\n\nevent: poke\r\ndata: team:1\r\n\r\n"),
+            2
+        );
+        assert_eq!(p.feed(b"event: other\ndata: x\n\n"), 0);
+    }
+}

@@ -1,0 +1,241 @@
+//! End-to-end harness: a real server on a loopback port (its own runtime and thread), real
+//! clients, and polling helpers.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tidesync_client::{
+    Client, ClientConfig, ClientEvent, StaticToken, Status, SyncConfig, TokenProvider,
+};
+use tidesync_core::sync::BackoffPolicy;
+use tidesync_protocol::{ClientId, Cursor, Doc, PullResponse, RecordKey, SpaceName};
+use tidesync_server::auth::Grants;
+use tidesync_server::storage::sqlite::SqliteStorage;
+use tidesync_server::storage::{PullInput, Storage};
+use tidesync_server::{AppState, Limits, MergeRules};
+
+pub const SPACE: &str = "team:1";
+
+pub fn space() -> SpaceName {
+    SpaceName::new(SPACE).unwrap()
+}
+
+pub fn key(collection: &str, id: &str) -> RecordKey {
+    RecordKey::parse(SPACE, collection, id).unwrap()
+}
+
+pub fn doc(v: Value) -> Doc {
+    v.as_object().cloned().unwrap()
+}
+
+/// A server on 127.0.0.1, restartable on the same port and database.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub db: PathBuf,
+    rules: MergeRules,
+    running: Option<Running>,
+}
+
+struct Running {
+    storage: Arc<SqliteStorage>,
+    stop: tokio::sync::oneshot::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl TestServer {
+    pub fn start(dir: &Path, rules: MergeRules) -> TestServer {
+        let mut server = TestServer {
+            addr: "127.0.0.1:0".parse().unwrap(),
+            db: dir.join("server.db"),
+            rules,
+            running: None,
+        };
+        server.boot();
+        server
+    }
+
+    fn boot(&mut self) {
+        let storage = Arc::new(SqliteStorage::open(&self.db, self.rules.clone()).unwrap());
+        let std_listener = bind(self.addr);
+        self.addr = std_listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let state = AppState::new(storage.clone(), Limits::default());
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                std_listener.set_nonblocking(true).unwrap();
+                let listener = tokio::net::TcpListener::from_std(std_listener).unwrap();
+                let _ = tidesync_server::serve(listener, state, async move {
+                    let _ = stopped.await;
+                })
+                .await;
+            });
+        });
+        self.running = Some(Running {
+            storage,
+            stop,
+            thread,
+        });
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn storage(&self) -> Arc<SqliteStorage> {
+        self.running.as_ref().expect("running").storage.clone()
+    }
+
+    /// An API token for `user`, writing the test space.
+    pub fn token(&self, user: &str) -> String {
+        self.storage()
+            .create_token(&Grants {
+                user: user.into(),
+                read: Default::default(),
+                write: [space()].into_iter().collect(),
+            })
+            .unwrap()
+    }
+
+    /// Graceful stop (in-flight requests finish).
+    pub fn stop(&mut self) {
+        if let Some(running) = self.running.take() {
+            let _ = running.stop.send(());
+            running.thread.join().unwrap();
+        }
+    }
+
+    /// Stop, then start again on the same port and database.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.boot();
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.running.is_some()
+    }
+
+    /// Everything in the test space, as the server holds it.
+    pub fn snapshot(&self) -> PullResponse {
+        let storage = self.storage();
+        let input = PullInput {
+            user: "observer".into(),
+            client_id: ClientId::new("observer").unwrap(),
+            cursor: Cursor::new(),
+            spaces: vec![space()],
+            limit: 1_000_000,
+        };
+        block_on(async move { storage.pull(input).await.unwrap() })
+    }
+
+    /// The test space's version: one per applied (non-redundant) mutation.
+    pub fn version(&self) -> u64 {
+        let storage = self.storage();
+        block_on(async move { storage.space_versions(&[space()]).await.unwrap()[0] })
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn bind(addr: SocketAddr) -> std::net::TcpListener {
+    // After a restart the old socket may linger briefly.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match std::net::TcpListener::bind(addr) {
+            Ok(l) => return l,
+            Err(e) if Instant::now() < deadline => {
+                let _ = e;
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => panic!("cannot bind {addr}: {e}"),
+        }
+    }
+}
+
+pub fn block_on<T: Send + 'static>(f: impl std::future::Future<Output = T> + Send + 'static) -> T {
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(f)
+    })
+    .join()
+    .unwrap()
+}
+
+/// Fast timers for tests: retries within tens of milliseconds, polls every second.
+pub fn fast_sync() -> SyncConfig {
+    SyncConfig {
+        backoff: BackoffPolicy {
+            base_ms: 20,
+            cap_ms: 400,
+        },
+        idle_poll_ms: 1_000,
+        stream_retry_ms: 300,
+        offline_probe_ms: 60_000,
+    }
+}
+
+pub fn client_config(
+    dir: &Path,
+    name: &str,
+    url: &str,
+    tokens: Arc<dyn TokenProvider>,
+) -> ClientConfig {
+    let mut config = ClientConfig::new(dir.join(format!("{name}.db")), url, vec![space()], tokens);
+    config.sync = fast_sync();
+    config.seed = Some(7);
+    config.request_timeout = Duration::from_secs(5);
+    config
+}
+
+pub fn open_client(dir: &Path, name: &str, url: &str, token: &str) -> Client {
+    Client::open(client_config(
+        dir,
+        name,
+        url,
+        Arc::new(StaticToken(token.into())),
+    ))
+    .unwrap()
+}
+
+/// Polls `cond` every 10 ms until it holds; panics with `what` after `timeout`.
+pub fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Waits until `client` has nothing pending and has completed a pull after its last push.
+pub fn wait_synced(client: &Client, timeout: Duration) {
+    wait_for("the client to sync", timeout, || {
+        client.status().is_some_and(|s: Status| {
+            s.pending == 0 && s.phase == tidesync_client::Phase::Idle && s.has_synced
+        })
+    });
+}
+
+/// The document of `key` as `client` sees it.
+pub fn view(client: &Client, key: &RecordKey) -> Option<Value> {
+    client.get(key).unwrap().map(|r| Value::Object(r.doc))
+}
+
+/// Drains events received so far.
+pub fn drain(rx: &std::sync::mpsc::Receiver<ClientEvent>) -> Vec<ClientEvent> {
+    rx.try_iter().collect()
+}
