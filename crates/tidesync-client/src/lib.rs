@@ -47,3 +47,8 @@ pub use status::{ClientEvent, DownloadProgress, Status, UploadProgress};
 pub use tidesync_core::sync::{
     Connectivity, FailureKind, Phase, Reachability, SyncConfig, SyncError,
 };
+
+/// The README's code blocks, compiled as doctests so they stay true.
+#[doc = include_str!("../../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

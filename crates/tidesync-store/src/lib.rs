@@ -55,8 +55,3 @@ pub use schema::{APPLICATION_ID, CURRENT_VERSION, MIGRATIONS};
 pub use store::Store;
 pub use sync::{PullApplied, PushApplied};
 pub use write::{WriteReceipt, WriteTx};
-
-/// The README's code blocks, compiled and run as doctests so they stay true.
-#[doc = include_str!("../../../README.md")]
-#[cfg(doctest)]
-pub struct ReadmeDoctests;
