@@ -291,8 +291,8 @@ impl Runtime {
                 self.token = fresh;
                 Event::TokenRefreshed(ok)
             }
-            Completion::Push(meta, Ok(response)) if meta.is_empty() => {
-                let _ = response;
+            // Nothing was queued: no request was made.
+            Completion::Push(meta, Ok(_)) if meta.is_empty() => {
                 Event::PushDone(Ok(PushProgress { more: false }))
             }
             Completion::Push(meta, Ok(response)) => Event::PushDone(self.pushed(&meta, &response)),
@@ -435,7 +435,24 @@ impl Runtime {
             next_retry_at_ms: engine.next_retry_at_ms,
         };
         drop(store);
+        self.log_transition(&status);
         self.notifier.publish_status(status);
+    }
+
+    /// One log line per change of connectivity or error, never one per retry.
+    fn log_transition(&self, status: &Status) {
+        let previous = self.notifier.current();
+        let before = previous.as_ref().map(|s| (s.connectivity, s.last_error.as_ref().map(|e| e.kind)));
+        let now = (status.connectivity, status.last_error.as_ref().map(|e| e.kind));
+        if before == Some(now) {
+            return;
+        }
+        match &status.last_error {
+            Some(error) if previous.as_ref().and_then(|p| p.last_error.as_ref()).map(|e| e.kind) != Some(error.kind) => {
+                tracing::warn!(connectivity = ?status.connectivity, kind = ?error.kind, error = %error.message, "sync failing; retrying with backoff");
+            }
+            _ => tracing::info!(connectivity = ?status.connectivity, phase = ?status.phase, "sync connectivity changed"),
+        }
     }
 }
 
