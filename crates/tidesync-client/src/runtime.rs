@@ -442,16 +442,29 @@ impl Runtime {
     /// One log line per change of connectivity or error, never one per retry.
     fn log_transition(&self, status: &Status) {
         let previous = self.notifier.current();
-        let before = previous.as_ref().map(|s| (s.connectivity, s.last_error.as_ref().map(|e| e.kind)));
-        let now = (status.connectivity, status.last_error.as_ref().map(|e| e.kind));
+        let before = previous
+            .as_ref()
+            .map(|s| (s.connectivity, s.last_error.as_ref().map(|e| e.kind)));
+        let now = (
+            status.connectivity,
+            status.last_error.as_ref().map(|e| e.kind),
+        );
         if before == Some(now) {
             return;
         }
         match &status.last_error {
-            Some(error) if previous.as_ref().and_then(|p| p.last_error.as_ref()).map(|e| e.kind) != Some(error.kind) => {
+            Some(error)
+                if previous
+                    .as_ref()
+                    .and_then(|p| p.last_error.as_ref())
+                    .map(|e| e.kind)
+                    != Some(error.kind) =>
+            {
                 tracing::warn!(connectivity = ?status.connectivity, kind = ?error.kind, error = %error.message, "sync failing; retrying with backoff");
             }
-            _ => tracing::info!(connectivity = ?status.connectivity, phase = ?status.phase, "sync connectivity changed"),
+            _ => {
+                tracing::info!(connectivity = ?status.connectivity, phase = ?status.phase, "sync connectivity changed")
+            }
         }
     }
 }

@@ -1,0 +1,450 @@
+//! End-to-end sync benchmarks: real clients against a real server on a loopback port, printed
+//! as ratios against raw-SQLite baselines measured in the same run.
+//!
+//! `cargo bench -p tidesync-client` prints:
+//! 1. **client A → server → client B, 100k mutations.** A writes 100k puts in local
+//!    transactions of 1,000 while paused (before the clock starts); B is online, synced and
+//!    idle. The clock runs from `A.resume()` until B has applied pulled changes for all 100k
+//!    records (counted from B's `RecordsChanged` events; checked afterwards through
+//!    `Client::list`). Baseline: raw rusqlite inserting the same 100k rows (same ids, same
+//!    JSON documents) into one SQLite file, in one transaction, with the store's pragmas: the
+//!    floor of any pipeline whose end is a row in a SQLite table. Target: < 2 s.
+//! 2. **Bootstrap of 1M small records into a fresh client.** The server is filled before the
+//!    clock starts, by pushing 1M puts through `SqliteStorage::push` in batches of 5,000. The
+//!    clock runs from `Client::open` on a new file until the status says `has_synced` with
+//!    nothing pending (only set once the last page is applied); the record count is checked
+//!    afterwards. Baseline: raw rusqlite inserting 1M rows of the same size in one
+//!    transaction. Target: ≥ 250k records/s.
+//!
+//! Both clients use `push_batch = 5,000` (the server's `max_mutations_per_push`) and
+//! `pull_limit = 10,000` (its `max_pull_limit`) instead of the defaults of 1,000: a bulk
+//! transfer then costs 20 pushes and 10 pulls per 100k mutations instead of 100 each, and
+//! every round trip also pays a store transaction (fsync under the default
+//! `Durability::Full`) on each side. Pages of ≤ 10,000 small records stay a few MiB. Apps
+//! that move bulk data would pick the same; the defaults favour fast first paint on slow links.
+//!
+//! `BENCH_BOOTSTRAP_RECORDS` overrides the 1M (e.g. 200000 for a quick run);
+//! `BENCH_ONLY=e2e` or `BENCH_ONLY=bootstrap` runs one of the two. The bench never asserts
+//! a target: a miss prints `MISS`. It panics (instead of hanging) if a wait times out.
+
+#![allow(clippy::expect_used)] // a bench aborts on setup failures
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use rusqlite::params;
+use serde_json::{json, Value};
+use tidesync_client::{Client, ClientConfig, ClientEvent, Phase, StaticToken, SyncConfig};
+use tidesync_core::sync::BackoffPolicy;
+use tidesync_protocol::{ClientId, CollectionName, Doc, Hlc, Mutation, Op, RecordKey, SpaceName};
+use tidesync_server::auth::Grants;
+use tidesync_server::storage::sqlite::SqliteStorage;
+use tidesync_server::storage::{PushInput, Storage};
+use tidesync_server::{AppState, Limits, MergeRules};
+use tidesync_store::ListOptions;
+
+/// Mutations in the A → B run.
+const E2E_MUTATIONS: u64 = 100_000;
+/// A's local transaction size.
+const LOCAL_TX: u64 = 1_000;
+/// Records in the bootstrap run (`BENCH_BOOTSTRAP_RECORDS` overrides).
+const BOOTSTRAP_RECORDS: u64 = 1_000_000;
+/// Batch size of the server fill.
+const FILL_BATCH: u64 = 5_000;
+/// Measured repetitions (after one warm-up).
+const REPS: usize = 3;
+/// Longest any single wait may take.
+const WAIT: Duration = Duration::from_secs(300);
+const COLLECTION: &str = "todos";
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn space(name: &str) -> SpaceName {
+    SpaceName::new(name).expect("valid space")
+}
+
+fn record_id(i: u64) -> String {
+    format!("t{i:08}")
+}
+
+/// A small todo (~60 bytes of JSON), the same for every path that writes record `i`.
+fn todo(i: u64) -> Doc {
+    match json!({"title": format!("Buy milk #{i}"), "done": i % 3 == 0, "priority": i % 5}) {
+        Value::Object(doc) => doc,
+        _ => unreachable!("an object literal"),
+    }
+}
+
+// ---- the server --------------------------------------------------------------------------
+
+/// A tidesync server on a free loopback port, served by a runtime owned by the bench.
+struct Server {
+    url: String,
+    storage: Arc<SqliteStorage>,
+    runtime: tokio::runtime::Runtime,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Server {
+    fn start(db: &Path) -> Server {
+        let storage = Arc::new(SqliteStorage::open(db, MergeRules::default()).expect("server db"));
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("server runtime");
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let url = format!("http://{}", listener.local_addr().expect("local addr"));
+        let state = AppState::new(storage.clone(), Limits::default());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = runtime.spawn(async move {
+            let listener = tokio::net::TcpListener::from_std(listener)?;
+            let shutdown = async move {
+                let _ = stopped.await;
+            };
+            tidesync_server::serve(listener, state, shutdown).await
+        });
+        Server {
+            url,
+            storage,
+            runtime,
+            stop,
+            task,
+        }
+    }
+
+    /// A token for user `bench`, writing `spaces`.
+    fn token(&self, spaces: &[SpaceName]) -> String {
+        let grants = Grants {
+            user: "bench".into(),
+            read: Default::default(),
+            write: spaces.iter().cloned().collect(),
+        };
+        self.storage.create_token(&grants).expect("token")
+    }
+
+    /// Pushes `n` puts of records `0..n` into `space` through the storage, in batches of
+    /// [`FILL_BATCH`] (what a server receives from a busy writer, without HTTP).
+    fn fill(&self, space: &SpaceName, n: u64) {
+        let client = ClientId::new("filler").expect("valid client");
+        let collection = CollectionName::new(COLLECTION).expect("valid collection");
+        for from in (0..n).step_by(FILL_BATCH as usize) {
+            let mutations = (from..(from + FILL_BATCH).min(n))
+                .map(|i| Mutation {
+                    seq: i + 1,
+                    tx: i + 1,
+                    key: RecordKey::new(
+                        space.clone(),
+                        collection.clone(),
+                        record_id(i).try_into().expect("valid id"),
+                    ),
+                    op: Op::Put { doc: todo(i) },
+                    hlc: Hlc::new(now_ms(), (i % 60_000) as u16).unwrap_or_default(),
+                    base_version: 0,
+                })
+                .collect();
+            let input = PushInput {
+                user: "bench".into(),
+                client_id: client.clone(),
+                mutations,
+            };
+            self.runtime
+                .block_on(self.storage.push(input))
+                .expect("fill push");
+        }
+    }
+
+    fn stop(self) {
+        let _ = self.stop.send(());
+        match self.runtime.block_on(self.task) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => eprintln!("server: {e}"),
+            Err(e) => eprintln!("server task: {e}"),
+        }
+    }
+}
+
+// ---- clients -----------------------------------------------------------------------------
+
+/// The bench clients' configuration: bulk-sized batches (see the module docs), short timers
+/// so no measurement waits for a poll, default durability (`Full`).
+fn config(db: &Path, url: &str, space: &SpaceName, token: &str) -> ClientConfig {
+    let mut config = ClientConfig::new(
+        db,
+        url,
+        vec![space.clone()],
+        Arc::new(StaticToken(token.into())),
+    );
+    config.push_batch = 5_000;
+    config.pull_limit = 10_000;
+    config.request_timeout = Duration::from_secs(60);
+    config.sync = SyncConfig {
+        backoff: BackoffPolicy {
+            base_ms: 20,
+            cap_ms: 500,
+        },
+        idle_poll_ms: 1_000,
+        stream_retry_ms: 300,
+        ..SyncConfig::default()
+    };
+    config.seed = Some(1);
+    config
+}
+
+/// Waits (on status events, no polling delay) until `client` is idle, has synced and has
+/// nothing pending.
+fn wait_synced(client: &Client) {
+    let events = client.subscribe();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match events.recv_timeout(left) {
+            Ok(ClientEvent::Status(s))
+                if s.has_synced && s.pending == 0 && s.phase == Phase::Idle =>
+            {
+                return
+            }
+            Ok(_) => {}
+            Err(e) => panic!("timed out waiting for a client to sync: {e}"),
+        }
+    }
+}
+
+/// How many records `client` shows in `space`, through the public API.
+fn count_records(client: &Client, space: &SpaceName) -> u64 {
+    let collection = CollectionName::new(COLLECTION).expect("valid collection");
+    let mut options = ListOptions {
+        after: None,
+        limit: 10_000,
+    };
+    let mut n = 0;
+    loop {
+        let page = client.list(space, &collection, &options).expect("list");
+        n += page.records.len() as u64;
+        match page.next {
+            Some(next) => options.after = Some(next),
+            None => return n,
+        }
+    }
+}
+
+// ---- raw SQLite baseline -----------------------------------------------------------------
+
+/// Inserts records `0..n` (same ids, same JSON) into a fresh file in one transaction, with
+/// the client store's pragmas and the shape of its `records` table. Returns seconds.
+fn raw_insert(path: &Path, n: u64) -> f64 {
+    // Built before the clock starts, like A's writes.
+    let rows: Vec<(String, String)> = (0..n)
+        .map(|i| (record_id(i), Value::Object(todo(i)).to_string()))
+        .collect();
+    let start = Instant::now();
+    let mut conn = rusqlite::Connection::open(path).expect("raw open");
+    conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get::<_, String>(0))
+        .expect("wal");
+    conn.execute_batch(
+        "PRAGMA synchronous = FULL; PRAGMA foreign_keys = OFF; PRAGMA temp_store = MEMORY;
+         PRAGMA cache_size = -16384;
+         CREATE TABLE records (
+             space TEXT NOT NULL, collection TEXT NOT NULL, id TEXT NOT NULL, doc TEXT,
+             base TEXT, base_version INTEGER NOT NULL DEFAULT 0, pending INTEGER NOT NULL DEFAULT 0,
+             PRIMARY KEY (space, collection, id)
+         ) WITHOUT ROWID;",
+    )
+    .expect("raw schema");
+    let tx = conn.transaction().expect("begin");
+    {
+        let mut insert = tx
+            .prepare(
+                "INSERT INTO records (space, collection, id, doc, base_version) VALUES ('raw', ?1, ?2, ?3, ?4)",
+            )
+            .expect("prepare");
+        for (version, (id, doc)) in rows.iter().enumerate() {
+            insert
+                .execute(params![COLLECTION, id, doc, version as i64 + 1])
+                .expect("insert");
+        }
+    }
+    tx.commit().expect("commit");
+    start.elapsed().as_secs_f64()
+}
+
+// ---- 1. A → server → B -------------------------------------------------------------------
+
+/// One A → B run of `n` mutations into `space`; returns seconds.
+fn a_to_b(dir: &Path, server: &Server, token: &str, space: &SpaceName, n: u64) -> f64 {
+    let mut a_config = config(
+        &dir.join(format!("a-{space}.db")),
+        &server.url,
+        space,
+        token,
+    );
+    a_config.start_online = false;
+    let a = Client::open(a_config).expect("open A");
+    let collection = CollectionName::new(COLLECTION).expect("valid collection");
+    for from in (0..n).step_by(LOCAL_TX as usize) {
+        a.transaction(|tx| {
+            for i in from..(from + LOCAL_TX).min(n) {
+                let key =
+                    RecordKey::new(space.clone(), collection.clone(), record_id(i).try_into()?);
+                tx.put(&key, todo(i))?;
+            }
+            Ok(())
+        })
+        .expect("A writes");
+    }
+    let b = Client::open(config(
+        &dir.join(format!("b-{space}.db")),
+        &server.url,
+        space,
+        token,
+    ))
+    .expect("open B");
+    wait_synced(&b);
+    let events = b.subscribe();
+
+    let start = Instant::now();
+    a.resume();
+    let mut received = 0u64;
+    let deadline = start + WAIT;
+    while received < n {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match events.recv_timeout(left) {
+            Ok(ClientEvent::RecordsChanged { count, .. }) => received += count as u64,
+            Ok(_) => {}
+            Err(e) => panic!("timed out: B received {received} of {n} records: {e}"),
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+
+    assert_eq!(count_records(&b, space), n, "B shows every record");
+    a.close();
+    b.close();
+    secs
+}
+
+fn bench_e2e(dir: &Path, server: &Server) {
+    let spaces: Vec<SpaceName> = (0..=REPS).map(|r| space(&format!("e2e{r}"))).collect();
+    let token = server.token(&spaces);
+    // Warm-up (connections, page cache, allocator), a tenth of the size.
+    a_to_b(dir, server, &token, &spaces[0], E2E_MUTATIONS / 10);
+    raw_insert(&dir.join("raw-e2e-warm.db"), E2E_MUTATIONS / 10);
+    let (mut ours, mut raw, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for (rep, space) in spaces[1..].iter().enumerate() {
+        let t = a_to_b(dir, server, &token, space, E2E_MUTATIONS);
+        let r = raw_insert(&dir.join(format!("raw-e2e-{rep}.db")), E2E_MUTATIONS);
+        eprintln!("  e2e rep {rep}: {t:.3} s (raw {r:.3} s)");
+        ours.push(t);
+        raw.push(r);
+        ratios.push(t / r);
+    }
+    let (t, r) = (median(ours), median(raw));
+    row(
+        "A → server → B, 100k puts (A: tx of 1,000, paused)",
+        format!("{:.2} s", t),
+        format!("{:.2} s raw", r),
+        median(ratios),
+        "< 2 s",
+        t < 2.0,
+    );
+}
+
+// ---- 2. bootstrap --------------------------------------------------------------------------
+
+/// One bootstrap of a fresh client from `space` (holding `n` records); returns seconds.
+fn bootstrap(
+    dir: &Path,
+    server: &Server,
+    token: &str,
+    space: &SpaceName,
+    n: u64,
+    name: &str,
+) -> f64 {
+    let db = dir.join(format!("{name}.db"));
+    let start = Instant::now();
+    let client = Client::open(config(&db, &server.url, space, token)).expect("open");
+    wait_synced(&client);
+    let secs = start.elapsed().as_secs_f64();
+    assert_eq!(
+        count_records(&client, space),
+        n,
+        "the fresh client shows every record"
+    );
+    client.close();
+    secs
+}
+
+fn bench_bootstrap(dir: &Path, server: &Server) {
+    let n: u64 = std::env::var("BENCH_BOOTSTRAP_RECORDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(BOOTSTRAP_RECORDS);
+    let boot = space("boot");
+    let token = server.token(std::slice::from_ref(&boot));
+    let fill = Instant::now();
+    server.fill(&boot, n);
+    eprintln!(
+        "  filled the server with {n} records in {:.1} s",
+        fill.elapsed().as_secs_f64()
+    );
+    bootstrap(dir, server, &token, &boot, n, "boot-warm");
+    let (mut ours, mut raw, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for rep in 0..REPS {
+        let t = bootstrap(dir, server, &token, &boot, n, &format!("boot-{rep}"));
+        let r = raw_insert(&dir.join(format!("raw-boot-{rep}.db")), n);
+        eprintln!("  bootstrap rep {rep}: {t:.3} s (raw {r:.3} s)");
+        ours.push(n as f64 / t);
+        raw.push(n as f64 / r);
+        ratios.push(t / r);
+    }
+    let (ours, raw) = (median(ours), median(raw));
+    row(
+        &format!(
+            "bootstrap of {}k records into a fresh client (rec/s)",
+            n / 1000
+        ),
+        format!("{:.0}k/s", ours / 1000.0),
+        format!("{:.0}k/s raw", raw / 1000.0),
+        median(ratios),
+        "≥ 250k/s",
+        ours >= 250_000.0,
+    );
+}
+
+// ---- output --------------------------------------------------------------------------------
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn row(name: &str, measured: String, baseline: String, ratio: f64, target: &str, pass: bool) {
+    println!(
+        "| {name:<56} | {measured:>10} | {baseline:>14} | {ratio:>6.2}× | {target:<9} | {:<6} |",
+        if pass { "PASS" } else { "MISS" }
+    );
+}
+
+fn main() {
+    let only = std::env::var("BENCH_ONLY").unwrap_or_default();
+    let run = |name: &str| only.is_empty() || only.split(',').any(|o| o.trim() == name);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(&dir.path().join("server.db"));
+    // Lines go to stdout once measured; progress goes to stderr.
+    println!("tidesync-client benchmarks (medians of {REPS}; ratio = our time ÷ raw SQLite time, same run)\n");
+    println!("| benchmark                                                |   measured |       baseline |   ratio | target    | result |");
+    println!("|----------------------------------------------------------|------------|----------------|---------|-----------|--------|");
+    if run("e2e") {
+        bench_e2e(dir.path(), &server);
+    }
+    if run("bootstrap") {
+        bench_bootstrap(dir.path(), &server);
+    }
+    server.stop();
+}
