@@ -191,47 +191,33 @@ pub(crate) fn apply_pull(
             change.collection.clone(),
             change.id.clone(),
         );
-        let pending: i64 = conn
-            .prepare_cached(
-                "SELECT pending FROM records WHERE space = ?1 AND collection = ?2 AND id = ?3",
-            )
-            .and_then(|mut s| s.query_row(key_params(&key), |r| r.get(0)).optional())
-            .map_err(StoreError::sql("read a record"))?
-            .unwrap_or(0);
-        if pending == 0 && state.doc().is_none() {
-            conn.prepare_cached(
-                "DELETE FROM records WHERE space = ?1 AND collection = ?2 AND id = ?3",
-            )
-            .and_then(|mut s| s.execute(key_params(&key)))
-            .map_err(StoreError::sql("remove a deleted record"))?;
-        } else {
-            let base =
-                serde_json::to_string(&state).map_err(StoreError::bad_json("record base"))?;
-            let doc = state
-                .doc()
-                .map(|d| serde_json::to_string(&d))
-                .transpose()
-                .map_err(StoreError::bad_json("record document"))?;
-            conn.prepare_cached(
-                "INSERT INTO records (space, collection, id, doc, base, base_version, pending)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0)
-                 ON CONFLICT DO UPDATE SET base = excluded.base, base_version = excluded.base_version,
-                    doc = CASE WHEN pending = 0 THEN excluded.doc ELSE doc END",
-            )
-            .and_then(|mut s| {
-                s.execute(params![
-                    key.space.as_str(),
-                    key.collection.as_str(),
-                    key.id.as_str(),
-                    doc,
-                    base,
-                    change.version as i64
-                ])
-            })
-            .map_err(StoreError::sql("store a pulled record"))?;
-            if pending > 0 {
-                recompute(conn, &key, client)?; // rebase: view = new base + pending
+        // A deleted record without pending work leaves the table; anything else stores the
+        // new base, keeps the view when local work is pending, and is rebased then.
+        let pending = if change.doc.is_none() {
+            let pending: i64 = conn
+                .prepare_cached(
+                    "SELECT pending FROM records WHERE space = ?1 AND collection = ?2 AND id = ?3",
+                )
+                .and_then(|mut s| s.query_row(key_params(&key), |r| r.get(0)).optional())
+                .map_err(StoreError::sql("read a record"))?
+                .unwrap_or(0);
+            if pending == 0 {
+                conn.prepare_cached(
+                    "DELETE FROM records WHERE space = ?1 AND collection = ?2 AND id = ?3",
+                )
+                .and_then(|mut s| s.execute(key_params(&key)))
+                .map_err(StoreError::sql("remove a deleted record"))?;
+                None
+            } else {
+                Some(store_base(conn, &key, &state, None, change.version)?)
             }
+        } else {
+            let doc = serde_json::to_string(&change.doc)
+                .map_err(StoreError::bad_json("record document"))?;
+            Some(store_base(conn, &key, &state, Some(&doc), change.version)?)
+        };
+        if pending.is_some_and(|p| p > 0) {
+            recompute(conn, &key, client)?; // rebase: view = new base + pending
         }
         *applied
             .changed
@@ -258,6 +244,39 @@ pub(crate) fn apply_pull(
         meta::set(conn, meta::HAS_SYNCED, "1")?;
     }
     Ok(applied)
+}
+
+/// Upserts a record's base (and its view, unless local work is pending); returns the
+/// record's pending count, read by the same statement.
+fn store_base(
+    conn: &Connection,
+    key: &RecordKey,
+    state: &RecordState,
+    doc: Option<&str>,
+    version: u64,
+) -> Result<i64> {
+    let base = serde_json::to_string(state).map_err(StoreError::bad_json("record base"))?;
+    conn.prepare_cached(
+        "INSERT INTO records (space, collection, id, doc, base, base_version, pending)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0)
+         ON CONFLICT DO UPDATE SET base = excluded.base, base_version = excluded.base_version,
+            doc = CASE WHEN pending = 0 THEN excluded.doc ELSE doc END
+         RETURNING pending",
+    )
+    .and_then(|mut s| {
+        s.query_row(
+            params![
+                key.space.as_str(),
+                key.collection.as_str(),
+                key.id.as_str(),
+                doc,
+                base,
+                version as i64
+            ],
+            |r| r.get(0),
+        )
+    })
+    .map_err(StoreError::sql("store a pulled record"))
 }
 
 /// Removes from the outbox every mutation the base now contains: acked at a version the
