@@ -1,10 +1,17 @@
-//! `tidesync`: run the sync server (`tidesync serve`) and issue API tokens
-//! (`tidesync token create`).
+//! `tidesync`: run the sync server (`tidesync serve`), issue API tokens (`tidesync token
+//! create`), watch the whole offline-to-online story (`tidesync demo`), and inspect or sync a
+//! client database (`tidesync client`).
 //!
 //! Errors end the process with one line on stderr (`error: ...`) and exit code 1; bad flags
-//! are reported by clap with exit code 2. This is the only crate that uses `anyhow`.
+//! give one `error: ...` line too, with exit code 2. This is the only crate that uses
+//! `anyhow`. What it does not do: no sync logic of its own; every command drives the
+//! library crates.
 
+mod client;
+mod demo;
 mod serve;
+mod table;
+mod time;
 mod token;
 
 use std::path::PathBuf;
@@ -21,7 +28,7 @@ const DATABASE_FILE: &str = "server.db";
 #[command(
     name = "tidesync",
     version,
-    about = "tidesync offline-first sync server"
+    about = "tidesync: offline-first sync engine (server, demo, client tools)"
 )]
 struct Cli {
     /// Log format on stderr. Verbosity comes from RUST_LOG (default: info).
@@ -43,6 +50,11 @@ enum LogFormat {
 enum Command {
     /// Run the sync server.
     Serve(serve::ServeArgs),
+    /// The whole story in one command: a server and clients that edit offline, conflict, get
+    /// rejected, get killed and reopened, reconnect and converge.
+    Demo(demo::DemoArgs),
+    /// Read, write and sync a client database.
+    Client(client::ClientArgs),
     /// Manage API tokens.
     Token {
         #[command(subcommand)]
@@ -75,10 +87,22 @@ impl DataDir {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    init_logging(cli.log_format);
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => return flag_error(err),
+    };
+    // The server logs at info; the demo and the client commands keep stderr for their own
+    // output unless RUST_LOG asks for more.
+    let default_level = match cli.command {
+        Command::Serve(_) => "info",
+        Command::Demo(_) => "error",
+        Command::Token { .. } | Command::Client(_) => "off",
+    };
+    init_logging(cli.log_format, default_level);
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
+        Command::Demo(args) => demo::run(args),
+        Command::Client(args) => client::run(args),
         Command::Token {
             command: TokenCommand::Create(args),
         } => token::create(args),
@@ -92,9 +116,26 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging(format: LogFormat) {
+/// Help and version go out as clap prints them; any other flag error becomes one line.
+fn flag_error(err: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    match err.kind() {
+        ErrorKind::DisplayHelp
+        | ErrorKind::DisplayVersion
+        | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => err.exit(),
+        _ => {
+            let text = err.render().to_string();
+            let first = text.lines().next().unwrap_or("bad arguments");
+            let first = first.strip_prefix("error: ").unwrap_or(first);
+            eprintln!("error: {first} (see --help)");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn init_logging(format: LogFormat, default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

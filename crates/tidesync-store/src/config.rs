@@ -26,6 +26,9 @@ pub enum SessionRestore {
     /// The OS killed the app and is restoring it, handing back the session id the app saved
     /// ([`crate::Store::session_id`]). Session state is kept if the id matches the stored one.
     Restore(String),
+    /// Keep whatever session state the file holds (tools that inspect or edit a database,
+    /// not an app launch).
+    Keep,
 }
 
 /// Milliseconds since the Unix epoch. Injected so tests can move the wall clock (skew,

@@ -62,10 +62,11 @@ impl Store {
         // Pushes in flight when the app died get no answer: send them again.
         sync::requeue(&tx)?;
         let stored_session = meta::get(&tx, meta::SESSION_ID)?;
-        let keep_session = matches!(
-            (&config.session, &stored_session),
-            (SessionRestore::Restore(wanted), Some(stored)) if wanted == stored
-        );
+        let keep_session = match (&config.session, &stored_session) {
+            (SessionRestore::Restore(wanted), Some(stored)) => wanted == stored,
+            (SessionRestore::Keep, Some(_)) => true,
+            _ => false,
+        };
         let session_id = match (keep_session, stored_session) {
             (true, Some(id)) => id,
             _ => {

@@ -384,3 +384,25 @@ fn rows_damaged_outside_tidesync_are_dropped_and_reported_not_fatal() {
     );
     assert_eq!(store.restoration().entry_count(), 1);
 }
+
+#[test]
+fn tools_can_open_a_database_without_clearing_its_session_state() {
+    let db = TestDb::new();
+    let mut store = db.open();
+    store
+        .restore_write(Lifetime::Session, &checkout(), "draft", draft("unsent"))
+        .unwrap();
+    let session = store.session_id().to_owned();
+    drop(store);
+    let store = db.open_with(StoreConfig {
+        session: SessionRestore::Keep,
+        ..Default::default()
+    });
+    assert_eq!(store.session_id(), session);
+    assert!(store
+        .restoration()
+        .root(Lifetime::Session)
+        .child("checkout")
+        .read("draft")
+        .is_some());
+}

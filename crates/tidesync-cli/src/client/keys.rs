@@ -1,0 +1,79 @@
+//! Parsing the client commands' arguments: record keys, collections, documents.
+
+use anyhow::{anyhow, bail};
+use tidesync_protocol::{CollectionName, Doc, RecordKey, SpaceName};
+
+/// `SPACE/COLLECTION/ID`. Spaces and collections never contain `/`; the id may.
+pub fn record_key(text: &str) -> anyhow::Result<RecordKey> {
+    let mut parts = text.splitn(3, '/');
+    let (Some(space), Some(collection), Some(id)) = (parts.next(), parts.next(), parts.next())
+    else {
+        bail!("invalid key {text:?}: expected SPACE/COLLECTION/ID, e.g. user:alice/todos/t1");
+    };
+    RecordKey::parse(space, collection, id).map_err(|e| anyhow!("invalid key {text:?}: {e}"))
+}
+
+/// `SPACE/COLLECTION`.
+pub fn collection(text: &str) -> anyhow::Result<(SpaceName, CollectionName)> {
+    let Some((space, collection)) = text.split_once('/') else {
+        bail!("invalid collection {text:?}: expected SPACE/COLLECTION, e.g. user:alice/todos");
+    };
+    let space = SpaceName::new(space).map_err(|e| anyhow!("invalid collection {text:?}: {e}"))?;
+    let collection =
+        CollectionName::new(collection).map_err(|e| anyhow!("invalid collection {text:?}: {e}"))?;
+    Ok((space, collection))
+}
+
+/// A JSON object.
+pub fn document(text: &str, what: &str) -> anyhow::Result<Doc> {
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| anyhow!("invalid JSON {what}: {e}"))?;
+    match value {
+        serde_json::Value::Object(map) => Ok(map),
+        other => bail!(
+            "invalid JSON {what}: expected an object like {{\"title\": \"milk\"}}, got {}",
+            kind(&other)
+        ),
+    }
+}
+
+fn kind(value: &serde_json::Value) -> &'static str {
+    match value {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_split_on_the_first_two_slashes() {
+        let key = record_key("user:alice/todos/a/b").map_err(|e| e.to_string());
+        assert_eq!(key.map(|k| k.id.to_string()), Ok("a/b".to_owned()));
+        for bad in [
+            "",
+            "user:alice",
+            "user:alice/todos",
+            "user:alice/todos/",
+            "bad space/t/x",
+        ] {
+            assert!(record_key(bad).is_err(), "{bad:?}");
+        }
+        assert!(collection("user:alice/todos").is_ok());
+        assert!(collection("user:alice").is_err());
+    }
+
+    #[test]
+    fn documents_are_objects() {
+        assert!(document(r#"{"a": 1}"#, "document").is_ok());
+        let err = document("[1]", "document").map_err(|e| e.to_string());
+        assert!(err.is_err_and(|e| e.contains("an array")));
+        assert!(document("{nope", "document").is_err());
+    }
+}

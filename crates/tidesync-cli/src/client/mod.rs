@@ -1,0 +1,256 @@
+//! `tidesync client --db FILE ...`: read and write a client database, inspect its outbox,
+//! conflicts, rejections and restoration state, and sync it with a server.
+//!
+//! Local commands open the store directly (`tidesync_store::Store`) and need no server;
+//! `sync` opens a full `tidesync_client::Client`. Output is human-readable by default and one
+//! JSON document with stable field names under `--json`.
+//!
+//! Modules: `keys` (argument parsing), `output`, `records` (put/patch/delete/get/list),
+//! `queue` (pending/conflicts/rejections), `restore`, `status`, `sync`.
+
+mod keys;
+mod output;
+mod queue;
+mod records;
+mod restore;
+mod status;
+mod sync;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand, ValueEnum};
+use tidesync_protocol::SpaceName;
+use tidesync_store::{SessionRestore, Store, StoreConfig};
+
+use output::Output;
+
+/// Flags of `tidesync client`.
+#[derive(Debug, Args)]
+pub struct ClientArgs {
+    /// The client database file.
+    #[arg(long, env = "TIDESYNC_CLIENT_DB")]
+    db: PathBuf,
+    /// The server's base URL (for `sync`), e.g. http://127.0.0.1:8787.
+    #[arg(long, env = "TIDESYNC_SERVER")]
+    server: Option<String>,
+    /// The API token (for `sync`), from `tidesync token create`.
+    #[arg(long, env = "TIDESYNC_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// A space to sync (repeatable; for `sync`).
+    #[arg(long = "space", value_name = "SPACE")]
+    spaces: Vec<SpaceName>,
+    /// Machine output: one JSON document with stable field names.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: ClientCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum ClientCommand {
+    /// Replace a record: put SPACE/COLLECTION/ID '{"title":"milk"}'.
+    Put {
+        /// SPACE/COLLECTION/ID
+        key: String,
+        /// The document, a JSON object.
+        doc: String,
+    },
+    /// Merge-patch a record (RFC 7396; null removes a field).
+    Patch {
+        /// SPACE/COLLECTION/ID
+        key: String,
+        /// The patch, a JSON object.
+        patch: String,
+    },
+    /// Delete a record.
+    Delete {
+        /// SPACE/COLLECTION/ID
+        key: String,
+    },
+    /// Print a record from the local view.
+    Get {
+        /// SPACE/COLLECTION/ID
+        key: String,
+    },
+    /// List a collection in id order.
+    List {
+        /// SPACE/COLLECTION
+        collection: String,
+        /// Start after this id.
+        #[arg(long)]
+        after: Option<String>,
+        /// Page size (1 to 10,000).
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// The outbox: mutations not yet confirmed by the server.
+    Pending {
+        /// Show at most this many.
+        #[arg(long, default_value_t = 1_000)]
+        limit: usize,
+    },
+    /// Unresolved conflicts (`conflicts resolve ID keep-local|keep-server`).
+    Conflicts {
+        #[command(subcommand)]
+        action: Option<ConflictAction>,
+    },
+    /// Mutations the server refused (`rejections retry SEQ`, `rejections discard SEQ`).
+    Rejections {
+        #[command(subcommand)]
+        action: Option<RejectionAction>,
+    },
+    /// The restoration tree (`restore set BUCKET/KEY VALUE`, `restore remove BUCKET/KEY`).
+    Restore {
+        #[command(subcommand)]
+        action: Option<RestoreAction>,
+    },
+    /// Local counts: pending, conflicts, rejections, last synced, cursor.
+    Status,
+    /// Sync with --server for the --space(s) until idle or --timeout.
+    Sync {
+        /// Seconds to wait before giving up.
+        #[arg(long, default_value_t = 30)]
+        timeout: u64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ConflictAction {
+    /// Settle a conflict.
+    Resolve {
+        /// The conflict id (from `conflicts`).
+        id: i64,
+        /// Which side wins.
+        #[arg(value_enum)]
+        keep: Keep,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Keep {
+    /// The local values win every contested field.
+    Local,
+    /// The server's values win every contested field.
+    Server,
+}
+
+#[derive(Debug, Subcommand)]
+enum RejectionAction {
+    /// Queue the rejected transaction containing SEQ again.
+    Retry {
+        /// A seq from `rejections`.
+        seq: u64,
+    },
+    /// Forget the rejected transaction containing SEQ.
+    Discard {
+        /// A seq from `rejections`.
+        seq: u64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum RestoreAction {
+    /// Write an entry: BUCKET/KEY (or KEY for the root) and a JSON value.
+    Set {
+        /// e.g. checkout/draft
+        path: String,
+        /// A JSON value (objects become maps, arrays lists).
+        value: String,
+        /// Session lifetime instead of persistent.
+        #[arg(long)]
+        session: bool,
+        /// The entry's type tag.
+        #[arg(long, default_value = "cli.value")]
+        tag: String,
+    },
+    /// Remove an entry.
+    Remove {
+        /// e.g. checkout/draft
+        path: String,
+        /// Session lifetime instead of persistent.
+        #[arg(long)]
+        session: bool,
+    },
+}
+
+/// Runs a client command.
+pub fn run(args: ClientArgs) -> anyhow::Result<()> {
+    let out = Output { json: args.json };
+    let db = args.db.as_path();
+    match args.command {
+        ClientCommand::Put { key, doc } => records::put(db, &key, &doc, out),
+        ClientCommand::Patch { key, patch } => records::patch(db, &key, &patch, out),
+        ClientCommand::Delete { key } => records::delete(db, &key, out),
+        ClientCommand::Get { key } => records::get(db, &key, out),
+        ClientCommand::List {
+            collection,
+            after,
+            limit,
+        } => records::list(db, &collection, after.as_deref(), limit, out),
+        ClientCommand::Pending { limit } => queue::pending(db, limit, out),
+        ClientCommand::Conflicts { action: None } => queue::conflicts(db, out),
+        ClientCommand::Conflicts {
+            action: Some(ConflictAction::Resolve { id, keep }),
+        } => queue::resolve(db, id, matches!(keep, Keep::Local), out),
+        ClientCommand::Rejections { action: None } => queue::rejections(db, out),
+        ClientCommand::Rejections {
+            action: Some(RejectionAction::Retry { seq }),
+        } => queue::retry(db, seq, out),
+        ClientCommand::Rejections {
+            action: Some(RejectionAction::Discard { seq }),
+        } => queue::discard(db, seq, out),
+        ClientCommand::Restore { action: None } => restore::show(db, out),
+        ClientCommand::Restore {
+            action:
+                Some(RestoreAction::Set {
+                    path,
+                    value,
+                    session,
+                    tag,
+                }),
+        } => restore::set(db, &path, &value, session, &tag, out),
+        ClientCommand::Restore {
+            action: Some(RestoreAction::Remove { path, session }),
+        } => restore::remove(db, &path, session, out),
+        ClientCommand::Status => status::show(db, out),
+        ClientCommand::Sync { timeout } => {
+            let (Some(server), Some(token)) = (args.server, args.token) else {
+                bail!("sync needs --server URL and --token TOKEN (or TIDESYNC_SERVER, TIDESYNC_TOKEN)");
+            };
+            if args.spaces.is_empty() {
+                bail!("sync needs at least one --space");
+            }
+            sync::run(db, &server, &token, args.spaces, timeout, out)
+        }
+    }
+}
+
+/// Whether a command may create the database or needs it to exist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Open {
+    Create,
+    Existing,
+}
+
+/// Opens the store without disturbing it: the app's session restoration state is kept (a
+/// plain open would clear it as a fresh launch).
+fn open_store(db: &Path, open: Open) -> anyhow::Result<Store> {
+    if open == Open::Existing && !db.exists() {
+        bail!("no client database at {}", db.display());
+    }
+    if let Some(parent) = db.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("cannot create directory {}", parent.display()))?;
+    }
+    Store::open(db, store_config()).with_context(|| format!("cannot open {}", db.display()))
+}
+
+/// The store configuration the CLI opens a database with: an inspection tool, not an app
+/// launch, so the file's session restoration state is kept.
+fn store_config() -> StoreConfig {
+    StoreConfig {
+        session: SessionRestore::Keep,
+        ..StoreConfig::default()
+    }
+}

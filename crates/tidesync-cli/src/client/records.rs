@@ -1,0 +1,126 @@
+//! `put`, `patch`, `delete`, `get`, `list`: the local view, written and read at once.
+
+use std::path::Path;
+
+use anyhow::{anyhow, bail};
+use serde_json::{json, Value};
+use tidesync_protocol::RecordId;
+use tidesync_store::{ListOptions, Record, WriteReceipt};
+
+use super::keys;
+use super::output::Output;
+use super::{open_store, Open};
+
+/// A record as JSON (stable fields).
+pub fn record_json(record: &Record) -> Value {
+    json!({
+        "key": record.key.to_string(),
+        "space": record.key.space.as_str(),
+        "collection": record.key.collection.as_str(),
+        "id": record.key.id.as_str(),
+        "doc": Value::Object(record.doc.clone()),
+        "pending": record.pending,
+    })
+}
+
+fn receipt_json(op: &str, key: &str, receipt: &WriteReceipt) -> Value {
+    json!({"op": op, "key": key, "seq": receipt.seq, "tx": receipt.tx, "hlc": receipt.hlc.to_string()})
+}
+
+fn wrote(op: &str, key: &str, receipt: &WriteReceipt, out: Output) {
+    out.emit(receipt_json(op, key, receipt), || {
+        format!(
+            "{op} {key}: queued as seq {} (tx {}); it syncs with `tidesync client sync`",
+            receipt.seq, receipt.tx
+        )
+    });
+}
+
+/// `put KEY DOC`.
+pub fn put(db: &Path, key: &str, doc: &str, out: Output) -> anyhow::Result<()> {
+    let key = keys::record_key(key)?;
+    let doc = keys::document(doc, "document")?;
+    let receipt = open_store(db, Open::Create)?.put(&key, doc)?;
+    wrote("put", &key.to_string(), &receipt, out);
+    Ok(())
+}
+
+/// `patch KEY PATCH`.
+pub fn patch(db: &Path, key: &str, patch: &str, out: Output) -> anyhow::Result<()> {
+    let key = keys::record_key(key)?;
+    let patch = keys::document(patch, "patch")?;
+    let receipt = open_store(db, Open::Create)?.patch(&key, patch)?;
+    wrote("patch", &key.to_string(), &receipt, out);
+    Ok(())
+}
+
+/// `delete KEY`.
+pub fn delete(db: &Path, key: &str, out: Output) -> anyhow::Result<()> {
+    let key = keys::record_key(key)?;
+    let mut store = open_store(db, Open::Create)?;
+    if store.get(&key)?.is_none() {
+        bail!("{key} does not exist in {}", db.display());
+    }
+    let receipt = store.delete(&key)?;
+    wrote("delete", &key.to_string(), &receipt, out);
+    Ok(())
+}
+
+/// `get KEY`.
+pub fn get(db: &Path, key: &str, out: Output) -> anyhow::Result<()> {
+    let key = keys::record_key(key)?;
+    let store = open_store(db, Open::Existing)?;
+    let Some(record) = store.get(&key)? else {
+        bail!("{key} not found in {}", db.display());
+    };
+    out.emit(record_json(&record), || {
+        format!(
+            "{}{}\n{}",
+            record.key,
+            if record.pending { " (pending)" } else { "" },
+            serde_json::to_string_pretty(&Value::Object(record.doc.clone())).unwrap_or_default()
+        )
+    });
+    Ok(())
+}
+
+/// `list SPACE/COLLECTION [--after ID] [--limit N]`.
+pub fn list(
+    db: &Path,
+    target: &str,
+    after: Option<&str>,
+    limit: usize,
+    out: Output,
+) -> anyhow::Result<()> {
+    let (space, collection) = keys::collection(target)?;
+    if limit == 0 {
+        bail!("--limit must be at least 1");
+    }
+    let after = after
+        .map(|a| RecordId::new(a).map_err(|e| anyhow!("invalid --after id: {e}")))
+        .transpose()?;
+    let store = open_store(db, Open::Existing)?;
+    let page = store.list(&space, &collection, &ListOptions { after, limit })?;
+    let json = json!({
+        "records": page.records.iter().map(record_json).collect::<Vec<_>>(),
+        "next": page.next.as_ref().map(RecordId::as_str),
+    });
+    out.emit(json, || {
+        let mut text = String::new();
+        for r in &page.records {
+            text.push_str(&format!(
+                "{}{}  {}\n",
+                r.key.id,
+                if r.pending { " *" } else { "" },
+                Value::Object(r.doc.clone())
+            ));
+        }
+        text.push_str(&format!("{} record(s)", page.records.len()));
+        if let Some(next) = &page.next {
+            text.push_str(&format!("; more after --after {next}"));
+        }
+        text.push_str(" (* = pending)");
+        text
+    });
+    Ok(())
+}
