@@ -46,12 +46,16 @@ pub struct ApplyEffect {
     pub lost: Vec<String>,
     /// The liveness register moved to this mutation.
     pub liveness_won: bool,
+    /// The clear stamp moved to this mutation (a `put` or `delete` newer than the last
+    /// clear): field writes older than it are void now, even if every register it wrote
+    /// lost to a newer write.
+    pub cleared: bool,
 }
 
 impl ApplyEffect {
     /// True if the mutation changed nothing at all: every part of it was already superseded.
     pub fn is_noop(&self) -> bool {
-        self.won.is_empty() && !self.liveness_won
+        self.won.is_empty() && !self.liveness_won && !self.cleared
     }
 }
 
@@ -75,7 +79,7 @@ impl RecordState {
         };
         match op {
             Op::Put { doc } => {
-                self.clear(stamp);
+                effect.cleared = self.clear(stamp);
                 for (field, value) in doc {
                     self.write_field(field, Some(value), stamp, &mut effect);
                 }
@@ -86,7 +90,7 @@ impl RecordState {
                     self.write_field(field, value, stamp, &mut effect);
                 }
             }
-            Op::Delete => self.clear(stamp),
+            Op::Delete => effect.cleared = self.clear(stamp),
         }
         effect
     }
@@ -188,11 +192,15 @@ impl RecordState {
         newer
     }
 
-    fn clear(&mut self, stamp: &Stamp) {
+    /// Moves the clear stamp to `stamp` if it is newer; returns whether it moved.
+    fn clear(&mut self, stamp: &Stamp) -> bool {
         if self.cleared.as_ref().is_none_or(|c| stamp > c) {
             self.cleared = Some(stamp.clone());
             // Registers older than the clear are void forever: forget them.
             self.fields.retain(|_, reg| reg.stamp >= *stamp);
+            true
+        } else {
+            false
         }
     }
 

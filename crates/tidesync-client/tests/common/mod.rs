@@ -239,3 +239,134 @@ pub fn view(client: &Client, key: &RecordKey) -> Option<Value> {
 pub fn drain(rx: &std::sync::mpsc::Receiver<ClientEvent>) -> Vec<ClientEvent> {
     rx.try_iter().collect()
 }
+
+// ---- more spaces, server-side reads, whole-state comparisons (restarts.rs, faults.rs) ------
+
+/// A space by name (for tests that sync more than the test space).
+pub fn space_named(name: &str) -> SpaceName {
+    SpaceName::new(name).unwrap()
+}
+
+/// A record's state by (space, collection, id): `Some(doc)` if live, `None` if deleted.
+pub type Docs = std::collections::BTreeMap<(String, String, String), Option<Doc>>;
+
+impl TestServer {
+    /// An API token for `user`, writing `spaces`.
+    pub fn token_for(&self, user: &str, spaces: &[SpaceName]) -> String {
+        self.storage()
+            .create_token(&Grants {
+                user: user.into(),
+                read: Default::default(),
+                write: spaces.iter().cloned().collect(),
+            })
+            .unwrap()
+    }
+
+    /// The version of `space`: one per applied (non-redundant) mutation in it.
+    pub fn version_of(&self, space: &SpaceName) -> u64 {
+        let storage = self.storage();
+        let space = space.clone();
+        block_on(async move { storage.space_versions(&[space]).await.unwrap()[0] })
+    }
+
+    /// Everything in `spaces`, as the server holds it (one consistent read).
+    pub fn snapshot_of(&self, spaces: &[SpaceName]) -> PullResponse {
+        let storage = self.storage();
+        let input = PullInput {
+            user: "observer".into(),
+            client_id: ClientId::new("observer").unwrap(),
+            cursor: Cursor::new(),
+            spaces: spaces.to_vec(),
+            limit: 1_000_000,
+        };
+        block_on(async move { storage.pull(input).await.unwrap() })
+    }
+
+    /// The server's `last_seq` for `client` (owned by `user`): the highest seq it applied
+    /// or skipped as a duplicate. Read through a pull, as the client would see it.
+    pub fn acked_through(&self, user: &str, client: &ClientId) -> u64 {
+        let storage = self.storage();
+        let input = PullInput {
+            user: user.into(),
+            client_id: client.clone(),
+            cursor: Cursor::new(),
+            spaces: vec![space()],
+            limit: 1,
+        };
+        block_on(async move { storage.pull(input).await.unwrap().acked_through })
+    }
+}
+
+/// The records of a snapshot, deleted ones as `None`.
+pub fn server_docs(snapshot: &PullResponse) -> Docs {
+    snapshot
+        .changes
+        .iter()
+        .map(|c| {
+            let key = (
+                c.space.as_str().to_owned(),
+                c.collection.as_str().to_owned(),
+                c.id.as_str().to_owned(),
+            );
+            (key, if c.deleted { None } else { c.doc.clone() })
+        })
+        .collect()
+}
+
+/// Only the live records of `docs`.
+pub fn live(docs: &Docs) -> Docs {
+    docs.iter()
+        .filter(|(_, d)| d.is_some())
+        .map(|(k, d)| (k.clone(), d.clone()))
+        .collect()
+}
+
+/// Every live record `client` has in `collections` of `space` (its local view), paging
+/// through the whole collection.
+pub fn client_docs(client: &Client, space: &SpaceName, collections: &[&str]) -> Docs {
+    let mut out = Docs::new();
+    for collection in collections {
+        let name = tidesync_protocol::CollectionName::new(*collection).unwrap();
+        let mut options = tidesync_store::ListOptions {
+            after: None,
+            limit: 10_000,
+        };
+        loop {
+            let page = client.list(space, &name, &options).unwrap();
+            for record in page.records {
+                let key = (
+                    space.as_str().to_owned(),
+                    (*collection).to_owned(),
+                    record.key.id.as_str().to_owned(),
+                );
+                out.insert(key, Some(record.doc));
+            }
+            match page.next {
+                Some(next) => options.after = Some(next),
+                None => break,
+            }
+        }
+    }
+    out
+}
+
+/// The status once it satisfies `cond` (polled every millisecond, so short phases are seen).
+pub fn wait_status(
+    client: &Client,
+    what: &str,
+    timeout: Duration,
+    mut cond: impl FnMut(&Status) -> bool,
+) -> Status {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = client.status().filter(|s| cond(s)) {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for: {what} (last status: {:?})",
+            client.status()
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}

@@ -222,3 +222,19 @@ proptest! {
         prop_assert_eq!(RecordState::from_wire(doc.as_ref(), &stamps).unwrap(), state);
     }
 }
+
+#[test]
+fn a_late_delete_that_loses_liveness_still_voids_older_fields_and_says_so() {
+    // A puts {old}, A patches {new} at 30; B's delete at 20 arrives last: it loses the
+    // liveness register (30 > 20) but its clear voids `old` (10 < 20). That is a change.
+    let mut state = state_of(&[
+        (put(json!({"old": 1})), stamp(10, "a")),
+        (patch(json!({"new": 2})), stamp(30, "a")),
+    ]);
+    let effect = state.apply(&Op::Delete, &stamp(20, "b"));
+    assert!(!effect.is_noop(), "the clear moved: the record changed");
+    assert!(effect.cleared);
+    assert_eq!(state.doc().map(Value::Object), Some(json!({"new": 2})));
+    // The same delete again changes nothing.
+    assert!(state.apply(&Op::Delete, &stamp(20, "b")).is_noop());
+}
