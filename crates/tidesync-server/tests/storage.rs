@@ -620,3 +620,51 @@ fn a_file_that_is_not_a_database_is_refused_untouched() {
         b"not a database at all, just text"
     );
 }
+
+#[test]
+fn the_synchronous_engine_runs_the_same_logic_and_survives_a_restart() {
+    use tidesync_server::storage::sqlite::SyncEngine;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("engine.db");
+    let input = |mutations| PushInput {
+        user: "alice".into(),
+        client_id: ClientId::new("c1").unwrap(),
+        mutations,
+    };
+    let mut engine = SyncEngine::open(&path, MergeRules::default()).unwrap();
+    let (r, pokes) = engine
+        .push(
+            &input(vec![m(1, 1, "a", put(json!({"n": 1})), 0)]),
+            now_ms(),
+        )
+        .unwrap();
+    assert_eq!(r.acked_through, 1);
+    assert_eq!(pokes.len(), 1);
+    drop(engine); // the server "crashes"
+    let mut engine = SyncEngine::open(&path, MergeRules::default()).unwrap();
+    let (dup, pokes) = engine
+        .push(
+            &input(vec![m(1, 1, "a", put(json!({"n": 1})), 0)]),
+            now_ms(),
+        )
+        .unwrap();
+    assert!(
+        dup.results.is_empty() && pokes.is_empty(),
+        "exactly-once across the restart"
+    );
+    let err = engine
+        .push(&input(vec![m(5, 5, "a", put(json!({})), 0)]), now_ms())
+        .unwrap_err();
+    assert!(matches!(err, StorageError::SeqGap { .. }));
+    let page = engine
+        .pull(&PullInput {
+            user: "alice".into(),
+            client_id: ClientId::new("c1").unwrap(),
+            cursor: Cursor::new(),
+            spaces: vec![space()],
+            limit: 10,
+        })
+        .unwrap();
+    assert_eq!(page.changes.len(), 1);
+    assert_eq!(page.acked_through, 1);
+}

@@ -1,6 +1,7 @@
 //! The embedded default backend: one SQLite file in WAL mode, one writer thread committing
 //! pushes in groups, a pool of reader connections for pulls, all off the async executor.
 
+mod engine;
 mod pull;
 mod push;
 mod schema;
@@ -19,6 +20,7 @@ use crate::auth::{new_token, Grants, TokenHash};
 use crate::config::MergeRules;
 use crate::storage::{Poke, PullInput, PushInput, Storage, StorageError};
 
+pub use engine::SyncEngine;
 pub use pull::EXACT_REMAINING;
 pub use schema::APPLICATION_ID;
 

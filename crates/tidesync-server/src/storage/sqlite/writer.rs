@@ -92,17 +92,49 @@ fn commit_group(
     clock: &mut HlcClock,
     pokes: &broadcast::Sender<Poke>,
 ) {
-    let mut moved = BTreeMap::<SpaceName, u64>::new();
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let inputs: Vec<&PushInput> = group.iter().map(|(input, _)| input.as_ref()).collect();
+    match commit_pushes(conn, &inputs, rules, clock, now_ms) {
+        Ok((results, moved)) => {
+            for ((input, reply), result) in group.into_iter().zip(results) {
+                drop(input);
+                let _ = reply.send(result);
+            }
+            for poke in moved {
+                // No subscribers is fine: nobody is listening.
+                let _ = pokes.send(poke);
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, pushes = group.len(), "group commit failed; every push in it is refused");
+            for (input, reply) in group {
+                drop(input);
+                let _ = reply.send(Err(StorageError::Internal(e.to_string())));
+            }
+        }
+    }
+}
+
+/// Applies `inputs` in one SQLite transaction, each push in its own savepoint (a failing push
+/// is rolled back alone and gets its error). Returns each push's result and the pokes for the
+/// spaces that moved. On `Err` nothing was committed and `clock` is as it was.
+pub(crate) fn commit_pushes(
+    conn: &Connection,
+    inputs: &[&PushInput],
+    rules: &MergeRules,
+    clock: &mut HlcClock,
+    now_ms: u64,
+) -> Result<(Vec<Result<PushResponse, StorageError>>, Vec<Poke>), StorageError> {
     let started_clock = *clock;
-    let outcome = (|| -> Result<Vec<Result<PushResponse, StorageError>>, StorageError> {
+    let mut moved = BTreeMap::<SpaceName, u64>::new();
+    let outcome = (|| {
         let tx =
             rusqlite::Transaction::new_unchecked(conn, rusqlite::TransactionBehavior::Immediate)
                 .map_err(|e| StorageError::Internal(format!("begin a write: {e}")))?;
-        let now_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
-        let mut results = Vec::with_capacity(group.len());
-        for (input, _) in &group {
+        let mut results = Vec::with_capacity(inputs.len());
+        for input in inputs {
             tx.execute_batch("SAVEPOINT job")
                 .map_err(|e| StorageError::Internal(format!("begin a push: {e}")))?;
             let mut job_moved = BTreeMap::new();
@@ -134,28 +166,21 @@ fn commit_group(
         Ok(results)
     })();
     match outcome {
-        Ok(results) => {
-            for ((input, reply), result) in group.into_iter().zip(results) {
-                drop(input);
-                let _ = reply.send(result);
-            }
-            for (space, version) in moved {
-                // No subscribers is fine: nobody is listening.
-                let _ = pokes.send(Poke { space, version });
-            }
-        }
+        Ok(results) => Ok((
+            results,
+            moved
+                .into_iter()
+                .map(|(space, version)| Poke { space, version })
+                .collect(),
+        )),
         Err(e) => {
             *clock = started_clock;
-            tracing::error!(error = %e, pushes = group.len(), "group commit failed; every push in it is refused");
-            for (input, reply) in group {
-                drop(input);
-                let _ = reply.send(Err(StorageError::Internal(e.to_string())));
-            }
+            Err(e)
         }
     }
 }
 
-fn load_clock(conn: &Connection) -> Hlc {
+pub(crate) fn load_clock(conn: &Connection) -> Hlc {
     let raw: Option<String> = conn
         .query_row("SELECT value FROM meta WHERE key = 'hlc'", [], |r| r.get(0))
         .optional()
