@@ -117,6 +117,9 @@ fn commit_group(
     }
 }
 
+/// Each push's result, and the pokes for the spaces that moved.
+pub(crate) type Committed = (Vec<Result<PushResponse, StorageError>>, Vec<Poke>);
+
 /// Applies `inputs` in one SQLite transaction, each push in its own savepoint (a failing push
 /// is rolled back alone and gets its error). Returns each push's result and the pokes for the
 /// spaces that moved. On `Err` nothing was committed and `clock` is as it was.
@@ -126,7 +129,7 @@ pub(crate) fn commit_pushes(
     rules: &MergeRules,
     clock: &mut HlcClock,
     now_ms: u64,
-) -> Result<(Vec<Result<PushResponse, StorageError>>, Vec<Poke>), StorageError> {
+) -> Result<Committed, StorageError> {
     let started_clock = *clock;
     let mut moved = BTreeMap::<SpaceName, u64>::new();
     let outcome = (|| {
