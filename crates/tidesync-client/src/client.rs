@@ -70,12 +70,17 @@ impl Client {
             stream_opening: None,
             upload: None,
             download: None,
+            prefetch: None,
             config,
         };
         let thread = std::thread::Builder::new()
             .name("tidesync-sync".into())
             .spawn(move || {
-                let rt = match tokio::runtime::Builder::new_current_thread()
+                // One worker thread runs requests spawned to overlap with this thread's
+                // store work (pull prefetch); the loop itself runs here, in `block_on`.
+                let rt = match tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(1)
+                    .thread_name("tidesync-net")
                     .enable_all()
                     .build()
                 {

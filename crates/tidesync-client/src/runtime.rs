@@ -16,7 +16,7 @@ use tidesync_core::sync::{
     Event, Failure, Instruction, Phase, PullProgress, PushProgress, SyncMachine,
 };
 use tidesync_protocol::{
-    ClientId, PullRequest, PullResponse, PushOutcome, PushRequest, PushResponse, RecordKey,
+    ClientId, Cursor, PullRequest, PullResponse, PushOutcome, PushRequest, PushResponse, RecordKey,
     PROTOCOL_VERSION,
 };
 use tidesync_store::Store;
@@ -71,6 +71,13 @@ pub(crate) struct Runtime {
     pub stream_opening: Option<BoxFuture<'static, Result<BoxStream<'static, ()>, Failure>>>,
     pub upload: Option<UploadProgress>,
     pub download: Option<DownloadProgress>,
+    /// The next pull page, requested before the current one is applied (its cursor, and the
+    /// request running on the runtime's worker thread), so the server prepares page k+1
+    /// while this thread applies page k.
+    pub prefetch: Option<(
+        Cursor,
+        tokio::task::JoinHandle<Result<PullResponse, Failure>>,
+    )>,
 }
 
 impl Runtime {
@@ -174,6 +181,10 @@ impl Runtime {
                     Some(async move { http.events(token.as_deref(), &spaces).await }.boxed());
             }
             Instruction::CloseStream => {
+                // Paused, offline or failing: no request may stay in flight.
+                if let Some((_, page)) = self.prefetch.take() {
+                    page.abort();
+                }
                 self.stream = None;
                 self.stream_opening = None;
             }
@@ -265,7 +276,31 @@ impl Runtime {
         if self.download.is_none() {
             self.download = Some(DownloadProgress::default());
         }
-        let request = PullRequest {
+        let request = self.pull_request(cursor);
+        if let Some((cursor, page)) = self.prefetch.take() {
+            if cursor == request.cursor {
+                self.exchange = Some(
+                    async move {
+                        let page = page.await.unwrap_or_else(|e| {
+                            Err(Failure::Network(format!("the prefetched pull failed: {e}")))
+                        });
+                        Completion::Pull(page)
+                    }
+                    .boxed(),
+                );
+                return;
+            }
+            page.abort(); // the cursor moved differently: that page is not the next one
+        }
+        let http = self.http.clone();
+        let token = self.current_token();
+        self.exchange = Some(
+            async move { Completion::Pull(http.pull(token.as_deref(), &request).await) }.boxed(),
+        );
+    }
+
+    fn pull_request(&self, cursor: Cursor) -> PullRequest {
+        PullRequest {
             client_id: self.client_id.clone(),
             protocol: PROTOCOL_VERSION,
             cursor: cursor
@@ -274,12 +309,23 @@ impl Runtime {
                 .collect(),
             spaces: self.config.spaces.clone(),
             limit: Some(self.config.pull_limit),
-        };
+        }
+    }
+
+    /// Requests the page after `response` now, on the worker thread, while this one applies
+    /// `response`.
+    fn prefetch_after(&mut self, response: &PullResponse) {
+        if !response.has_more {
+            return;
+        }
+        let request = self.pull_request(response.cursor.clone());
         let http = self.http.clone();
         let token = self.current_token();
-        self.exchange = Some(
-            async move { Completion::Pull(http.pull(token.as_deref(), &request).await) }.boxed(),
-        );
+        let cursor = request.cursor.clone();
+        let page = tokio::spawn(async move { http.pull(token.as_deref(), &request).await });
+        if let Some((_, stale)) = self.prefetch.replace((cursor, page)) {
+            stale.abort();
+        }
     }
 
     /// Applies an exchange's outcome to the store and turns it into a machine event.
@@ -305,7 +351,10 @@ impl Runtime {
                 }
                 Event::PushDone(Err(failure))
             }
-            Completion::Pull(Ok(response)) => Event::PullDone(self.pulled(&response)),
+            Completion::Pull(Ok(response)) => {
+                self.prefetch_after(&response);
+                Event::PullDone(self.pulled(&response))
+            }
             Completion::Pull(Err(failure)) => {
                 if failure == Failure::Unauthorized {
                     self.token = None;
