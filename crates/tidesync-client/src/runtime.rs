@@ -1,4 +1,5 @@
-//! The sync thread: a private single-threaded tokio runtime that executes the state
+//! The sync thread: a private tokio runtime (this loop on the sync thread, one worker for
+//! prefetched pull pages) that executes the state
 //! machine's instructions and feeds their outcomes back as events.
 //!
 //! One loop, one `select!`, biased: commands from the app first (so `close` is prompt), then
