@@ -89,6 +89,16 @@ pub struct Limits {
     pub max_event_streams: usize,
     /// Interval of SSE heartbeats. Default 15 s.
     pub heartbeat: Duration,
+    /// Longest wait for a request's headers, counted from when the connection starts waiting
+    /// for a request (a new connection, or a keep-alive one after its last response): a
+    /// slow-loris client that trickles headers, one that connects and says nothing, and an
+    /// idle keep-alive connection are closed. Default 30 s. Enforced by [`crate::serve()`]
+    /// (a real socket), not by the router alone.
+    pub header_read_timeout: Duration,
+    /// Longest time a request's body may take to arrive after its headers; a slower body
+    /// is answered `400 malformed_request` and the connection closed. Default 60 s (16 MiB in
+    /// 60 s is 280 KB/s). Enforced by [`crate::serve()`], not by the router alone.
+    pub body_read_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -102,6 +112,8 @@ impl Default for Limits {
             max_pull_limit: 10_000,
             max_event_streams: 10_000,
             heartbeat: Duration::from_secs(15),
+            header_read_timeout: Duration::from_secs(30),
+            body_read_timeout: Duration::from_secs(60),
         }
     }
 }

@@ -93,6 +93,70 @@ impl TestServer {
         }
     }
 
+    /// Sends any request through the router (no socket).
+    pub async fn send(&self, request: Request<Body>) -> Reply {
+        let response = self
+            .router
+            .clone()
+            .oneshot(request)
+            .await
+            .expect("infallible");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        let json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Reply {
+            status,
+            headers,
+            json,
+            text: String::from_utf8_lossy(&bytes).into_owned(),
+        }
+    }
+
+    /// Every row of every table of the server database, in key order, each row as the
+    /// `Debug` form of its values: what "no data changed" compares, below the HTTP API.
+    pub fn dump_tables(&self) -> Vec<(&'static str, Vec<Vec<String>>)> {
+        let conn = rusqlite::Connection::open_with_flags(
+            self.storage.path(),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )
+        .expect("open the database read-only");
+        [
+            ("meta", "SELECT * FROM meta ORDER BY key"),
+            ("spaces", "SELECT * FROM spaces ORDER BY space"),
+            ("clients", "SELECT * FROM clients ORDER BY client_id"),
+            (
+                "records",
+                "SELECT * FROM records ORDER BY space, collection, id",
+            ),
+            ("tokens", "SELECT * FROM tokens ORDER BY hash"),
+        ]
+        .into_iter()
+        .map(|(table, sql)| {
+            let mut stmt = conn.prepare(sql).expect("prepare");
+            let columns = stmt.column_count();
+            let rows = stmt
+                .query_map([], |row| {
+                    (0..columns)
+                        .map(|i| {
+                            row.get::<_, rusqlite::types::Value>(i)
+                                .map(|v| format!("{v:?}"))
+                        })
+                        .collect::<Result<Vec<_>, _>>()
+                })
+                .expect("query")
+                .collect::<Result<Vec<_>, _>>()
+                .expect("rows");
+            (table, rows)
+        })
+        .collect()
+    }
+
     pub async fn post(&self, path: &str, token: &str, body: &Value) -> Reply {
         self.call(
             Method::POST,
