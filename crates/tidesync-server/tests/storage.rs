@@ -668,3 +668,55 @@ fn the_synchronous_engine_runs_the_same_logic_and_survives_a_restart() {
     assert_eq!(page.changes.len(), 1);
     assert_eq!(page.acked_through, 1);
 }
+
+#[tokio::test]
+async fn a_retried_push_gets_its_rejections_again_not_a_bare_acknowledgement() {
+    let rules = MergeRules {
+        policies: Policies {
+            default: Policy::Lww,
+            per_collection: [(CollectionName::new("todos").unwrap(), Policy::Strict)]
+                .into_iter()
+                .collect(),
+        },
+        ..MergeRules::default()
+    };
+    let s = server_with(rules);
+    push(
+        &s.storage,
+        "bob",
+        "bob1",
+        vec![m(1, 1, "a", put(json!({"n": 0})), 0)],
+    )
+    .await
+    .unwrap();
+    let batch = vec![
+        m(1, 1, "a", patch(json!({"n": 9})), 0), // stale: rejected
+        m(2, 2, "b", put(json!({"n": 1})), 1),   // fine
+    ];
+    let first = push(&s.storage, "alice", "c1", batch.clone())
+        .await
+        .unwrap();
+    assert!(matches!(
+        first.results[0].outcome,
+        PushOutcome::Rejected {
+            code: ErrorCode::StaleBase,
+            ..
+        }
+    ));
+    // The answer was lost; the client sends the same batch again.
+    let again = push(&s.storage, "alice", "c1", batch).await.unwrap();
+    assert_eq!(again.acked_through, 2);
+    assert_eq!(
+        again.results.len(),
+        1,
+        "only the rejection is repeated: {again:?}"
+    );
+    assert_eq!(again.results[0].seq, 1);
+    assert!(matches!(
+        again.results[0].outcome,
+        PushOutcome::Rejected {
+            code: ErrorCode::StaleBase,
+            ..
+        }
+    ));
+}

@@ -72,7 +72,9 @@ pub(crate) fn apply_push(
             });
         }
     }
-    let mut results = Vec::new();
+    // Duplicates the server refused before: say so again, so a lost answer can never turn a
+    // rejection into a silent acknowledgement.
+    let mut results = rejected_again(conn, input, last_seq)?;
     let fresh: Vec<&Mutation> = input
         .mutations
         .iter()
@@ -97,6 +99,50 @@ pub(crate) fn apply_push(
         acked_through: last_seq,
         results,
     })
+}
+
+/// The remembered rejections of the duplicates (`seq <= last_seq`) in `input`.
+fn rejected_again(
+    conn: &Connection,
+    input: &PushInput,
+    last_seq: u64,
+) -> Result<Vec<PushResult>, StorageError> {
+    let duplicates = input.mutations.iter().filter(|m| m.seq <= last_seq);
+    let (Some(low), Some(high)) = (
+        duplicates.clone().map(|m| m.seq).min(),
+        duplicates.map(|m| m.seq).max(),
+    ) else {
+        return Ok(Vec::new());
+    };
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT seq, code, message FROM rejected
+             WHERE client_id = ?1 AND seq BETWEEN ?2 AND ?3 ORDER BY seq",
+        )
+        .map_err(internal("read remembered rejections"))?;
+    let rows = stmt
+        .query_map(
+            params![input.client_id.as_str(), low as i64, high as i64],
+            |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                ))
+            },
+        )
+        .map_err(internal("read remembered rejections"))?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (seq, code, message) = row.map_err(internal("read remembered rejections"))?;
+        let code = serde_json::from_value(serde_json::Value::String(code))
+            .unwrap_or(ErrorCode::RuleViolation);
+        out.push(PushResult {
+            seq: seq as u64,
+            outcome: PushOutcome::Rejected { code, message },
+        });
+    }
+    Ok(out)
 }
 
 /// One local transaction: all its mutations land, or (one was refused) none does.
@@ -166,6 +212,15 @@ fn apply_transaction(
                     ),
                 }
             };
+            if let PushOutcome::Rejected { code, message } = &outcome {
+                conn.prepare_cached(
+                    "INSERT OR REPLACE INTO rejected (client_id, seq, code, message) VALUES (?1, ?2, ?3, ?4)",
+                )
+                .and_then(|mut s| {
+                    s.execute(params![input.client_id.as_str(), m.seq as i64, code.as_str(), message])
+                })
+                .map_err(internal("remember a rejection"))?;
+            }
             results.push(PushResult {
                 seq: m.seq,
                 outcome,

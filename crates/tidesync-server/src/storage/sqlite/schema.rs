@@ -47,6 +47,16 @@ CREATE TABLE records (
 ) WITHOUT ROWID;
 CREATE INDEX records_by_version ON records (space, version);
 
+-- Mutations the server refused, per client: a retried push (its first answer lost) gets
+-- these rejections again instead of a bare acknowledgement.
+CREATE TABLE rejected (
+    client_id TEXT NOT NULL,
+    seq       INTEGER NOT NULL,
+    code      TEXT NOT NULL,
+    message   TEXT NOT NULL,
+    PRIMARY KEY (client_id, seq)
+) WITHOUT ROWID;
+
 -- API tokens, by SHA-256 of the token; the token itself is never stored.
 CREATE TABLE tokens (
     hash       BLOB PRIMARY KEY,
