@@ -79,6 +79,10 @@ pub struct Limits {
     pub max_mutations_per_push: usize,
     /// Largest document or patch, as JSON. Default 1 MiB.
     pub max_doc_bytes: usize,
+    /// Deepest nesting of a document or patch, the object itself counting as 1. Default 64:
+    /// well under serde_json's limit of 128, so an answer that echoes a value one level
+    /// deeper (a conflict report) still parses on every client.
+    pub max_doc_depth: usize,
     /// Most spaces in one pull. Default 100.
     pub max_spaces_per_pull: usize,
     /// Page size when the pull does not ask for one. Default 1,000.
@@ -107,6 +111,7 @@ impl Default for Limits {
             max_body_bytes: 16 << 20,
             max_mutations_per_push: 5_000,
             max_doc_bytes: 1 << 20,
+            max_doc_depth: 64,
             max_spaces_per_pull: 100,
             default_pull_limit: 1_000,
             max_pull_limit: 10_000,

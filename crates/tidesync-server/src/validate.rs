@@ -28,7 +28,8 @@ pub fn protocol(protocol: u32) -> Result<(), ApiError> {
 /// - at most `max_mutations_per_push` (`413 too_large`);
 /// - `seq` starts at 1 or more and increases by exactly one (`400 invalid_input`);
 /// - the mutations of one `tx` are contiguous (`400 invalid_input`);
-/// - every `put` document and `patch` field map is at most `max_doc_bytes` as JSON
+/// - every `put` document and `patch` field map nests at most `max_doc_depth` levels
+///   (`400 invalid_input`) and is at most `max_doc_bytes` as JSON
 ///   (`413 too_large`);
 /// - every space is writable by the caller (`403 forbidden`).
 pub fn push(mutations: &[Mutation], grants: &Grants, limits: &Limits) -> Result<(), ApiError> {
@@ -74,6 +75,13 @@ pub fn push(mutations: &[Mutation], grants: &Grants, limits: &Limits) -> Result<
             Op::Delete => None,
         };
         if let Some(doc) = doc {
+            let depth = doc.values().map(json_depth).max().unwrap_or(0) + 1;
+            if depth > limits.max_doc_depth {
+                return Err(ApiError::invalid(format!(
+                    "the document of seq {} nests {depth} levels deep; the limit is {}",
+                    m.seq, limits.max_doc_depth
+                )));
+            }
             let size = json_size(doc);
             if size > limits.max_doc_bytes {
                 return Err(ApiError::too_large(format!(
@@ -161,6 +169,15 @@ fn space_list(
 }
 
 /// The size of `value` serialized as compact JSON, without allocating it.
+/// Nesting depth of a JSON value: a scalar is 0, `[]` and `{}` are 1.
+fn json_depth(value: &serde_json::Value) -> usize {
+    match value {
+        serde_json::Value::Array(items) => 1 + items.iter().map(json_depth).max().unwrap_or(0),
+        serde_json::Value::Object(map) => 1 + map.values().map(json_depth).max().unwrap_or(0),
+        _ => 0,
+    }
+}
+
 fn json_size(value: &impl serde::Serialize) -> usize {
     struct Count(usize);
     impl std::io::Write for Count {

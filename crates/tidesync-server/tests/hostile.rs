@@ -1311,19 +1311,20 @@ async fn duplicate_keys_inside_a_document_keep_the_last_value() {
 #[tokio::test]
 async fn extreme_legal_values_are_stored_and_a_far_future_clock_does_not_win() {
     let mut world = World::new(Limits::default()).await;
-    // The deepest document that fits: the request's own nesting (body, mutations, mutation,
-    // doc) counts against serde_json's 128 levels.
-    let deepest = (1..128)
-        .rev()
-        .find(|depth| {
-            let m = next_with("doc", json!({"deep": RAW}));
-            let body = splice(&push_body("c1", vec![m]), &nested_arrays(*depth));
-            serde_json::from_str::<tidesync_protocol::PushRequest>(&body).is_ok()
-        })
-        .expect("some depth parses");
-    // The body, `mutations`, the mutation and the doc object take 4 of the 128 levels; the
-    // doc nests 124 levels, itself included (docs/protocol.md).
-    assert_eq!(deepest, 123, "docs/protocol.md states the nesting limit");
+    // The deepest document allowed: the doc object plus 63 levels (`Limits::max_doc_depth`,
+    // docs/protocol.md). One level more is refused and changes nothing.
+    let deepest = Limits::default().max_doc_depth - 1;
+    let too_deep = json!({
+        "seq": 3, "tx": 3, "space": ALICE, "collection": "todos", "id": "t1",
+        "kind": "put", "doc": RAW, "hlc": "0000018bcfe56800", "base_version": 0
+    });
+    let body = splice(
+        &push_body("c1", vec![too_deep]),
+        &format!(r#"{{"deep": {}}}"#, nested_arrays(deepest + 1)),
+    );
+    let refused = world.server.send(push_raw(&world, body)).await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.text);
+    assert_eq!(refused.json["code"], "invalid_input", "{}", refused.text);
     let doc = format!(
         r#"{{"big": 18446744073709551615, "small": -9223372036854775808, "float": 1e308,
             "tiny": 5e-324, "zero": -0.0, "deep": {}}}"#,

@@ -82,7 +82,7 @@ pub enum StoreError {
         detail: String,
     },
     /// Any other SQLite failure.
-    #[error("SQLite failed to {context}: {source}")]
+    #[error("SQLite failed to {context}: {}", one_line(.source))]
     Sqlite {
         /// What the store was doing.
         context: &'static str,
@@ -112,7 +112,7 @@ impl StoreError {
                 Some(C::DatabaseBusy | C::DatabaseLocked) => StoreError::Busy { context },
                 Some(C::DatabaseCorrupt | C::NotADatabase) => StoreError::Corrupt {
                     context,
-                    detail: source.to_string(),
+                    detail: one_line(&source),
                 },
                 _ => StoreError::Sqlite { context, source },
             }
@@ -149,6 +149,16 @@ impl StoreError {
             StoreError::Io { .. } => "io",
         }
     }
+}
+
+/// `error` on one line: SQLite quotes SQL (a damaged schema's `CREATE TABLE`, a failed
+/// query) newlines and all, and the CLI promises exactly one `error:` line.
+fn one_line(error: &impl std::fmt::Display) -> String {
+    error
+        .to_string()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// The store's result type.
