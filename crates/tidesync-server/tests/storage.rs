@@ -69,6 +69,19 @@ fn server_with(rules: MergeRules) -> Server {
     }
 }
 
+/// `todos` under the `strict` policy, everything else `lww`.
+fn strict_todos() -> MergeRules {
+    MergeRules {
+        policies: Policies {
+            default: Policy::Lww,
+            per_collection: [(CollectionName::new("todos").unwrap(), Policy::Strict)]
+                .into_iter()
+                .collect(),
+        },
+        ..MergeRules::default()
+    }
+}
+
 fn server() -> Server {
     server_with(MergeRules::default())
 }
@@ -190,16 +203,7 @@ async fn a_gap_is_refused_and_changes_nothing() {
 
 #[tokio::test]
 async fn a_refused_mutation_rejects_its_whole_transaction_and_the_queue_moves_on() {
-    let rules = MergeRules {
-        policies: Policies {
-            default: Policy::Lww,
-            per_collection: [(CollectionName::new("todos").unwrap(), Policy::Strict)]
-                .into_iter()
-                .collect(),
-        },
-        ..MergeRules::default()
-    };
-    let s = server_with(rules);
+    let s = server_with(strict_todos());
     push(
         &s.storage,
         "bob",
@@ -671,16 +675,7 @@ fn the_synchronous_engine_runs_the_same_logic_and_survives_a_restart() {
 
 #[tokio::test]
 async fn a_retried_push_gets_its_rejections_again_not_a_bare_acknowledgement() {
-    let rules = MergeRules {
-        policies: Policies {
-            default: Policy::Lww,
-            per_collection: [(CollectionName::new("todos").unwrap(), Policy::Strict)]
-                .into_iter()
-                .collect(),
-        },
-        ..MergeRules::default()
-    };
-    let s = server_with(rules);
+    let s = server_with(strict_todos());
     push(
         &s.storage,
         "bob",

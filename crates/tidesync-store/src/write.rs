@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use rusqlite::{params, OptionalExtension, Transaction};
-use tidesync_core::patch::{apply_fields, resolve_patch};
+use tidesync_core::patch::{apply_op, resolve_patch};
 use tidesync_core::HlcClock;
 use tidesync_protocol::{Doc, Hlc, Op, RecordKey, SpaceName};
 
@@ -118,11 +118,7 @@ impl<'a> WriteTx<'a> {
     pub fn patch(&mut self, key: &RecordKey, patch: Doc) -> Result<WriteReceipt> {
         let current = self.view_doc(key)?;
         let fields = resolve_patch(current.as_ref(), &patch);
-        let mut doc = current.unwrap_or_default();
-        apply_fields(&mut doc, &fields);
-        let doc_json = self.doc_json(key, &doc)?;
-        self.upsert_view(key, Some(&doc_json))?;
-        self.append(key, &Op::Patch { fields })
+        self.land(key, current, Op::Patch { fields })
     }
 
     /// Deletes the record. Deleting a record that does not exist is still recorded (the
@@ -134,13 +130,22 @@ impl<'a> WriteTx<'a> {
     /// Applies an already resolved operation (top-level `patch` fields) to the view and
     /// appends it to the outbox.
     pub(crate) fn write_op(&mut self, key: &RecordKey, op: Op) -> Result<WriteReceipt> {
+        let current = match op {
+            Op::Patch { .. } => self.view_doc(key)?,
+            Op::Put { .. } | Op::Delete => None,
+        };
+        self.land(key, current, op)
+    }
+
+    /// Updates the view from `current` (the view document, read only for a patch) and
+    /// appends `op` to the outbox.
+    fn land(&mut self, key: &RecordKey, current: Option<Doc>, op: Op) -> Result<WriteReceipt> {
         let doc_json = match &op {
             Op::Put { doc } => Some(self.doc_json(key, doc)?),
-            Op::Patch { fields } => {
-                let mut doc = self.view_doc(key)?.unwrap_or_default();
-                apply_fields(&mut doc, fields);
-                Some(self.doc_json(key, &doc)?)
-            }
+            Op::Patch { .. } => match apply_op(current, &op) {
+                Some(doc) => Some(self.doc_json(key, &doc)?),
+                None => None,
+            },
             Op::Delete => None,
         };
         self.upsert_view(key, doc_json.as_deref())?;
