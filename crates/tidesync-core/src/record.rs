@@ -184,6 +184,41 @@ impl RecordState {
         })
     }
 
+    /// Like [`RecordState::from_wire`], taking the document's values instead of cloning them.
+    pub fn from_wire_owned(
+        doc: Option<Doc>,
+        stamps: RecordStamps,
+    ) -> Result<RecordState, StateError> {
+        let live = doc.is_some();
+        let mut doc = doc.unwrap_or_default();
+        if live {
+            if let Some(field) = doc.keys().find(|f| !stamps.fields.contains_key(*f)) {
+                return Err(StateError::UnstampedField(field.clone()));
+            }
+            if stamps.liveness.is_none() {
+                return Err(StateError::MissingLiveness);
+            }
+        }
+        let fields = stamps
+            .fields
+            .into_iter()
+            .map(|(field, stamp)| {
+                let value = doc.remove(&field);
+                (field, FieldRegister { stamp, value })
+            })
+            .collect();
+        Ok(RecordState {
+            fields,
+            liveness: stamps.liveness.map(|s| (s, live)),
+            cleared: stamps.cleared,
+        })
+    }
+
+    /// Every register (present or removed field), in field order.
+    pub fn registers(&self) -> impl Iterator<Item = (&str, &FieldRegister)> {
+        self.fields.iter().map(|(f, r)| (f.as_str(), r))
+    }
+
     fn set_liveness(&mut self, stamp: &Stamp, live: bool) -> bool {
         let newer = self.liveness.as_ref().is_none_or(|(s, _)| stamp > s);
         if newer {

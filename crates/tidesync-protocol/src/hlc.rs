@@ -132,6 +132,18 @@ impl Stamp {
     }
 }
 
+impl Stamp {
+    /// Checks a stamp's wire form without building it (no allocation) and returns its HLC.
+    pub fn check_wire(s: &str) -> Result<Hlc, ValidationError> {
+        let (hlc, client) = s.split_once('@').ok_or_else(|| {
+            ValidationError::new("stamp", s, "must look like <16 hex>@<client id>")
+        })?;
+        crate::names::check_client_id(client)
+            .map_err(|rule| ValidationError::new("client id", client, rule))?;
+        hlc.parse()
+    }
+}
+
 impl FromStr for Stamp {
     type Err = ValidationError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {

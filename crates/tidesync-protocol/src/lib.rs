@@ -18,6 +18,7 @@ mod limits;
 mod messages;
 mod mutation;
 mod names;
+mod raw;
 
 pub use change::{Change, RecordStamps};
 pub use error::{ErrorBody, ErrorCode, ValidationError};
@@ -29,6 +30,7 @@ pub use messages::{
 };
 pub use mutation::{Doc, Mutation, Op, RecordKey};
 pub use names::{ClientId, CollectionName, RecordId, SpaceName};
+pub use raw::{AsRawChange, ChangeError, RawChange};
 
 /// The protocol version this crate speaks. Sent in every push and pull; a server refuses a
 /// version it does not know with [`ErrorCode::UnsupportedProtocol`].

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Change, ClientId, ErrorCode, Mutation, SpaceName};
+use crate::{Change, ClientId, ErrorCode, Mutation, RawChange, SpaceName};
 
 /// `POST /v1/push` request body.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -105,11 +105,12 @@ pub struct PullRequest {
     pub limit: Option<u32>,
 }
 
-/// `POST /v1/pull` response body.
+/// `POST /v1/pull` response body. `C` is [`Change`], or [`RawChange`] where documents and
+/// stamps stay JSON text (the server's and the client's fast path; same JSON).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PullResponse {
+pub struct PullResponse<C = Change> {
     /// Changes in (space, version) order.
-    pub changes: Vec<Change>,
+    pub changes: Vec<C>,
     /// The cursor to send next time.
     pub cursor: Cursor,
     /// More changes are waiting: pull again right away.
@@ -119,4 +120,34 @@ pub struct PullResponse {
     /// The highest `seq` of the pulling client processed by the server, read in the same
     /// snapshot as `changes`.
     pub acked_through: u64,
+}
+
+impl<C> PullResponse<C> {
+    fn map_changes<D, E>(
+        &self,
+        f: impl FnMut(&C) -> Result<D, E>,
+    ) -> Result<PullResponse<D>, E> {
+        Ok(PullResponse {
+            changes: self.changes.iter().map(f).collect::<Result<_, E>>()?,
+            cursor: self.cursor.clone(),
+            has_more: self.has_more,
+            remaining: self.remaining,
+            acked_through: self.acked_through,
+        })
+    }
+}
+
+impl PullResponse<RawChange> {
+    /// The typed response (parses every document and its stamps).
+    pub fn parse(&self) -> Result<PullResponse, serde_json::Error> {
+        self.map_changes(RawChange::parse)
+    }
+}
+
+impl PullResponse {
+    /// The same response with documents and stamps as JSON text.
+    pub fn to_raw(&self) -> PullResponse<RawChange> {
+        self.map_changes(|c| Ok::<_, std::convert::Infallible>(c.to_raw()))
+            .unwrap_or_else(|never| match never {})
+    }
 }

@@ -149,7 +149,7 @@ fn check_collection_name(value: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
-fn check_client_id(value: &str) -> Result<(), &'static str> {
+pub(crate) fn check_client_id(value: &str) -> Result<(), &'static str> {
     check_len(value, MAX_CLIENT_ID_BYTES)?;
     if !value
         .bytes()
