@@ -108,7 +108,7 @@ impl Change {
             id: self.id.clone(),
             version: self.version,
             deleted: self.deleted,
-            doc: self.doc.as_ref().map(|d| to_raw_value(d)),
+            doc: self.doc.as_ref().map(to_raw_value),
             stamps: to_raw_value(&self.stamps),
         }
     }
