@@ -17,8 +17,8 @@ use tidesync_core::sync::{
     Event, Failure, Instruction, Phase, PullProgress, PushProgress, SyncMachine,
 };
 use tidesync_protocol::{
-    ClientId, Cursor, PullRequest, PullResponse, PushOutcome, PushRequest, PushResponse, RecordKey,
-    PROTOCOL_VERSION,
+    ClientId, Cursor, PullRequest, PullResponse, PushOutcome, PushRequest, PushResponse, RawChange,
+    RecordKey, PROTOCOL_VERSION,
 };
 use tidesync_store::Store;
 use tokio::sync::mpsc::UnboundedReceiver;
@@ -35,11 +35,14 @@ pub(crate) enum Command {
     Shutdown,
 }
 
+/// One pull page as it came off the wire (documents and stamps still JSON text).
+pub(crate) type PullPage = Result<PullResponse<RawChange>, Failure>;
+
 /// What an exchange produced, before it becomes a machine event.
 pub(crate) enum Completion {
     Probe(Result<(), Failure>),
     Push(Vec<(u64, RecordKey, u64)>, Result<PushResponse, Failure>),
-    Pull(Result<PullResponse, Failure>),
+    Pull(PullPage),
     Token(Option<String>),
 }
 
@@ -75,10 +78,7 @@ pub(crate) struct Runtime {
     /// The next pull page, requested before the current one is applied (its cursor, and the
     /// request running on the runtime's worker thread), so the server prepares page k+1
     /// while this thread applies page k.
-    pub prefetch: Option<(
-        Cursor,
-        tokio::task::JoinHandle<Result<PullResponse, Failure>>,
-    )>,
+    pub prefetch: Option<(Cursor, tokio::task::JoinHandle<PullPage>)>,
 }
 
 impl Runtime {
@@ -315,7 +315,7 @@ impl Runtime {
 
     /// Requests the page after `response` now, on the worker thread, while this one applies
     /// `response`.
-    fn prefetch_after(&mut self, response: &PullResponse) {
+    fn prefetch_after(&mut self, response: &PullResponse<RawChange>) {
         if !response.has_more {
             return;
         }
@@ -433,7 +433,7 @@ impl Runtime {
         Ok(PushProgress { more })
     }
 
-    fn pulled(&mut self, response: &PullResponse) -> Result<PullProgress, Failure> {
+    fn pulled(&mut self, response: &PullResponse<RawChange>) -> Result<PullProgress, Failure> {
         let applied = lock(&self.store)
             .apply_pull(response)
             .map_err(|e| Failure::Refused {

@@ -8,7 +8,7 @@ use reqwest::StatusCode;
 use serde::de::DeserializeOwned;
 use tidesync_core::sync::Failure;
 use tidesync_protocol::{
-    ErrorBody, PullRequest, PullResponse, PushRequest, PushResponse, SpaceName,
+    ErrorBody, PullRequest, PullResponse, PushRequest, PushResponse, RawChange, SpaceName,
 };
 
 /// The server's endpoints, over one connection pool.
@@ -66,7 +66,7 @@ impl Http {
         &self,
         token: Option<&str>,
         request: &PullRequest,
-    ) -> Result<PullResponse, Failure> {
+    ) -> Result<PullResponse<RawChange>, Failure> {
         self.post("/v1/pull", token, request).await
     }
 

@@ -170,7 +170,10 @@ mod tests {
                 doc.as_ref().map(|d| serde_json::to_string(d).expect("doc"))
             );
             assert_eq!(wire.stamps, serde_json::to_string(&stamps).expect("stamps"));
-            assert_eq!(decode(wire.doc.as_deref(), &wire.stamps).expect("decode"), state);
+            assert_eq!(
+                decode(wire.doc.as_deref(), &wire.stamps).expect("decode"),
+                state
+            );
             let joined = join(wire.doc.as_deref(), &wire.stamps);
             assert_eq!(decode_joined(&joined).expect("joined"), state);
         }
@@ -184,7 +187,10 @@ mod tests {
         ));
         assert!(matches!(
             decode(Some("[1]"), "{}"),
-            Err(WireError::Json { what: "document", .. })
+            Err(WireError::Json {
+                what: "document",
+                ..
+            })
         ));
         assert!(matches!(
             decode_joined("{\"doc\":null}"),

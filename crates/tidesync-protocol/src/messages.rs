@@ -123,10 +123,7 @@ pub struct PullResponse<C = Change> {
 }
 
 impl<C> PullResponse<C> {
-    fn map_changes<D, E>(
-        &self,
-        f: impl FnMut(&C) -> Result<D, E>,
-    ) -> Result<PullResponse<D>, E> {
+    fn map_changes<D, E>(&self, f: impl FnMut(&C) -> Result<D, E>) -> Result<PullResponse<D>, E> {
         Ok(PullResponse {
             changes: self.changes.iter().map(f).collect::<Result<_, E>>()?,
             cursor: self.cursor.clone(),

@@ -50,7 +50,11 @@ impl RawChange {
             return Err(ChangeError(format!(
                 "`deleted` is {} but the document is {}",
                 self.deleted,
-                if self.doc.is_some() { "present" } else { "null" }
+                if self.doc.is_some() {
+                    "present"
+                } else {
+                    "null"
+                }
             )));
         }
         let mut stamps: StampsRef<'_> = serde_json::from_str(self.stamps.get())

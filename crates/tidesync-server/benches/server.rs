@@ -7,7 +7,9 @@
 //!    batch with the same pragmas. Batches and rows are built before the clock starts.
 //!    The same load again through the HTTP app (`app().oneshot`, bodies serialized before the
 //!    clock starts): JSON parsing, auth, validation and response serialization included.
-//! 2. the time to pull 100 changes from a space of 1M records vs from a space of 1k records.
+//! 2. the time to pull 100 changes from a space of 1M records vs from a space of 1k records;
+//!    then the same page of the big space through the HTTP app, response JSON included
+//!    (for information: no target).
 //!
 //! `BENCH_PULL_RECORDS` overrides the 1M (e.g. 200000 for a quick run).
 
@@ -72,10 +74,10 @@ async fn push_all(storage: &SqliteStorage, batches: Vec<PushInput>) {
     }
 }
 
-type RawRow = (String, i64, String, String);
+type RawRow = (String, i64, Option<String>, String, String);
 
 /// The rows a push of `n` new puts writes, serialized exactly as the storage does (same
-/// state and versions JSON), built before the clock starts.
+/// document, stamps and versions JSON), built before the clock starts.
 fn raw_rows(from_seq: u64, n: u64) -> Vec<RawRow> {
     let client = ClientId::new("raw").expect("valid client");
     (from_seq..from_seq + n)
@@ -84,9 +86,15 @@ fn raw_rows(from_seq: u64, n: u64) -> Vec<RawRow> {
             let mut record = ServerRecord::default();
             let stamp = Stamp::new(m.hlc, client.clone());
             land(&mut record, &m.op, &stamp, s, &mut []);
-            let state = serde_json::to_string(&record.state).expect("json");
+            let wire = tidesync_core::wire::encode(&record.state);
             let versions = serde_json::to_string(&record.versions).expect("json");
-            (format!("t{s:08}"), s as i64, state, versions)
+            (
+                format!("t{s:08}"),
+                s as i64,
+                wire.doc,
+                wire.stamps,
+                versions,
+            )
         })
         .collect()
 }
@@ -98,15 +106,15 @@ fn raw_push(conn: &mut rusqlite::Connection, rows: &[RawRow]) {
         {
             let mut upsert = tx
                 .prepare_cached(
-                    "INSERT INTO records (space, collection, id, version, state, versions)
-                     VALUES (?1, 'todos', ?2, ?3, ?4, ?5)
-                     ON CONFLICT DO UPDATE SET version = excluded.version,
-                        state = excluded.state, versions = excluded.versions",
+                    "INSERT INTO records (space, collection, id, version, doc, stamps, versions)
+                     VALUES (?1, 'todos', ?2, ?3, ?4, ?5, ?6)
+                     ON CONFLICT DO UPDATE SET version = excluded.version, doc = excluded.doc,
+                        stamps = excluded.stamps, versions = excluded.versions",
                 )
                 .expect("prepare");
-            for (id, version, state, versions) in chunk {
+            for (id, version, doc, stamps, versions) in chunk {
                 upsert
-                    .execute(params!["raw", id, version, state, versions])
+                    .execute(params!["raw", id, version, doc, stamps, versions])
                     .expect("upsert");
             }
             tx.execute(
@@ -135,6 +143,14 @@ fn row(name: &str, measured: String, baseline: String, ratio: f64, target: &str,
     println!(
         "| {name:<56} | {measured:>10} | {baseline:>14} | {ratio:>5.2}× | {target:<9} | {} |",
         if pass { "PASS" } else { "MISS" }
+    );
+}
+
+/// A row without a target, for information.
+fn info_row(name: &str, measured: String, baseline: String, ratio: f64) {
+    println!(
+        "| {name:<56} | {measured:>10} | {baseline:>14} | {ratio:>5.2}× | {:<9} | —    |",
+        "—"
     );
 }
 
@@ -282,7 +298,7 @@ async fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(1_000_000);
     let path = dir.path().join("pull.db");
-    let storage = SqliteStorage::open(&path, MergeRules::default()).expect("open");
+    let storage = Arc::new(SqliteStorage::open(&path, MergeRules::default()).expect("open"));
     let fill = Instant::now();
     push_all(&storage, batches("big", "filler-big", big, big)).await;
     push_all(&storage, batches("small", "filler-small", 1_000, 1_000)).await;
@@ -302,6 +318,59 @@ async fn main() {
         b / s,
         "≤ 1.5×",
         b / s <= 1.5,
+    );
+
+    // 2b. The same page of the big space through the HTTP app: response JSON included.
+    let token = storage
+        .create_token(&Grants {
+            user: "bench".into(),
+            read: [SpaceName::new("big").expect("valid")]
+                .into_iter()
+                .collect(),
+            write: Default::default(),
+        })
+        .expect("token");
+    let router = app(AppState::new(storage.clone(), Limits::default()));
+    let body = serde_json::to_vec(&json!({
+        "client_id": "reader",
+        "protocol": PROTOCOL_VERSION,
+        "cursor": {"big": big - 100},
+        "spaces": ["big"],
+        "limit": 100,
+    }))
+    .expect("json");
+    let http_pull = || {
+        let request = Request::post("/v1/pull")
+            .header(header::AUTHORIZATION, format!("Bearer {token}"))
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body.clone()))
+            .expect("request");
+        let router = router.clone();
+        async move {
+            let start = Instant::now();
+            let response = router.oneshot(request).await.expect("response");
+            assert_eq!(response.status(), StatusCode::OK);
+            let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+                .await
+                .expect("body");
+            let elapsed = start.elapsed().as_secs_f64();
+            assert!(bytes.len() > 100 * 50, "a page of 100 changes");
+            elapsed
+        }
+    };
+    for _ in 0..20 {
+        http_pull().await;
+    }
+    let mut h = Vec::new();
+    for _ in 0..100 {
+        h.push(http_pull().await);
+    }
+    let h = median(h);
+    info_row(
+        "pull 100 changes over the HTTP app (JSON included)",
+        format!("{:.0} µs", h * 1e6),
+        format!("{:.0} µs storage", b * 1e6),
+        h / b,
     );
     storage.shutdown().await;
 }

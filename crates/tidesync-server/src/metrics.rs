@@ -19,7 +19,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
-use tidesync_protocol::{ErrorCode, PullResponse, PushOutcome, PushResponse};
+use tidesync_protocol::{ErrorCode, PullResponse, PushOutcome, PushResponse, RawChange};
 
 /// Label set of `errors_total`.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -140,7 +140,7 @@ impl Metrics {
     }
 
     /// Records a successful pull.
-    pub fn pull_done(&self, response: &PullResponse, elapsed: Duration) {
+    pub fn pull_done(&self, response: &PullResponse<RawChange>, elapsed: Duration) {
         self.pulls.inc();
         self.changes_pulled.inc_by(response.changes.len() as u64);
         self.pull_duration.observe(elapsed.as_secs_f64());

@@ -11,7 +11,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures::StreamExt;
 use serde_json::{json, Value};
-use tidesync_protocol::{PullResponse, PushResponse, SpaceName};
+use tidesync_protocol::{PullResponse, PushResponse, RawChange, SpaceName};
 use tidesync_server::auth::{Grants, TokenHash};
 use tidesync_server::storage::sqlite::SqliteStorage;
 use tidesync_server::storage::{Poke, PullInput, PushInput, Storage, StorageError};
@@ -62,7 +62,7 @@ impl Storage for Hooked {
             _ => self.inner.push(input).await,
         }
     }
-    async fn pull(&self, input: PullInput) -> Result<PullResponse, StorageError> {
+    async fn pull(&self, input: PullInput) -> Result<PullResponse<RawChange>, StorageError> {
         self.inner.pull(input).await
     }
     async fn authenticate(&self, token: TokenHash) -> Result<Option<Grants>, StorageError> {

@@ -110,6 +110,8 @@ async fn pull(s: &SqliteStorage, client: &str, cursor: Cursor, limit: u32) -> Pu
     })
     .await
     .unwrap()
+    .parse()
+    .unwrap()
 }
 
 #[tokio::test]
@@ -714,4 +716,56 @@ async fn a_retried_push_gets_its_rejections_again_not_a_bare_acknowledgement() {
             ..
         }
     ));
+}
+
+#[tokio::test]
+async fn a_stored_document_or_stamps_that_is_not_json_is_an_internal_error_naming_the_record() {
+    for column in ["doc", "stamps"] {
+        let s = server();
+        push(
+            &s.storage,
+            "alice",
+            "c1",
+            vec![
+                m(1, 1, "ok", put(json!({"n": 1})), 0),
+                m(2, 2, "bad", put(json!({"n": 2})), 0),
+            ],
+        )
+        .await
+        .unwrap();
+        let raw = rusqlite::Connection::open(&s.path).unwrap();
+        raw.execute(
+            &format!("UPDATE records SET {column} = '{{\"n\": 2' WHERE id = 'bad'"),
+            [],
+        )
+        .unwrap();
+        let input = PullInput {
+            user: "alice".into(),
+            client_id: ClientId::new("c2").unwrap(),
+            cursor: Cursor::new(),
+            spaces: vec![space()],
+            limit: 10,
+        };
+        let err = s.storage.pull(input.clone()).await.unwrap_err();
+        assert!(matches!(err, StorageError::Internal(_)), "{err}");
+        assert!(err.to_string().contains("team:1/todos/bad"), "{err}");
+        // The page before the damaged record is still served.
+        let page = s
+            .storage
+            .pull(PullInput { limit: 1, ..input })
+            .await
+            .unwrap();
+        assert_eq!(page.changes.len(), 1);
+        // A push onto the damaged record is refused without touching it.
+        let err = push(
+            &s.storage,
+            "alice",
+            "c1",
+            vec![m(3, 3, "bad", patch(json!({"n": 3})), 2)],
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(err, StorageError::Internal(_)), "{err}");
+        assert!(err.to_string().contains("team:1/todos/bad"), "{err}");
+    }
 }

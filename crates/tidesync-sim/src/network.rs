@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use tidesync_core::sync::Failure;
-use tidesync_protocol::{PullRequest, PullResponse, PushRequest, PushResponse};
+use tidesync_protocol::{PullRequest, PullResponse, PushRequest, PushResponse, RawChange};
 
 use crate::rng::Rng;
 
@@ -40,8 +40,8 @@ pub(crate) enum Answer {
     Probe(Result<(), Failure>),
     /// Push answered (an HTTP error is the `Err`).
     Push(Result<PushResponse, Failure>),
-    /// Pull answered.
-    Pull(Result<PullResponse, Failure>),
+    /// Pull answered (documents and stamps as the server stored them, as on the wire).
+    Pull(Result<PullResponse<RawChange>, Failure>),
     /// The event stream is connected.
     StreamOpened,
 }

@@ -200,7 +200,10 @@ impl SimServer {
     }
 
     /// `POST /v1/pull`.
-    fn pull(&mut self, request: PullRequest) -> Result<tidesync_protocol::PullResponse, Failure> {
+    fn pull(
+        &mut self,
+        request: PullRequest,
+    ) -> Result<tidesync_protocol::PullResponse<tidesync_protocol::RawChange>, Failure> {
         let checked = validate::protocol(request.protocol)
             .and_then(|()| validate::pull(request, &self.grants, &self.limits));
         let input = checked.map_err(|e| failure_of(&e))?;
@@ -226,7 +229,12 @@ impl SimServer {
                 spaces: spaces.to_vec(),
                 limit: 1_000,
             };
-            let page = self.engine().pull(&input).expect("observer pull");
+            let page = self
+                .engine()
+                .pull(&input)
+                .expect("observer pull")
+                .parse()
+                .expect("the server hands out JSON");
             for change in page.changes {
                 let key = RecordKey::new(
                     change.space.clone(),

@@ -185,7 +185,15 @@ fn config(durability: Durability) -> StoreConfig {
 /// very same tables and indexes. The baseline does only the two inserts: no write counters,
 /// no cursor lookup.
 fn raw_schema() -> String {
-    tidesync_store::MIGRATIONS.concat()
+    tidesync_store::MIGRATIONS
+        .iter()
+        .flat_map(|steps| steps.iter())
+        .filter_map(|step| match step {
+            // Data conversions have nothing to convert in a new file.
+            tidesync_store::Step::Sql(sql) => Some(*sql),
+            tidesync_store::Step::Rust(_) => None,
+        })
+        .collect()
 }
 
 const RAW_UPSERT: &str =

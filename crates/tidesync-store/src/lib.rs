@@ -43,6 +43,7 @@ mod restoration_store;
 mod schema;
 mod store;
 mod sync;
+mod v2_bases;
 mod write;
 
 pub use config::{Durability, SessionRestore, StoreConfig, WallClock};
@@ -51,7 +52,7 @@ pub use error::{Result, StoreError};
 pub use outbox::{MutationState, OutboxEntry, OutboxStats, UnpushedStats};
 pub use records::{ListOptions, Record, RecordPage};
 pub use rejections::Rejection;
-pub use schema::{APPLICATION_ID, CURRENT_VERSION, MIGRATIONS};
+pub use schema::{Convert, Step, APPLICATION_ID, CURRENT_VERSION, MIGRATIONS};
 pub use store::Store;
 pub use sync::{PullApplied, PushApplied};
 pub use write::{WriteReceipt, WriteTx};

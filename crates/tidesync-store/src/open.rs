@@ -7,7 +7,7 @@ use std::path::Path;
 use rusqlite::{Connection, OpenFlags};
 
 use crate::config::{Durability, StoreConfig};
-use crate::schema::{APPLICATION_ID, CURRENT_VERSION, MIGRATIONS};
+use crate::schema::{Step, APPLICATION_ID, CURRENT_VERSION, MIGRATIONS};
 use crate::{Result, StoreError};
 
 const SQLITE_HEADER: &[u8; 16] = b"SQLite format 3\0";
@@ -74,7 +74,8 @@ pub(crate) fn open_connection(path: &Path, config: &StoreConfig) -> Result<Conne
     Ok(conn)
 }
 
-/// Runs migrations `from + 1 ..= CURRENT_VERSION` in one transaction.
+/// Runs migrations `from + 1 ..= CURRENT_VERSION` in one transaction: a step that fails
+/// rolls every one of them back.
 fn migrate(conn: &Connection, from: i64) -> Result<()> {
     if from == CURRENT_VERSION {
         return Ok(());
@@ -85,9 +86,15 @@ fn migrate(conn: &Connection, from: i64) -> Result<()> {
     let now: i64 = tx
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .map_err(StoreError::sql("read the schema version"))?;
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(now as usize) {
-        tx.execute_batch(sql)
-            .map_err(StoreError::sql("apply a schema migration"))?;
+    for (i, steps) in MIGRATIONS.iter().enumerate().skip(now as usize) {
+        for step in *steps {
+            match step {
+                Step::Sql(sql) => tx
+                    .execute_batch(sql)
+                    .map_err(StoreError::sql("apply a schema migration"))?,
+                Step::Rust(convert) => convert.run(&tx)?,
+            }
+        }
         tx.execute_batch(&format!("PRAGMA user_version = {}", i + 1))
             .map_err(StoreError::sql("record the schema version"))?;
     }

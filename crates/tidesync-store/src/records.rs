@@ -1,7 +1,8 @@
 //! The records table: reading the local view, and recomputing it from base + pending.
 
 use rusqlite::{params, Connection, OptionalExtension};
-use tidesync_core::RecordState;
+use serde_json::value::RawValue;
+use tidesync_core::{wire, RecordState};
 use tidesync_protocol::{
     ClientId, CollectionName, Doc, Hlc, Op, RecordId, RecordKey, SpaceName, Stamp,
 };
@@ -121,17 +122,14 @@ pub(crate) fn list(
 
 /// Recomputes a record's view from its base and its mutations still in the outbox (seq
 /// order), merged exactly as the server will merge them. Drops the row when nothing is left.
+///
+/// With no mutation left the view is the base's document, taken from the stored text as is.
 pub(crate) fn recompute(conn: &Connection, key: &RecordKey, client: &ClientId) -> Result<()> {
     let base: Option<Option<String>> = conn
         .prepare_cached("SELECT base FROM records WHERE space = ?1 AND collection = ?2 AND id = ?3")
         .and_then(|mut s| s.query_row(key_params(key), |r| r.get(0)).optional())
         .map_err(StoreError::sql("read a record's base"))?;
     let base = base.flatten();
-    let mut state = match &base {
-        Some(json) => serde_json::from_str::<RecordState>(json)
-            .map_err(StoreError::bad_json("record base state"))?,
-        None => RecordState::default(),
-    };
     let mut stmt = conn
         .prepare_cached(
             "SELECT op, hlc FROM outbox WHERE space = ?1 AND collection = ?2 AND id = ?3 ORDER BY seq",
@@ -140,6 +138,8 @@ pub(crate) fn recompute(conn: &Connection, key: &RecordKey, client: &ClientId) -
     let mut rows = stmt
         .query(key_params(key))
         .map_err(StoreError::sql("read pending mutations"))?;
+    // Decoded from the base at the first pending mutation.
+    let mut state: Option<RecordState> = None;
     let mut pending = 0i64;
     while let Some(row) = rows
         .next()
@@ -152,14 +152,27 @@ pub(crate) fn recompute(conn: &Connection, key: &RecordKey, client: &ClientId) -
             .get(1)
             .map_err(StoreError::sql("read pending mutations"))?;
         let op: Op = serde_json::from_str(&op).map_err(StoreError::bad_json("outbox mutation"))?;
-        state.apply(&op, &Stamp::new(Hlc::from_u64(hlc as u64), client.clone()));
+        let mut merged = match state.take() {
+            Some(merged) => merged,
+            None => decode_base(base.as_deref())?,
+        };
+        merged.apply(&op, &Stamp::new(Hlc::from_u64(hlc as u64), client.clone()));
+        state = Some(merged);
         pending += 1;
     }
-    let doc = state
-        .doc()
-        .map(|d| serde_json::to_string(&d))
-        .transpose()
-        .map_err(StoreError::bad_json("record document"))?;
+    let doc = match state {
+        None => base
+            .as_deref()
+            .map(base_doc)
+            .transpose()?
+            .flatten()
+            .map(str::to_owned),
+        Some(state) => state
+            .doc()
+            .map(|d| serde_json::to_string(&d))
+            .transpose()
+            .map_err(StoreError::bad_json("record document"))?,
+    };
     if doc.is_none() && pending == 0 && base.is_none() {
         conn.prepare_cached("DELETE FROM records WHERE space = ?1 AND collection = ?2 AND id = ?3")
             .and_then(|mut s| s.execute(key_params(key)))
@@ -181,6 +194,32 @@ pub(crate) fn recompute(conn: &Connection, key: &RecordKey, client: &ClientId) -
         .map_err(StoreError::sql("update a record's view"))?;
     }
     Ok(())
+}
+
+/// The state stored in a `base` column (the joined wire form); empty when there is none.
+fn decode_base(base: Option<&str>) -> Result<RecordState> {
+    match base {
+        Some(json) => wire::decode_joined(json).map_err(|e| StoreError::BadStoredData {
+            what: "record base",
+            detail: e.to_string(),
+        }),
+        None => Ok(RecordState::default()),
+    }
+}
+
+/// The document text inside a `base` column, without parsing it; `None` when the base
+/// record is deleted.
+fn base_doc(base: &str) -> Result<Option<&str>> {
+    #[derive(serde::Deserialize)]
+    struct Joined<'a> {
+        #[serde(borrow)]
+        doc: Option<&'a RawValue>,
+        #[serde(borrow, rename = "stamps")]
+        _stamps: &'a RawValue,
+    }
+    let joined: Joined<'_> =
+        serde_json::from_str(base).map_err(StoreError::bad_json("record base"))?;
+    Ok(joined.doc.map(RawValue::get))
 }
 
 pub(crate) fn key_params(key: &RecordKey) -> [&str; 3] {

@@ -2,18 +2,73 @@
 //!
 //! `PRAGMA user_version` holds the schema version; `PRAGMA application_id` marks the file as
 //! tidesync's. Migration `n` (1-based) upgrades version `n - 1` to `n`; all pending
-//! migrations run in one transaction, so an interrupted upgrade leaves the old version whole.
-//! Never edit a released migration: append a new one, and add its fixture to the migration
-//! tests (`tests/migrations.rs`), which open a database of every older version.
+//! migrations run in one transaction, so an interrupted (or failed) upgrade leaves the old
+//! version whole. A migration is a list of [`Step`]s: SQL, or Rust for data conversions SQL
+//! cannot express. Never edit a released migration: append a new one, and add its fixture to
+//! the migration tests (`tests/migrations.rs`), which open a database of every older version.
+//!
+//! The current meaning of the columns whose format changed since version 1:
+//! - `records.base` (version 2): the confirmed server state in its wire form joined into one
+//!   JSON object, `{"doc":…,"stamps":…}` (`tidesync_core::wire::join`): the document as the
+//!   server sent it (`null` when deleted) and its `RecordStamps`. NULL if the server has not
+//!   sent the record. Version 1 stored the JSON of `tidesync_core::RecordState` instead.
+
+use std::fmt;
+
+use rusqlite::Connection;
+
+use crate::Result;
 
 /// `PRAGMA application_id` of a tidesync client database ("TSYN").
 pub const APPLICATION_ID: i32 = 0x5453_594e;
 
-/// Migrations in order; index 0 creates version 1.
-pub const MIGRATIONS: &[&str] = &[V1];
+/// Migrations in order; index 0 creates version 1. Each runs its steps in order.
+pub const MIGRATIONS: &[&[Step]] = &[
+    &[Step::Sql(V1)],
+    &[
+        Step::Rust(Convert {
+            what: "convert record bases to the wire form",
+            run: crate::v2_bases::convert,
+        }),
+        Step::Sql(V2),
+    ],
+];
 
 /// The schema version this build writes.
 pub const CURRENT_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// One step of a migration, run inside the migration's transaction.
+#[derive(Debug, Clone, Copy)]
+pub enum Step {
+    /// A batch of SQL statements.
+    Sql(&'static str),
+    /// A data conversion written in Rust.
+    Rust(Convert),
+}
+
+/// A migration step in Rust: reads and rewrites rows through the migration's connection.
+#[derive(Clone, Copy)]
+pub struct Convert {
+    what: &'static str,
+    run: fn(&Connection) -> Result<()>,
+}
+
+impl Convert {
+    /// What the step does.
+    pub fn what(&self) -> &'static str {
+        self.what
+    }
+
+    pub(crate) fn run(&self, conn: &Connection) -> Result<()> {
+        (self.run)(conn)
+    }
+}
+
+impl fmt::Debug for Convert {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Convert").field("what", &self.what).finish()
+    }
+}
 
 const V1: &str = r#"
 -- Small key/value facts: client_id, session_id, last_synced_at, has_synced.
@@ -113,4 +168,11 @@ CREATE TABLE restoration (
 ) WITHOUT ROWID;
 
 INSERT INTO clock (id, last_seq, last_tx, last_hlc) VALUES (1, 0, 0, 0);
+"#;
+
+/// Version 2 (after the Rust step that rewrites `records.base` to the joined wire form).
+const V2: &str = r#"
+-- Acknowledged mutations by space and version: a pull finds those its cursor confirms
+-- through this index instead of scanning the outbox.
+CREATE INDEX outbox_acked ON outbox (space, acked_version) WHERE acked_version IS NOT NULL;
 "#;

@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, TransactionBehavior};
 use tidesync_protocol::{
-    ClientId, CollectionName, Cursor, Doc, PullResponse, PushResponse, RecordKey, SpaceName,
+    AsRawChange, ClientId, CollectionName, Cursor, Doc, PullResponse, PushResponse, RecordKey,
+    SpaceName,
 };
 
 use crate::config::{SessionRestore, StoreConfig};
@@ -271,7 +272,15 @@ impl Store {
 
     /// Applies one page of pulled changes to the base, rebases pending mutations on it,
     /// advances the cursor and confirms mutations the base now contains. One transaction.
-    pub fn apply_pull(&mut self, response: &PullResponse) -> Result<PullApplied> {
+    ///
+    /// Takes typed [`Change`](tidesync_protocol::Change)s or, straight from the wire,
+    /// [`RawChange`](tidesync_protocol::RawChange)s, whose document and stamps are stored as
+    /// received (after a consistency check; a change that fails it fails the whole page,
+    /// which then changes nothing).
+    pub fn apply_pull<C: AsRawChange>(
+        &mut self,
+        response: &PullResponse<C>,
+    ) -> Result<PullApplied> {
         let now = self.config.wall_clock.now_ms();
         let client = self.client_id.clone();
         self.write(|conn| sync::apply_pull(conn, &client, response, now))

@@ -5,13 +5,15 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use rusqlite::{params, Connection, OptionalExtension};
-use tidesync_core::RecordState;
+use serde_json::value::RawValue;
+use tidesync_core::wire;
 use tidesync_protocol::{
-    ClientId, CollectionName, PullResponse, PushOutcome, PushResponse, RecordKey, SpaceName,
+    AsRawChange, ClientId, CollectionName, PullResponse, PushOutcome, PushResponse, RawChange,
+    RecordKey, SpaceName,
 };
 
 use crate::outbox::{ACKED, QUEUED, SENDING};
-use crate::records::{key_from_row, key_params, recompute};
+use crate::records::{key_from_row, recompute};
 use crate::write::Counters;
 use crate::{meta, Result, StoreError};
 
@@ -166,64 +168,23 @@ pub(crate) fn apply_push_response(
     Ok(applied)
 }
 
-pub(crate) fn apply_pull(
+pub(crate) fn apply_pull<C: AsRawChange>(
     conn: &Connection,
     client: &ClientId,
-    response: &PullResponse,
+    response: &PullResponse<C>,
     now_ms: u64,
 ) -> Result<PullApplied> {
     let mut applied = PullApplied::default();
     let mut counters = Counters::load(conn)?;
     // Confirmed rows leave the outbox: pin the counters in the clock row first.
     counters.save(conn)?;
+    let mut changed = Tally::default();
     for change in &response.changes {
-        let state = RecordState::from_wire(change.doc.as_ref(), &change.stamps).map_err(|e| {
-            StoreError::InvalidInput(format!(
-                "the server sent an inconsistent change for {}/{}/{}: {e}",
-                change.space, change.collection, change.id
-            ))
-        })?;
-        if let Some(stamp) = state.max_stamp() {
-            counters.clock.observe(stamp.hlc);
-        }
-        let key = RecordKey::new(
-            change.space.clone(),
-            change.collection.clone(),
-            change.id.clone(),
-        );
-        // A deleted record without pending work leaves the table; anything else stores the
-        // new base, keeps the view when local work is pending, and is rebased then.
-        let pending = if change.doc.is_none() {
-            let pending: i64 = conn
-                .prepare_cached(
-                    "SELECT pending FROM records WHERE space = ?1 AND collection = ?2 AND id = ?3",
-                )
-                .and_then(|mut s| s.query_row(key_params(&key), |r| r.get(0)).optional())
-                .map_err(StoreError::sql("read a record"))?
-                .unwrap_or(0);
-            if pending == 0 {
-                conn.prepare_cached(
-                    "DELETE FROM records WHERE space = ?1 AND collection = ?2 AND id = ?3",
-                )
-                .and_then(|mut s| s.execute(key_params(&key)))
-                .map_err(StoreError::sql("remove a deleted record"))?;
-                None
-            } else {
-                Some(store_base(conn, &key, &state, None, change.version)?)
-            }
-        } else {
-            let doc = serde_json::to_string(&change.doc)
-                .map_err(StoreError::bad_json("record document"))?;
-            Some(store_base(conn, &key, &state, Some(&doc), change.version)?)
-        };
-        if pending.is_some_and(|p| p > 0) {
-            recompute(conn, &key, client)?; // rebase: view = new base + pending
-        }
-        *applied
-            .changed
-            .entry((change.space.clone(), change.collection.clone()))
-            .or_default() += 1;
+        let change = change.as_raw();
+        apply_change(conn, client, &change, &mut counters)?;
+        changed.add(&change.space, &change.collection);
     }
+    applied.changed = changed.finish();
     for (space, version) in &response.cursor {
         conn.prepare_cached(
             "INSERT INTO cursor (space, version) VALUES (?1, ?2)
@@ -246,51 +207,168 @@ pub(crate) fn apply_pull(
     Ok(applied)
 }
 
-/// Upserts a record's base (and its view, unless local work is pending); returns the
-/// record's pending count, read by the same statement.
-fn store_base(
+/// Stores one pulled change as the record's base, text as received: the document becomes
+/// the view unless local work is pending (then the view is rebased), and a deleted record
+/// without pending work leaves the table.
+fn apply_change(
     conn: &Connection,
-    key: &RecordKey,
-    state: &RecordState,
-    doc: Option<&str>,
-    version: u64,
-) -> Result<i64> {
-    let base = serde_json::to_string(state).map_err(StoreError::bad_json("record base"))?;
-    conn.prepare_cached(
-        "INSERT INTO records (space, collection, id, doc, base, base_version, pending)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0)
-         ON CONFLICT DO UPDATE SET base = excluded.base, base_version = excluded.base_version,
-            doc = CASE WHEN pending = 0 THEN excluded.doc ELSE doc END
-         RETURNING pending",
-    )
-    .and_then(|mut s| {
-        s.query_row(
-            params![
-                key.space.as_str(),
-                key.collection.as_str(),
-                key.id.as_str(),
-                doc,
-                base,
-                version as i64
-            ],
-            |r| r.get(0),
+    client: &ClientId,
+    change: &RawChange,
+    counters: &mut Counters,
+) -> Result<()> {
+    let newest = change.check().map_err(|e| {
+        StoreError::InvalidInput(format!(
+            "the server sent a change for {}/{}/{} that cannot be stored: {e}",
+            change.space, change.collection, change.id
+        ))
+    })?;
+    if let Some(hlc) = newest {
+        counters.clock.observe(hlc);
+    }
+    let key = [
+        change.space.as_str(),
+        change.collection.as_str(),
+        change.id.as_str(),
+    ];
+    let doc = change.doc.as_deref().map(RawValue::get);
+    let base = wire::join(doc, change.stamps.get());
+    let version = change.version as i64;
+    // Most pulled records are new to this store (a bootstrap is nothing else) or have no
+    // local work pending: one statement each.
+    let rebase = match doc {
+        Some(doc) => {
+            !insert_new(conn, key, doc, &base, version)?
+                && !replace_synced(conn, key, doc, &base, version)?
+        }
+        None => match pending_of(conn, key)? {
+            None => false,
+            Some(0) => {
+                conn.prepare_cached(
+                    "DELETE FROM records WHERE space = ?1 AND collection = ?2 AND id = ?3",
+                )
+                .and_then(|mut s| s.execute(key))
+                .map_err(StoreError::sql("remove a deleted record"))?;
+                false
+            }
+            Some(_) => true,
+        },
+    };
+    if rebase {
+        // Local work is pending: new base, and view = new base + pending.
+        conn.prepare_cached(
+            "UPDATE records SET base = ?4, base_version = ?5
+             WHERE space = ?1 AND collection = ?2 AND id = ?3",
         )
-    })
+        .and_then(|mut s| s.execute(params![key[0], key[1], key[2], base, version]))
+        .map_err(StoreError::sql("store a pulled record"))?;
+        let key = RecordKey::new(
+            change.space.clone(),
+            change.collection.clone(),
+            change.id.clone(),
+        );
+        recompute(conn, &key, client)?;
+    }
+    Ok(())
+}
+
+/// Inserts a record this store does not know yet (base and view); false if it exists.
+///
+/// Plain statements, no upsert: `ON CONFLICT … DO UPDATE … RETURNING` costs SQLite a
+/// statement journal and a temporary table per row, most of a bootstrap's time.
+fn insert_new(
+    conn: &Connection,
+    key: [&str; 3],
+    doc: &str,
+    base: &str,
+    version: i64,
+) -> Result<bool> {
+    conn.prepare_cached(
+        "INSERT OR IGNORE INTO records (space, collection, id, doc, base, base_version, pending)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0)",
+    )
+    .and_then(|mut s| s.execute(params![key[0], key[1], key[2], doc, base, version]))
+    .map(|inserted| inserted == 1)
     .map_err(StoreError::sql("store a pulled record"))
 }
 
+/// Replaces base and view of a record without pending work; false if it has some.
+fn replace_synced(
+    conn: &Connection,
+    key: [&str; 3],
+    doc: &str,
+    base: &str,
+    version: i64,
+) -> Result<bool> {
+    conn.prepare_cached(
+        "UPDATE records SET doc = ?4, base = ?5, base_version = ?6
+         WHERE space = ?1 AND collection = ?2 AND id = ?3 AND pending = 0",
+    )
+    .and_then(|mut s| s.execute(params![key[0], key[1], key[2], doc, base, version]))
+    .map(|updated| updated == 1)
+    .map_err(StoreError::sql("store a pulled record"))
+}
+
+/// The record's count of pending mutations; `None` if the store has no such record.
+fn pending_of(conn: &Connection, key: [&str; 3]) -> Result<Option<i64>> {
+    conn.prepare_cached(
+        "SELECT pending FROM records WHERE space = ?1 AND collection = ?2 AND id = ?3",
+    )
+    .and_then(|mut s| s.query_row(key, |r| r.get(0)).optional())
+    .map_err(StoreError::sql("read a record"))
+}
+
+/// Counts changes per (space, collection). Pulled changes come in runs of one space (and
+/// mostly one collection), so the names are cloned once per run rather than per change.
+#[derive(Default)]
+struct Tally {
+    counts: BTreeMap<(SpaceName, CollectionName), usize>,
+    run: Option<((SpaceName, CollectionName), usize)>,
+}
+
+impl Tally {
+    fn add(&mut self, space: &SpaceName, collection: &CollectionName) {
+        if let Some(((s, c), n)) = &mut self.run {
+            if s == space && c == collection {
+                *n += 1;
+                return;
+            }
+        }
+        self.flush();
+        self.run = Some(((space.clone(), collection.clone()), 1));
+    }
+
+    fn flush(&mut self) {
+        if let Some((names, n)) = self.run.take() {
+            *self.counts.entry(names).or_default() += n;
+        }
+    }
+
+    fn finish(mut self) -> BTreeMap<(SpaceName, CollectionName), usize> {
+        self.flush();
+        self.counts
+    }
+}
+
+/// The mutations [`confirm`] removes, in seq order. `CROSS JOIN` keeps `cursor` (a row per
+/// space) as the outer loop, whatever the planner would guess without statistics.
+const CONFIRMED: &str = "
+    SELECT seq, space, collection, id FROM outbox WHERE seq <= ?1
+    UNION
+    SELECT o.seq, o.space, o.collection, o.id
+    FROM cursor AS c CROSS JOIN outbox AS o
+        ON o.space = c.space AND o.acked_version IS NOT NULL AND o.acked_version <= c.version
+    WHERE o.state = ?2
+    ORDER BY 1";
+
 /// Removes from the outbox every mutation the base now contains: acked at a version the
 /// cursor has passed, or (after a complete pull) at or below the server's `acked_through`.
+///
+/// Both halves are index searches (the rowid range, and `outbox_acked` per cursor space), so
+/// a pull page costs what it confirms, not the size of the outbox.
 fn confirm(conn: &Connection, client: &ClientId, acked_through: Option<u64>) -> Result<Vec<u64>> {
     let through = acked_through.map_or(-1, |v| v as i64);
     let mut stmt = conn
-        .prepare_cached(
-            "SELECT seq, space, collection, id FROM outbox
-             WHERE seq <= ?1
-                OR (state = ?2 AND acked_version IS NOT NULL
-                    AND acked_version <= (SELECT version FROM cursor WHERE cursor.space = outbox.space))
-             ORDER BY seq",
-        )
+        .prepare_cached(CONFIRMED)
         .map_err(StoreError::sql("find confirmed mutations"))?;
     let rows = stmt
         .query_map(params![through, ACKED], |r| {
@@ -323,4 +401,33 @@ fn confirm(conn: &Connection, client: &ClientId, acked_through: Option<u64>) -> 
         recompute(conn, key, client)?;
     }
     Ok(seqs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::StoreConfig;
+
+    #[test]
+    fn confirmation_searches_indexes_instead_of_scanning_the_outbox() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn =
+            crate::open::open_connection(&dir.path().join("plan.db"), &StoreConfig::default())
+                .unwrap();
+        let mut stmt = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {CONFIRMED}"))
+            .unwrap();
+        let plan: Vec<String> = stmt
+            .query_map(params![5, ACKED], |r| r.get(3))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        let plan = plan.join("\n");
+        // `cursor` has one row per space; the outbox is only ever searched.
+        for line in plan.lines().filter(|l| l.starts_with("SCAN")) {
+            assert_eq!(line, "SCAN c", "{plan}");
+        }
+        assert!(plan.contains("USING INDEX outbox_acked"), "{plan}");
+        assert!(plan.contains("USING INTEGER PRIMARY KEY"), "{plan}");
+    }
 }

@@ -5,11 +5,13 @@
 mod common;
 
 use common::{doc, key, FakeServer, TestDb};
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use tidesync_protocol::{
-    ErrorCode, FieldConflict, Hlc, Op, PushOutcome, PushResponse, PushResult, Stamp, Winner,
+    CollectionName, ErrorCode, FieldConflict, Hlc, Op, PullResponse, PushOutcome, PushResponse,
+    PushResult, RawChange, RecordKey, SpaceName, Stamp, Winner,
 };
-use tidesync_store::{MutationState, Resolution, Store, StoreError};
+use tidesync_store::{ListOptions, MutationState, Resolution, Store, StoreError};
 
 fn view(store: &Store, id: &str) -> Option<Value> {
     store.get(&key(id)).unwrap().map(|r| Value::Object(r.doc))
@@ -621,4 +623,187 @@ fn a_base_reset_keeps_pending_work_and_the_next_pull_rebuilds_the_rest() {
     assert_eq!(view(&store, "a"), Some(json!({"title": "t", "n": 2})));
     assert_eq!(view(&store, "b"), Some(json!({"x": 1})));
     assert_eq!(store.outbox_stats().unwrap().pending, 1);
+}
+
+/// Every record of the stores' collections: (space, collection, id) → (view, pending).
+fn all_views(store: &Store, places: &[(&str, &str)]) -> Vec<(String, Value, bool)> {
+    let mut out = Vec::new();
+    for (space, collection) in places {
+        let page = store
+            .list(
+                &SpaceName::new(*space).unwrap(),
+                &CollectionName::new(*collection).unwrap(),
+                &ListOptions::default(),
+            )
+            .unwrap();
+        for r in page.records {
+            out.push((r.key.to_string(), Value::Object(r.doc), r.pending));
+        }
+    }
+    out
+}
+
+#[test]
+fn raw_changes_from_the_wire_apply_exactly_like_typed_ones() {
+    let places = [
+        ("user:alice", "todos"),
+        ("user:alice", "notes"),
+        ("team:x", "todos"),
+    ];
+    let at =
+        |space: &str, collection: &str, id: &str| RecordKey::parse(space, collection, id).unwrap();
+    let mut server = FakeServer::new();
+    let put = |v: Value| Op::Put { doc: doc(v) };
+    server.write(&key("a"), put(json!({"title": "t", "n": 1})), 10, "bob");
+    server.write(
+        &at("user:alice", "notes", "n1"),
+        put(json!({"x": 1})),
+        11,
+        "bob",
+    );
+    server.write(&key("b"), put(json!({"keep": 1, "drop": 2})), 12, "bob");
+    server.write(
+        &key("b"),
+        Op::Patch {
+            fields: doc(json!({"drop": null})),
+        },
+        13,
+        "bob",
+    );
+    server.write(&key("c"), put(json!({"gone": true})), 14, "bob");
+    server.write(&key("c"), Op::Delete, 15, "bob");
+    server.write(&key("d"), put(json!({"v": 1})), 16, "bob");
+    server.write(&key("d"), Op::Delete, 17, "bob");
+    server.write(
+        &at("team:x", "todos", "z"),
+        put(json!({"s": "é\"q"})),
+        18,
+        "bob",
+    );
+    server.write(
+        &key("e"),
+        put(json!({"nested": {"k": [1, 2.5, null]}})),
+        19,
+        "bob",
+    );
+    let typed = server.pull(0, 0);
+    // What the client runtime gets: the same JSON (pretty-printed here, so the stored text
+    // even keeps the server's whitespace), parsed with documents and stamps left as text.
+    let raw: PullResponse<RawChange> =
+        serde_json::from_str(&serde_json::to_string_pretty(&typed).unwrap()).unwrap();
+
+    let (db_typed, db_raw) = (TestDb::new(), TestDb::new());
+    let mut stores = [db_typed.open(), db_raw.open()];
+    for store in &mut stores {
+        store.patch(&key("a"), doc(json!({"mine": 1}))).unwrap(); // pending, rebased
+        store.put(&key("d"), doc(json!({"local": 1}))).unwrap(); // pending, deleted remotely
+        store.put(&key("e"), doc(json!({"mine": 2}))).unwrap(); // will be rejected
+    }
+    let [mut by_type, mut by_raw] = stores;
+    let applied_typed = by_type.apply_pull(&typed).unwrap();
+    let applied_raw = by_raw.apply_pull(&raw).unwrap();
+    assert_eq!(applied_raw, applied_typed);
+    let counts: Vec<_> = applied_raw
+        .changed
+        .iter()
+        .map(|((s, c), n)| (s.as_str(), c.as_str(), *n))
+        .collect();
+    assert_eq!(
+        counts,
+        vec![
+            ("team:x", "todos", 1),
+            ("user:alice", "notes", 1),
+            ("user:alice", "todos", 5)
+        ]
+    );
+    let views = all_views(&by_raw, &places);
+    assert_eq!(views, all_views(&by_type, &places));
+    assert_eq!(
+        view(&by_raw, "a"),
+        Some(json!({"title": "t", "n": 1, "mine": 1}))
+    );
+    assert_eq!(view(&by_raw, "b"), Some(json!({"keep": 1})));
+    assert_eq!(view(&by_raw, "c"), None);
+    assert_eq!(view(&by_raw, "d"), Some(json!({"local": 1})));
+    assert_eq!(by_raw.cursor().unwrap(), by_type.cursor().unwrap());
+    assert!(by_raw.has_synced().unwrap());
+
+    // The stored bases rebase the same way: rejecting the local writes recomputes the views.
+    for store in [&mut by_type, &mut by_raw] {
+        let seqs: Vec<u64> = store
+            .outbox_batch(0, 10)
+            .unwrap()
+            .iter()
+            .map(|e| e.mutation.seq)
+            .collect();
+        let results = seqs
+            .iter()
+            .map(|&seq| PushResult {
+                seq,
+                outcome: PushOutcome::Rejected {
+                    code: ErrorCode::RuleViolation,
+                    message: "no".into(),
+                },
+            })
+            .collect();
+        store
+            .apply_push_response(&PushResponse {
+                acked_through: seqs.last().copied().unwrap_or(0),
+                results,
+            })
+            .unwrap();
+    }
+    assert_eq!(all_views(&by_raw, &places), all_views(&by_type, &places));
+    assert_eq!(view(&by_raw, "a"), Some(json!({"title": "t", "n": 1})));
+    assert_eq!(view(&by_raw, "d"), None, "deleted on the server");
+    assert_eq!(
+        view(&by_raw, "e"),
+        Some(json!({"nested": {"k": [1, 2.5, null]}}))
+    );
+    assert_eq!(by_raw.outbox_stats().unwrap().pending, 0);
+}
+
+#[test]
+fn an_inconsistent_raw_change_is_refused_by_name_and_changes_nothing() {
+    let db = TestDb::new();
+    let mut store = db.open();
+    let mut server = FakeServer::new();
+    for (i, id) in ["ok", "bad"].into_iter().enumerate() {
+        server.write(
+            &key(id),
+            Op::Put {
+                doc: doc(json!({"x": 1})),
+            },
+            10 + i as u64,
+            "bob",
+        );
+    }
+    let page = server.pull(0, 0);
+    let bad = |edit: &dyn Fn(&mut RawChange)| {
+        let mut raw: PullResponse<RawChange> =
+            serde_json::from_str(&serde_json::to_string(&page).unwrap()).unwrap();
+        edit(&mut raw.changes[1]);
+        raw
+    };
+    let cases: [&dyn Fn(&mut RawChange); 3] = [
+        &|c| c.deleted = true,
+        &|c| c.doc = Some(RawValue::from_string(r#"{"x":1,"y":2}"#.into()).unwrap()),
+        &|c| c.stamps = RawValue::from_string(r#"{"fields":{"x":"nope"}}"#.into()).unwrap(),
+    ];
+    for edit in cases {
+        let err = store.apply_pull(&bad(edit)).unwrap_err();
+        assert!(matches!(err, StoreError::InvalidInput(_)), "{err}");
+        assert!(err.to_string().contains("user:alice/todos/bad"), "{err}");
+        assert_eq!(
+            view(&store, "ok"),
+            None,
+            "the page's other changes are undone too"
+        );
+        assert!(store.cursor().unwrap().is_empty());
+        assert!(!store.has_synced().unwrap());
+    }
+    let raw: PullResponse<RawChange> =
+        serde_json::from_str(&serde_json::to_string(&page).unwrap()).unwrap();
+    store.apply_pull(&raw).unwrap();
+    assert_eq!(view(&store, "bad"), Some(json!({"x": 1})));
 }

@@ -185,7 +185,13 @@ impl DemoServer {
                 let key = (change.collection.to_string(), change.id.to_string());
                 match change.doc {
                     Some(doc) if !change.deleted => {
-                        out.insert(key, Value::Object(doc));
+                        let doc: Value = serde_json::from_str(doc.get()).with_context(|| {
+                            format!(
+                                "the server's document of {}/{} does not parse",
+                                key.0, key.1
+                            )
+                        })?;
+                        out.insert(key, doc);
                     }
                     _ => {
                         out.remove(&key);

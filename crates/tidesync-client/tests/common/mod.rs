@@ -134,6 +134,8 @@ impl TestServer {
             limit: 1_000_000,
         };
         block_on(async move { storage.pull(input).await.unwrap() })
+            .parse()
+            .unwrap()
     }
 
     /// The test space's version: one per applied (non-redundant) mutation.
@@ -280,6 +282,8 @@ impl TestServer {
             limit: 1_000_000,
         };
         block_on(async move { storage.pull(input).await.unwrap() })
+            .parse()
+            .unwrap()
     }
 
     /// The server's `last_seq` for `client` (owned by `user`): the highest seq it applied

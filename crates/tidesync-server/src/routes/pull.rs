@@ -4,7 +4,7 @@ use std::time::Instant;
 
 use axum::extract::State;
 use axum::Json;
-use tidesync_protocol::{PullRequest, PullResponse};
+use tidesync_protocol::{PullRequest, PullResponse, RawChange};
 
 use crate::app::AppState;
 use crate::error::ApiError;
@@ -16,7 +16,7 @@ pub async fn pull(
     State(state): State<AppState>,
     Auth(grants): Auth,
     JsonBody(request): JsonBody<PullRequest>,
-) -> Result<Json<PullResponse>, ApiError> {
+) -> Result<Json<PullResponse<RawChange>>, ApiError> {
     let started = Instant::now();
     tracing::Span::current().record("client_id", request.client_id.as_str());
     validate::protocol(request.protocol)?;

@@ -17,7 +17,9 @@
 pub mod sqlite;
 
 use async_trait::async_trait;
-use tidesync_protocol::{ClientId, Cursor, Mutation, PullResponse, PushResponse, SpaceName};
+use tidesync_protocol::{
+    ClientId, Cursor, Mutation, PullResponse, PushResponse, RawChange, SpaceName,
+};
 
 use crate::auth::{Grants, TokenHash};
 
@@ -94,8 +96,9 @@ pub trait Storage: Send + Sync + 'static {
     /// Applies a push (one database transaction; may share it with other pushes).
     async fn push(&self, input: PushInput) -> Result<PushResponse, StorageError>;
 
-    /// Reads one page of changes.
-    async fn pull(&self, input: PullInput) -> Result<PullResponse, StorageError>;
+    /// Reads one page of changes. Documents and stamps stay JSON text as stored (checked to
+    /// be JSON): the HTTP layer splices them into the response without parsing them.
+    async fn pull(&self, input: PullInput) -> Result<PullResponse<RawChange>, StorageError>;
 
     /// The grants of an API token, by the token's hash; `None` if unknown.
     async fn authenticate(&self, token: TokenHash) -> Result<Option<Grants>, StorageError>;

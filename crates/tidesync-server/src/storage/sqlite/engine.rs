@@ -7,7 +7,7 @@ use std::path::Path;
 
 use rusqlite::Connection;
 use tidesync_core::HlcClock;
-use tidesync_protocol::{PullResponse, PushResponse};
+use tidesync_protocol::{PullResponse, PushResponse, RawChange};
 
 use crate::config::MergeRules;
 use crate::storage::sqlite::{pull, schema, writer};
@@ -45,8 +45,8 @@ impl SyncEngine {
         Ok((result?, pokes))
     }
 
-    /// Reads one page of changes.
-    pub fn pull(&self, input: &PullInput) -> Result<PullResponse, StorageError> {
+    /// Reads one page of changes (documents and stamps as stored JSON text).
+    pub fn pull(&self, input: &PullInput) -> Result<PullResponse<RawChange>, StorageError> {
         pull::pull(&self.conn, input)
     }
 }

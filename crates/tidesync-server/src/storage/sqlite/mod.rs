@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension};
-use tidesync_protocol::{PullResponse, PushResponse, SpaceName};
+use tidesync_protocol::{PullResponse, PushResponse, RawChange, SpaceName};
 use tokio::sync::{broadcast, oneshot, Semaphore};
 
 use crate::auth::{new_token, Grants, TokenHash};
@@ -164,7 +164,7 @@ impl Storage for SqliteStorage {
         result
     }
 
-    async fn pull(&self, input: PullInput) -> Result<PullResponse, StorageError> {
+    async fn pull(&self, input: PullInput) -> Result<PullResponse<RawChange>, StorageError> {
         self.read(move |conn| pull::pull(conn, &input)).await
     }
 

@@ -1,8 +1,8 @@
 //! Reading one page of changes, in one read transaction.
 
 use rusqlite::{params, Connection, OptionalExtension};
-use tidesync_core::RecordState;
-use tidesync_protocol::{Change, CollectionName, Cursor, PullResponse, RecordId};
+use serde_json::value::RawValue;
+use tidesync_protocol::{CollectionName, Cursor, PullResponse, RawChange, RecordId, SpaceName};
 
 use crate::storage::sqlite::push::space_version;
 use crate::storage::{PullInput, StorageError};
@@ -15,7 +15,12 @@ fn internal(context: &'static str) -> impl Fn(rusqlite::Error) -> StorageError {
     move |e| StorageError::Internal(format!("{context}: {e}"))
 }
 
-pub(crate) fn pull(conn: &Connection, input: &PullInput) -> Result<PullResponse, StorageError> {
+/// Reads one page. Documents and stamps are handed out as stored (checked to be JSON, never
+/// parsed into a record state): the response serializes exactly like typed changes.
+pub(crate) fn pull(
+    conn: &Connection,
+    input: &PullInput,
+) -> Result<PullResponse<RawChange>, StorageError> {
     let tx = conn
         .unchecked_transaction()
         .map_err(internal("begin a read"))?;
@@ -49,7 +54,7 @@ pub(crate) fn pull(conn: &Connection, input: &PullInput) -> Result<PullResponse,
         }
         let mut stmt = tx
             .prepare_cached(
-                "SELECT collection, id, version, state FROM records
+                "SELECT collection, id, version, doc, stamps FROM records
                  WHERE space = ?1 AND version > ?2 ORDER BY version LIMIT ?3",
             )
             .map_err(internal("read changes"))?;
@@ -59,30 +64,10 @@ pub(crate) fn pull(conn: &Connection, input: &PullInput) -> Result<PullResponse,
         let mut taken = 0u64;
         let mut last = from;
         while let Some(row) = rows.next().map_err(internal("read changes"))? {
-            let collection: String = row.get(0).map_err(internal("read changes"))?;
-            let id: String = row.get(1).map_err(internal("read changes"))?;
-            let version = row.get::<_, i64>(2).map_err(internal("read changes"))? as u64;
-            let state: String = row.get(3).map_err(internal("read changes"))?;
-            let bad = |what: &str, e: String| {
-                StorageError::Internal(format!(
-                    "stored {what} of {space}/{collection}/{id} is invalid: {e}"
-                ))
-            };
-            let state: RecordState =
-                serde_json::from_str(&state).map_err(|e| bad("state", e.to_string()))?;
-            let (doc, stamps) = state.to_wire();
-            changes.push(Change {
-                space: space.clone(),
-                collection: CollectionName::new(collection.clone())
-                    .map_err(|e| bad("collection", e.to_string()))?,
-                id: RecordId::new(id.clone()).map_err(|e| bad("id", e.to_string()))?,
-                version,
-                deleted: doc.is_none(),
-                doc,
-                stamps,
-            });
+            let change = raw_change(space, row)?;
+            last = change.version;
+            changes.push(change);
             taken += 1;
-            last = version;
         }
         // Everything up to `current` was read if the page did not fill: skip the gap.
         let next = if taken < budget { current } else { last };
@@ -108,5 +93,41 @@ pub(crate) fn pull(conn: &Connection, input: &PullInput) -> Result<PullResponse,
         has_more: remaining > 0,
         remaining,
         acked_through,
+    })
+}
+
+/// One stored row (`collection, id, version, doc, stamps`) of `space` as a change.
+fn raw_change(space: &SpaceName, row: &rusqlite::Row<'_>) -> Result<RawChange, StorageError> {
+    let collection: String = row.get(0).map_err(internal("read changes"))?;
+    let id: String = row.get(1).map_err(internal("read changes"))?;
+    let version = row.get::<_, i64>(2).map_err(internal("read changes"))? as u64;
+    let doc: Option<String> = row.get(3).map_err(internal("read changes"))?;
+    let stamps: String = row.get(4).map_err(internal("read changes"))?;
+    let invalid = |what: &str, e: &dyn std::fmt::Display| {
+        StorageError::Internal(format!(
+            "stored {what} of the record at version {version} of space {space} is invalid: {e}"
+        ))
+    };
+    let collection = CollectionName::new(collection).map_err(|e| invalid("collection", &e))?;
+    let id = RecordId::new(id).map_err(|e| invalid("id", &e))?;
+    let bad = |what: &str, e: serde_json::Error| {
+        StorageError::Internal(format!(
+            "stored {what} of {space}/{collection}/{id} is not JSON: {e}"
+        ))
+    };
+    // `from_string` checks the text is one JSON value and keeps the allocation (no copy).
+    let doc = doc
+        .map(RawValue::from_string)
+        .transpose()
+        .map_err(|e| bad("document", e))?;
+    let stamps = RawValue::from_string(stamps).map_err(|e| bad("stamps", e))?;
+    Ok(RawChange {
+        space: space.clone(),
+        collection,
+        id,
+        version,
+        deleted: doc.is_none(),
+        doc,
+        stamps,
     })
 }

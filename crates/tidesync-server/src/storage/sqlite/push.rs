@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use rusqlite::{params, Connection, OptionalExtension};
-use tidesync_core::{HlcClock, RecordState};
+use tidesync_core::{wire, HlcClock};
 use tidesync_protocol::{
     ErrorCode, Mutation, PushOutcome, PushResponse, PushResult, RecordKey, SpaceName, Stamp,
 };
@@ -264,41 +264,50 @@ pub(crate) fn space_version(conn: &Connection, space: &SpaceName) -> Result<u64,
     Ok(v.unwrap_or(0) as u64)
 }
 
+/// Reads a record's registers (its stored wire form, decoded) and register versions; a record
+/// never written is the default.
 fn load(conn: &Connection, key: &RecordKey) -> Result<ServerRecord, StorageError> {
-    let row: Option<(i64, String, String)> = conn
+    let bad = |e: String| StorageError::Internal(format!("stored record {key} is invalid: {e}"));
+    let mut stmt = conn
         .prepare_cached(
-            "SELECT version, state, versions FROM records WHERE space = ?1 AND collection = ?2 AND id = ?3",
+            "SELECT version, doc, stamps, versions FROM records
+             WHERE space = ?1 AND collection = ?2 AND id = ?3",
         )
-        .and_then(|mut s| {
-            s.query_row(
-                [key.space.as_str(), key.collection.as_str(), key.id.as_str()],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )
-            .optional()
-        })
         .map_err(internal("read a record"))?;
-    let Some((version, state, versions)) = row else {
+    let mut rows = stmt
+        .query([key.space.as_str(), key.collection.as_str(), key.id.as_str()])
+        .map_err(internal("read a record"))?;
+    let Some(row) = rows.next().map_err(internal("read a record"))? else {
         return Ok(ServerRecord::default());
     };
-    let bad = |e: serde_json::Error| {
-        StorageError::Internal(format!("stored record {key} does not parse: {e}"))
-    };
+    // Parsed straight from SQLite's buffers: no copy of the text.
+    let text = |i: usize| row.get_ref(i).map_err(internal("read a record"));
+    let version: i64 = row.get(0).map_err(internal("read a record"))?;
+    let doc = text(1)?
+        .as_str_or_null()
+        .map_err(|e| bad(format!("doc: {e}")))?;
+    let stamps = text(2)?.as_str().map_err(|e| bad(format!("stamps: {e}")))?;
+    let versions = text(3)?
+        .as_str()
+        .map_err(|e| bad(format!("versions: {e}")))?;
     Ok(ServerRecord {
-        state: serde_json::from_str::<RecordState>(&state).map_err(bad)?,
-        versions: serde_json::from_str::<RegisterVersions>(&versions).map_err(bad)?,
+        state: wire::decode(doc, stamps).map_err(|e| bad(e.to_string()))?,
+        versions: serde_json::from_str::<RegisterVersions>(versions)
+            .map_err(|e| bad(format!("versions: {e}")))?,
         version: version as u64,
     })
 }
 
+/// Writes a record back in its wire form.
 fn store(conn: &Connection, key: &RecordKey, record: &ServerRecord) -> Result<(), StorageError> {
-    let ser = |e: serde_json::Error| StorageError::Internal(format!("serialize record {key}: {e}"));
-    let state = serde_json::to_string(&record.state).map_err(ser)?;
-    let versions = serde_json::to_string(&record.versions).map_err(ser)?;
+    let wire = wire::encode(&record.state);
+    let versions = serde_json::to_string(&record.versions)
+        .map_err(|e| StorageError::Internal(format!("serialize record {key}: {e}")))?;
     conn.prepare_cached(
-        "INSERT INTO records (space, collection, id, version, state, versions)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-         ON CONFLICT DO UPDATE SET version = excluded.version, state = excluded.state,
-            versions = excluded.versions",
+        "INSERT INTO records (space, collection, id, version, doc, stamps, versions)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+         ON CONFLICT DO UPDATE SET version = excluded.version, doc = excluded.doc,
+            stamps = excluded.stamps, versions = excluded.versions",
     )
     .and_then(|mut s| {
         s.execute(params![
@@ -306,7 +315,8 @@ fn store(conn: &Connection, key: &RecordKey, record: &ServerRecord) -> Result<()
             key.collection.as_str(),
             key.id.as_str(),
             record.version as i64,
-            state,
+            wire.doc,
+            wire.stamps,
             versions
         ])
     })

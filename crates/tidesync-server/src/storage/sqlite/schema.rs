@@ -3,14 +3,33 @@
 use std::io::Read;
 use std::path::Path;
 
-use rusqlite::{Connection, OpenFlags};
+use rusqlite::{params, Connection, OpenFlags};
+use tidesync_core::{wire, RecordState};
 
 use crate::storage::StorageError;
 
 /// `PRAGMA application_id` of a tidesync server database ("TSSV").
 pub const APPLICATION_ID: i32 = 0x5453_5356;
 
-const MIGRATIONS: &[&str] = &[V1];
+/// One step of a migration. Every step of every pending migration runs in one transaction,
+/// so a failing step (SQL or Rust) leaves the file as it was.
+enum Step {
+    /// SQL run as a batch.
+    Sql(&'static str),
+    /// Rust code, for what SQL cannot do (converting stored JSON); `Err` says what is wrong.
+    Rust(fn(&Connection) -> Result<(), String>),
+}
+
+/// Migration `i` takes the schema from version `i` to `i + 1`. Released migrations never
+/// change: add a new one.
+const MIGRATIONS: &[&[Step]] = &[
+    &[Step::Sql(V1)],
+    &[
+        Step::Sql(V2_CREATE),
+        Step::Rust(v2_copy_records),
+        Step::Sql(V2_SWAP),
+    ],
+];
 
 const V1: &str = r#"
 CREATE TABLE meta (
@@ -65,6 +84,73 @@ CREATE TABLE tokens (
     created_at INTEGER NOT NULL
 ) WITHOUT ROWID;
 "#;
+
+// V2: `records` holds each record's wire form (what a pull hands out, spliced without
+// parsing) instead of `tidesync_core::RecordState` JSON. `doc` is the document as JSON text,
+// NULL when the record is deleted (its liveness register says dead); `stamps` is
+// its `RecordStamps` JSON (removed fields keep their stamp there); `versions` the space
+// version at which each register last changed, `version` when anything last changed.
+// Deleted records stay as tombstones so pulls can hand out the delete.
+const V2_CREATE: &str = r#"
+CREATE TABLE records_v2 (
+    space      TEXT NOT NULL,
+    collection TEXT NOT NULL,
+    id         TEXT NOT NULL,
+    version    INTEGER NOT NULL,
+    doc        TEXT,
+    stamps     TEXT NOT NULL,
+    versions   TEXT NOT NULL,
+    PRIMARY KEY (space, collection, id)
+) WITHOUT ROWID;
+"#;
+
+const V2_SWAP: &str = r#"
+DROP TABLE records;
+ALTER TABLE records_v2 RENAME TO records;
+CREATE INDEX records_by_version ON records (space, version);
+"#;
+
+/// Copies every V1 record into `records_v2`, converting its `state` to the wire form.
+fn v2_copy_records(conn: &Connection) -> Result<(), String> {
+    let sql = |e: rusqlite::Error| format!("copy the records: {e}");
+    let mut read = conn
+        .prepare("SELECT space, collection, id, version, state, versions FROM records")
+        .map_err(sql)?;
+    let mut write = conn
+        .prepare(
+            "INSERT INTO records_v2 (space, collection, id, version, doc, stamps, versions)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )
+        .map_err(sql)?;
+    let mut rows = read.query([]).map_err(sql)?;
+    while let Some(row) = rows.next().map_err(sql)? {
+        let text = |i: usize| -> Result<&str, String> {
+            row.get_ref(i)
+                .and_then(|v| v.as_str().map_err(Into::into))
+                .map_err(sql)
+        };
+        let (space, collection, id) = (text(0)?, text(1)?, text(2)?);
+        let version: i64 = row.get(3).map_err(sql)?;
+        let state: RecordState = serde_json::from_str(text(4)?).map_err(|e| {
+            format!(
+                "the stored state of record {space}/{collection}/{id} is not a record state ({e})"
+            )
+        })?;
+        let wire = wire::encode(&state);
+        write
+            .execute(params![
+                space,
+                collection,
+                id,
+                version,
+                wire.doc,
+                wire.stamps,
+                text(5)?
+            ])
+            .map_err(sql)?;
+    }
+    Ok(())
+}
 
 fn internal(context: &'static str) -> impl Fn(rusqlite::Error) -> StorageError {
     move |e| StorageError::Internal(format!("{context}: {e}"))
@@ -121,9 +207,21 @@ pub(crate) fn open(path: &Path, migrate: bool) -> Result<Connection, StorageErro
         let now: i64 = tx
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .map_err(internal("read the schema version"))?;
-        for (i, sql) in MIGRATIONS.iter().enumerate().skip(now as usize) {
-            tx.execute_batch(sql)
-                .map_err(internal("migrate the schema"))?;
+        for (i, steps) in MIGRATIONS.iter().enumerate().skip(now as usize) {
+            for step in *steps {
+                let result = match step {
+                    Step::Sql(sql) => tx.execute_batch(sql).map_err(|e| e.to_string()),
+                    Step::Rust(run) => run(&tx),
+                };
+                // Dropping `tx` on the way out rolls every step back.
+                result.map_err(|e| {
+                    StorageError::Internal(format!(
+                        "cannot migrate {} to server schema version {}: {e}; the database was not changed",
+                        path.display(),
+                        i + 1
+                    ))
+                })?;
+            }
             tx.execute_batch(&format!("PRAGMA user_version = {}", i + 1))
                 .map_err(internal("record the schema version"))?;
         }
@@ -164,5 +262,19 @@ fn check_header(path: &Path) -> Result<(), StorageError> {
             "{} is not an SQLite database; it was not changed. Point the server at another data directory",
             path.display()
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_v1_fixture_is_the_released_v1_migration() {
+        let fixture = include_str!("../../../tests/fixtures/schema_v1.sql");
+        let (_, sql) = fixture
+            .split_once("--- V1 ---")
+            .unwrap_or_else(|| unreachable!("the fixture has its marker"));
+        assert_eq!(sql, V1, "V1 is released: never edit it (or its fixture)");
     }
 }
