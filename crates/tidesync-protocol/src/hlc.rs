@@ -72,17 +72,30 @@ impl fmt::Display for Hlc {
 impl FromStr for Hlc {
     type Err = ValidationError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let valid = s.len() == 16 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
-        if !valid {
-            return Err(ValidationError::new(
+        // Hand-rolled: every pulled change carries several stamps.
+        let bytes = s.as_bytes();
+        let mut value = 0u64;
+        let mut valid = bytes.len() == 16;
+        for &b in bytes.iter().take(16) {
+            let digit = match b {
+                b'0'..=b'9' => b - b'0',
+                b'a'..=b'f' => b - b'a' + 10,
+                _ => {
+                    valid = false;
+                    0
+                }
+            };
+            value = (value << 4) | u64::from(digit);
+        }
+        if valid {
+            Ok(Hlc(value))
+        } else {
+            Err(ValidationError::new(
                 "hlc",
                 s,
                 "must be exactly 16 lowercase hex digits",
-            ));
+            ))
         }
-        u64::from_str_radix(s, 16)
-            .map(Hlc)
-            .map_err(|_| ValidationError::new("hlc", s, "must be exactly 16 lowercase hex digits"))
     }
 }
 
@@ -190,10 +203,25 @@ mod tests {
         let json = serde_json::to_string(&h).expect("serialize");
         assert_eq!(json, "\"0000000000010002\"");
         assert_eq!(serde_json::from_str::<Hlc>(&json).expect("parse"), h);
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for raw in [0, 1, u64::MAX, 0x0123_4567_89ab_cdef]
+            .into_iter()
+            .chain((0..1000).map(|_| {
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                x
+            }))
+        {
+            let h = Hlc::from_u64(raw);
+            assert_eq!(h.to_string().parse::<Hlc>().expect("round trip"), h);
+        }
         for bad in [
             "\"10002\"",
             "\"000000000001000G\"",
             "\"00000000000100 2\"",
+            "\"000000000001000A\"",
+            "\"0000000000010002a\"",
             "12",
         ] {
             assert!(serde_json::from_str::<Hlc>(bad).is_err(), "{bad}");

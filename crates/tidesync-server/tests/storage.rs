@@ -398,6 +398,48 @@ async fn pull_pages_hand_out_every_change_once_and_count_what_remains() {
 }
 
 #[tokio::test]
+async fn remaining_is_counted_near_the_end_and_estimated_from_the_page_before() {
+    let s = server();
+    let puts = |from: u64, to: u64, seq0: u64| -> Vec<Mutation> {
+        (from..=to)
+            .map(|i| {
+                m(
+                    seq0 + i,
+                    seq0 + i,
+                    &format!("r{i}"),
+                    put(json!({"i": i})),
+                    0,
+                )
+            })
+            .collect()
+    };
+    push(&s.storage, "alice", "c1", puts(1, 3000, 0))
+        .await
+        .unwrap();
+    // Dense versions: the estimate is exact.
+    let page = pull(&s.storage, "c2", Cursor::new(), 1000).await;
+    assert_eq!(page.remaining, 2000);
+    // Records changed twice leave gaps: r1..r1000 move to versions 3001..4000.
+    push(&s.storage, "alice", "c1", puts(1, 1000, 3000))
+        .await
+        .unwrap();
+    let first = pull(&s.storage, "c2", Cursor::new(), 1000).await;
+    assert_eq!(first.changes.first().map(|c| c.version), Some(1001));
+    // 2000 wait; the estimate (from a page that skipped 1000 versions) stays within the
+    // version distance and above zero.
+    assert!((1..=2000).contains(&first.remaining), "{}", first.remaining);
+    assert!(first.has_more);
+    // Within EXACT_REMAINING of the end: counted.
+    let second = pull(&s.storage, "c2", first.cursor, 1000).await;
+    assert_eq!(second.remaining, 1000);
+    let third = pull(&s.storage, "c2", second.cursor, 1000).await;
+    assert_eq!(
+        (third.changes.len(), third.remaining, third.has_more),
+        (1000, 0, false)
+    );
+}
+
+#[tokio::test]
 async fn a_cursor_from_the_future_must_rebootstrap() {
     let s = server();
     push(

@@ -7,9 +7,10 @@ use tidesync_protocol::{CollectionName, Cursor, PullResponse, RawChange, RecordI
 use crate::storage::sqlite::push::space_version;
 use crate::storage::{PullInput, StorageError};
 
-/// `remaining` is counted exactly up to this many changes per space; beyond it, the space's
-/// version distance is reported (an upper bound), so counting never costs more than a page.
-pub const EXACT_REMAINING: u64 = 10_000;
+/// `remaining` is counted exactly when a space's version distance (its version minus the new
+/// cursor) is at most this; beyond it, it is estimated from the page just read, so a large
+/// pull never pays for counting.
+pub const EXACT_REMAINING: u64 = 1_000;
 
 fn internal(context: &'static str) -> impl Fn(rusqlite::Error) -> StorageError {
     move |e| StorageError::Internal(format!("{context}: {e}"))
@@ -74,17 +75,7 @@ pub(crate) fn pull(
         budget -= taken;
         cursor.insert(space.clone(), next);
         if next < current {
-            let counted: i64 = tx
-                .prepare_cached(
-                    "SELECT count(*) FROM (SELECT 1 FROM records WHERE space = ?1 AND version > ?2 LIMIT ?3)",
-                )
-                .and_then(|mut s| s.query_row(params![space.as_str(), next as i64, EXACT_REMAINING as i64 + 1], |r| r.get(0)))
-                .map_err(internal("count remaining changes"))?;
-            remaining += if counted as u64 > EXACT_REMAINING {
-                current - next
-            } else {
-                counted as u64
-            };
+            remaining += remaining_after(&tx, space, next, current, taken, last - from)?;
         }
     }
     Ok(PullResponse {
@@ -94,6 +85,31 @@ pub(crate) fn pull(
         remaining,
         acked_through,
     })
+}
+
+/// How many changes of `space` wait after `next`. A version distance of at most
+/// [`EXACT_REMAINING`] is counted (cheap at that size). Beyond it, counting would cost as much
+/// as reading the changes, so the page just read (`taken` changes over `span` versions) gives
+/// the density of live versions (a record changed twice keeps only its last version): the
+/// estimate is exact when no record changed twice, and never above the distance.
+fn remaining_after(
+    tx: &rusqlite::Transaction<'_>,
+    space: &SpaceName,
+    next: u64,
+    current: u64,
+    taken: u64,
+    span: u64,
+) -> Result<u64, StorageError> {
+    let distance = current - next;
+    if distance > EXACT_REMAINING {
+        let estimate = (u128::from(distance) * u128::from(taken)).div_ceil(u128::from(span.max(1)));
+        return Ok((estimate as u64).clamp(1, distance));
+    }
+    let counted: i64 = tx
+        .prepare_cached("SELECT count(*) FROM records WHERE space = ?1 AND version > ?2")
+        .and_then(|mut s| s.query_row(params![space.as_str(), next as i64], |r| r.get(0)))
+        .map_err(internal("count remaining changes"))?;
+    Ok(counted as u64)
 }
 
 /// One stored row (`collection, id, version, doc, stamps`) of `space` as a change.
