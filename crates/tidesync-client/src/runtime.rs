@@ -17,8 +17,8 @@ use tidesync_core::sync::{
     Event, Failure, Instruction, Phase, PullProgress, PushProgress, SyncMachine,
 };
 use tidesync_protocol::{
-    ClientId, Cursor, PullRequest, PullResponse, PushOutcome, PushRequest, PushResponse, RawChange,
-    RecordKey, PROTOCOL_VERSION,
+    CheckedChange, ClientId, Cursor, PullRequest, PullResponse, PushOutcome, PushRequest,
+    PushResponse, RecordKey, PROTOCOL_VERSION,
 };
 use tidesync_store::Store;
 use tokio::sync::mpsc::UnboundedReceiver;
@@ -35,8 +35,8 @@ pub(crate) enum Command {
     Shutdown,
 }
 
-/// One pull page as it came off the wire (documents and stamps still JSON text).
-pub(crate) type PullPage = Result<PullResponse<RawChange>, Failure>;
+/// One pull page as it came off the wire (documents and stamps still JSON text), checked.
+pub(crate) type PullPage = Result<PullResponse<CheckedChange>, Failure>;
 
 /// What an exchange produced, before it becomes a machine event.
 pub(crate) enum Completion {
@@ -315,7 +315,7 @@ impl Runtime {
 
     /// Requests the page after `response` now, on the worker thread, while this one applies
     /// `response`.
-    fn prefetch_after(&mut self, response: &PullResponse<RawChange>) {
+    fn prefetch_after(&mut self, response: &PullResponse<CheckedChange>) {
         if !response.has_more {
             return;
         }
@@ -433,7 +433,7 @@ impl Runtime {
         Ok(PushProgress { more })
     }
 
-    fn pulled(&mut self, response: &PullResponse<RawChange>) -> Result<PullProgress, Failure> {
+    fn pulled(&mut self, response: &PullResponse<CheckedChange>) -> Result<PullProgress, Failure> {
         let applied = lock(&self.store)
             .apply_pull(response)
             .map_err(|e| Failure::Refused {

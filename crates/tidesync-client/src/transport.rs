@@ -8,7 +8,8 @@ use reqwest::StatusCode;
 use serde::de::DeserializeOwned;
 use tidesync_core::sync::Failure;
 use tidesync_protocol::{
-    ErrorBody, PullRequest, PullResponse, PushRequest, PushResponse, RawChange, SpaceName,
+    CheckedChange, ErrorBody, PullRequest, PullResponse, PushRequest, PushResponse, RawChange,
+    SpaceName,
 };
 
 /// The server's endpoints, over one connection pool.
@@ -66,8 +67,13 @@ impl Http {
         &self,
         token: Option<&str>,
         request: &PullRequest,
-    ) -> Result<PullResponse<RawChange>, Failure> {
-        self.post("/v1/pull", token, request).await
+    ) -> Result<PullResponse<CheckedChange>, Failure> {
+        let page: PullResponse<RawChange> = self.post("/v1/pull", token, request).await?;
+        // Checked here, on the network thread, so the sync thread only stores the page.
+        page.into_checked().map_err(|e| Failure::Server {
+            status: 200,
+            message: format!("unusable response body: {e}"),
+        })
     }
 
     async fn post<T: serde::Serialize, R: DeserializeOwned>(

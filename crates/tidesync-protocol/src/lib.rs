@@ -30,7 +30,7 @@ pub use messages::{
 };
 pub use mutation::{Doc, Mutation, Op, RecordKey};
 pub use names::{ClientId, CollectionName, RecordId, SpaceName};
-pub use raw::{AsRawChange, ChangeError, RawChange};
+pub use raw::{ChangeError, CheckedChange, PulledChange, RawChange};
 
 /// The protocol version this crate speaks. Sent in every push and pull; a server refuses a
 /// version it does not know with [`ErrorCode::UnsupportedProtocol`].

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Change, ClientId, ErrorCode, Mutation, RawChange, SpaceName};
+use crate::{Change, CheckedChange, ClientId, ErrorCode, Mutation, RawChange, SpaceName};
 
 /// `POST /v1/push` request body.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -138,6 +138,23 @@ impl PullResponse<RawChange> {
     /// The typed response (parses every document and its stamps).
     pub fn parse(&self) -> Result<PullResponse, serde_json::Error> {
         self.map_changes(RawChange::parse)
+    }
+}
+
+impl PullResponse<RawChange> {
+    /// [`RawChange::into_checked`] on every change; the first inconsistent one is the error.
+    pub fn into_checked(self) -> Result<PullResponse<CheckedChange>, crate::ChangeError> {
+        Ok(PullResponse {
+            changes: self
+                .changes
+                .into_iter()
+                .map(RawChange::into_checked)
+                .collect::<Result<_, _>>()?,
+            cursor: self.cursor,
+            has_more: self.has_more,
+            remaining: self.remaining,
+            acked_through: self.acked_through,
+        })
     }
 }
 

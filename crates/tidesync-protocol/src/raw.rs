@@ -37,7 +37,7 @@ pub struct RawChange {
 
 /// A change whose document and stamps do not describe one record state.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("inconsistent change: {0}")]
+#[error("inconsistent change {0}")]
 pub struct ChangeError(String);
 
 impl RawChange {
@@ -46,6 +46,15 @@ impl RawChange {
     /// a live record has a liveness stamp, and every stamp is well formed. Returns the newest
     /// HLC among the stamps (a client's clock must observe it).
     pub fn check(&self) -> Result<Option<Hlc>, ChangeError> {
+        self.check_parts().map_err(|ChangeError(e)| {
+            ChangeError(format!(
+                "{}/{}/{} at version {}: {e}",
+                self.space, self.collection, self.id, self.version
+            ))
+        })
+    }
+
+    fn check_parts(&self) -> Result<Option<Hlc>, ChangeError> {
         if self.deleted != self.doc.is_none() {
             return Err(ChangeError(format!(
                 "`deleted` is {} but the document is {}",
@@ -118,22 +127,61 @@ impl Change {
     }
 }
 
-/// A change in either form, seen as a [`RawChange`]: what code that stores pulled changes
-/// accepts, so typed changes (tests, tools) and raw ones (the wire) take one path.
-pub trait AsRawChange {
-    /// The raw form: borrowed when it already is one, serialized otherwise.
-    fn as_raw(&self) -> Cow<'_, RawChange>;
+/// A [`RawChange`] that passed [`RawChange::check`], with the newest HLC among its stamps.
+/// Only [`RawChange::into_checked`] builds one, so holding it proves the check ran: a client
+/// checks pages on its network thread and its store does not check them again.
+#[derive(Debug, Clone)]
+pub struct CheckedChange {
+    raw: RawChange,
+    newest: Option<Hlc>,
 }
 
-impl AsRawChange for RawChange {
-    fn as_raw(&self) -> Cow<'_, RawChange> {
-        Cow::Borrowed(self)
+impl CheckedChange {
+    /// The change.
+    pub fn raw(&self) -> &RawChange {
+        &self.raw
+    }
+
+    /// The newest HLC among its stamps.
+    pub fn newest(&self) -> Option<Hlc> {
+        self.newest
     }
 }
 
-impl AsRawChange for Change {
-    fn as_raw(&self) -> Cow<'_, RawChange> {
-        Cow::Owned(self.to_raw())
+impl RawChange {
+    /// [`RawChange::check`], keeping the result with the change.
+    pub fn into_checked(self) -> Result<CheckedChange, ChangeError> {
+        let newest = self.check()?;
+        Ok(CheckedChange { raw: self, newest })
+    }
+}
+
+/// A pulled change in any form, as code that stores it needs it: raw text plus the newest
+/// HLC of its stamps, checked. Typed changes (tests, tools) are serialized, raw ones checked,
+/// checked ones taken as they are.
+pub trait PulledChange {
+    /// The raw form and the newest HLC, or why the change does not describe one state.
+    fn checked(&self) -> Result<(Cow<'_, RawChange>, Option<Hlc>), ChangeError>;
+}
+
+impl PulledChange for CheckedChange {
+    fn checked(&self) -> Result<(Cow<'_, RawChange>, Option<Hlc>), ChangeError> {
+        Ok((Cow::Borrowed(&self.raw), self.newest))
+    }
+}
+
+impl PulledChange for RawChange {
+    fn checked(&self) -> Result<(Cow<'_, RawChange>, Option<Hlc>), ChangeError> {
+        let newest = self.check()?;
+        Ok((Cow::Borrowed(self), newest))
+    }
+}
+
+impl PulledChange for Change {
+    fn checked(&self) -> Result<(Cow<'_, RawChange>, Option<Hlc>), ChangeError> {
+        let raw = self.to_raw();
+        let newest = raw.check()?;
+        Ok((Cow::Owned(raw), newest))
     }
 }
 

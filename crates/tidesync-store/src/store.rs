@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, TransactionBehavior};
 use tidesync_protocol::{
-    AsRawChange, ClientId, CollectionName, Cursor, Doc, PullResponse, PushResponse, RecordKey,
+    ClientId, CollectionName, Cursor, Doc, PullResponse, PulledChange, PushResponse, RecordKey,
     SpaceName,
 };
 
@@ -277,7 +277,7 @@ impl Store {
     /// [`RawChange`](tidesync_protocol::RawChange)s, whose document and stamps are stored as
     /// received (after a consistency check; a change that fails it fails the whole page,
     /// which then changes nothing).
-    pub fn apply_pull<C: AsRawChange>(
+    pub fn apply_pull<C: PulledChange>(
         &mut self,
         response: &PullResponse<C>,
     ) -> Result<PullApplied> {

@@ -8,7 +8,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::value::RawValue;
 use tidesync_core::wire;
 use tidesync_protocol::{
-    AsRawChange, ClientId, CollectionName, PullResponse, PushOutcome, PushResponse, RawChange,
+    ClientId, CollectionName, PullResponse, PulledChange, PushOutcome, PushResponse, RawChange,
     RecordKey, SpaceName,
 };
 
@@ -168,7 +168,7 @@ pub(crate) fn apply_push_response(
     Ok(applied)
 }
 
-pub(crate) fn apply_pull<C: AsRawChange>(
+pub(crate) fn apply_pull<C: PulledChange>(
     conn: &Connection,
     client: &ClientId,
     response: &PullResponse<C>,
@@ -180,8 +180,15 @@ pub(crate) fn apply_pull<C: AsRawChange>(
     counters.save(conn)?;
     let mut changed = Tally::default();
     for change in &response.changes {
-        let change = change.as_raw();
-        apply_change(conn, client, &change, &mut counters)?;
+        let (change, newest) = change.checked().map_err(|e| {
+            StoreError::InvalidInput(format!(
+                "the server sent a change that cannot be stored: {e}"
+            ))
+        })?;
+        if let Some(hlc) = newest {
+            counters.clock.observe(hlc);
+        }
+        apply_change(conn, client, &change)?;
         changed.add(&change.space, &change.collection);
     }
     applied.changed = changed.finish();
@@ -210,21 +217,7 @@ pub(crate) fn apply_pull<C: AsRawChange>(
 /// Stores one pulled change as the record's base, text as received: the document becomes
 /// the view unless local work is pending (then the view is rebased), and a deleted record
 /// without pending work leaves the table.
-fn apply_change(
-    conn: &Connection,
-    client: &ClientId,
-    change: &RawChange,
-    counters: &mut Counters,
-) -> Result<()> {
-    let newest = change.check().map_err(|e| {
-        StoreError::InvalidInput(format!(
-            "the server sent a change for {}/{}/{} that cannot be stored: {e}",
-            change.space, change.collection, change.id
-        ))
-    })?;
-    if let Some(hlc) = newest {
-        counters.clock.observe(hlc);
-    }
+fn apply_change(conn: &Connection, client: &ClientId, change: &RawChange) -> Result<()> {
     let key = [
         change.space.as_str(),
         change.collection.as_str(),
