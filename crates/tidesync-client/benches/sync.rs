@@ -443,8 +443,12 @@ fn main() {
     if run("e2e") {
         bench_e2e(dir.path(), &server);
     }
-    if run("bootstrap") {
-        bench_bootstrap(dir.path(), &server);
-    }
     server.stop();
+    if run("bootstrap") {
+        // Its own server: a bootstrap reads one space of a server that holds only it, so
+        // the line does not depend on what the A → B runs left behind.
+        let server = Server::start(&dir.path().join("bootstrap-server.db"));
+        bench_bootstrap(dir.path(), &server);
+        server.stop();
+    }
 }

@@ -8,8 +8,10 @@ use tidesync_core::{wire, RecordState};
 
 use crate::storage::StorageError;
 
-/// How much of the database file readers map into memory (`PRAGMA mmap_size`).
-pub const MMAP_BYTES: u64 = 1 << 30;
+/// How much of the database file readers map into memory (`PRAGMA mmap_size`): SQLite's
+/// largest (its compile-time `SQLITE_MAX_MMAP_SIZE`, just under 2 GiB); pages beyond it are
+/// read with `read()` as usual.
+pub const MMAP_BYTES: u64 = 0x7fff_0000;
 
 /// `PRAGMA application_id` of a tidesync server database ("TSSV").
 pub const APPLICATION_ID: i32 = 0x5453_5356;
