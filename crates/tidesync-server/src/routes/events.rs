@@ -4,8 +4,9 @@
 //!
 //! - On connect: one poke per requested space that has any version (> 0), so a client that
 //!   missed pokes while disconnected pulls once.
-//! - Then one poke whenever storage reports a new version of a subscribed space. Pokes for a
-//!   space not yet sent are coalesced.
+//! - Then one poke whenever storage reports a new version of a subscribed space, newer than
+//!   the version this stream already announced for it (a commit that raced the connect is
+//!   not poked twice). Pokes for a space not yet sent are coalesced.
 //! - If the stream falls behind storage's broadcast (lagged), it pokes every subscribed
 //!   space: a missed poke could hide a change, an extra one only costs an empty pull.
 //! - Heartbeat comments (`:`) every `Limits::heartbeat` keep proxies from closing idle
@@ -13,7 +14,7 @@
 //! - At most `Limits::max_event_streams` streams are open; more get `503 unavailable`.
 //!   A client disconnect drops the stream and frees its slot; server shutdown ends it.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::convert::Infallible;
 
 use axum::extract::rejection::QueryRejection;
@@ -66,13 +67,13 @@ pub async fn events(
     let versions = state.storage().space_versions(&spaces).await?;
     let pending = spaces
         .iter()
-        .zip(versions)
-        .filter(|(_, version)| *version > 0)
+        .zip(&versions)
+        .filter(|(_, version)| **version > 0)
         .map(|(space, _)| space.clone())
         .collect();
     tracing::info!(spaces = spaces.len(), "event stream opened");
     let stream = PokeStream {
-        spaces: spaces.into_iter().collect(),
+        announced: spaces.iter().cloned().zip(versions).collect(),
         pending,
         pokes,
         shutdown: state.shutdown_signal(),
@@ -93,7 +94,9 @@ pub async fn events(
 /// The state of one open stream. Dropping it (client gone, shutdown) frees the stream slot
 /// and decrements the open-streams gauge.
 struct PokeStream {
-    spaces: BTreeSet<SpaceName>,
+    /// Per subscribed space, the newest version a poke has covered (on connect: the version
+    /// read then).
+    announced: BTreeMap<SpaceName, u64>,
     /// Spaces to poke next, each at most once.
     pending: VecDeque<SpaceName>,
     pokes: broadcast::Receiver<Poke>,
@@ -125,10 +128,17 @@ impl PokeStream {
                 received = self.pokes.recv() => received,
             };
             match received {
-                Ok(poke) => self.queue(poke.space),
+                Ok(poke) => {
+                    if let Some(announced) = self.announced.get_mut(&poke.space) {
+                        if poke.version > *announced {
+                            *announced = poke.version;
+                            self.queue(poke.space);
+                        }
+                    }
+                }
                 Err(RecvError::Lagged(missed)) => {
                     tracing::debug!(missed, "event stream lagged; poking every space");
-                    let all: Vec<_> = self.spaces.iter().cloned().collect();
+                    let all: Vec<_> = self.announced.keys().cloned().collect();
                     all.into_iter().for_each(|space| self.queue(space));
                 }
                 Err(RecvError::Closed) => return None,
@@ -137,7 +147,7 @@ impl PokeStream {
     }
 
     fn queue(&mut self, space: SpaceName) {
-        if self.spaces.contains(&space) && !self.pending.contains(&space) {
+        if self.announced.contains_key(&space) && !self.pending.contains(&space) {
             self.pending.push_back(space);
         }
     }

@@ -167,6 +167,7 @@ fn apply_transaction(
         let stamp = stamp_of(m, input, ctx);
         let policy = ctx.rules.policies.of(&m.key.collection);
         let mut record = load(conn, &m.key)?;
+        let stored_at = record.version;
         match judge(&record, &m.op, m.base_version, &input.client_id, policy) {
             Verdict::Reject { code, message } => {
                 refused = Some((m.seq, code, message));
@@ -179,7 +180,7 @@ fn apply_transaction(
                 };
                 let next = current + 1;
                 let version = if land(&mut record, &op, &stamp, next, &mut conflicts) {
-                    store(conn, &m.key, &record)?;
+                    store(conn, &m.key, &record, stored_at)?;
                     versions.insert(m.key.space.clone(), next);
                     next
                 } else {
@@ -298,23 +299,32 @@ fn load(conn: &Connection, key: &RecordKey) -> Result<ServerRecord, StorageError
     })
 }
 
-/// Writes a record back in its wire form.
-fn store(conn: &Connection, key: &RecordKey, record: &ServerRecord) -> Result<(), StorageError> {
+/// Writes a record back in its wire form, at its new version. Rows are keyed by
+/// (space, version), so the row stored at `stored_at` (0: none) moves.
+fn store(
+    conn: &Connection,
+    key: &RecordKey,
+    record: &ServerRecord,
+    stored_at: u64,
+) -> Result<(), StorageError> {
     let wire = wire::encode(&record.state);
     let versions = serde_json::to_string(&record.versions)
         .map_err(|e| StorageError::Internal(format!("serialize record {key}: {e}")))?;
+    if stored_at > 0 {
+        conn.prepare_cached("DELETE FROM records WHERE space = ?1 AND version = ?2")
+            .and_then(|mut s| s.execute(params![key.space.as_str(), stored_at as i64]))
+            .map_err(internal("move a record"))?;
+    }
     conn.prepare_cached(
-        "INSERT INTO records (space, collection, id, version, doc, stamps, versions)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-         ON CONFLICT DO UPDATE SET version = excluded.version, doc = excluded.doc,
-            stamps = excluded.stamps, versions = excluded.versions",
+        "INSERT INTO records (space, version, collection, id, doc, stamps, versions)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )
     .and_then(|mut s| {
         s.execute(params![
             key.space.as_str(),
+            record.version as i64,
             key.collection.as_str(),
             key.id.as_str(),
-            record.version as i64,
             wire.doc,
             wire.stamps,
             versions

@@ -96,23 +96,29 @@ CREATE TABLE tokens (
 // its `RecordStamps` JSON (removed fields keep their stamp there); `versions` the space
 // version at which each register last changed, `version` when anything last changed.
 // Deleted records stay as tombstones so pulls can hand out the delete.
+//
+// Rows are keyed by (space, version), the order pulls read them in: a pull page is one range
+// of the table, read in storage order, whatever other spaces hold, and a space's new writes
+// are appended to its range. Each write of a record gets a new version of its space, so the
+// key is unique; a write moves the record's row (delete at the old version, insert at the
+// new). `records_by_key` finds a record by name for pushes.
 const V2_CREATE: &str = r#"
 CREATE TABLE records_v2 (
     space      TEXT NOT NULL,
+    version    INTEGER NOT NULL,
     collection TEXT NOT NULL,
     id         TEXT NOT NULL,
-    version    INTEGER NOT NULL,
     doc        TEXT,
     stamps     TEXT NOT NULL,
     versions   TEXT NOT NULL,
-    PRIMARY KEY (space, collection, id)
+    PRIMARY KEY (space, version)
 ) WITHOUT ROWID;
 "#;
 
 const V2_SWAP: &str = r#"
 DROP TABLE records;
 ALTER TABLE records_v2 RENAME TO records;
-CREATE INDEX records_by_version ON records (space, version);
+CREATE UNIQUE INDEX records_by_key ON records (space, collection, id);
 "#;
 
 /// Copies every V1 record into `records_v2`, converting its `state` to the wire form.
