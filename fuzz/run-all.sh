@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 each="${SECONDS_EACH:-120}"
-for target in restoration_decode store_open server_request; do
+for target in restoration_decode store_open server_request pull_page; do
     mkdir -p "corpus/$target"
     dict=()
     [[ -f "$target.dict" ]] && dict=("-dict=$target.dict")

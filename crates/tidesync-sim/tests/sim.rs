@@ -140,3 +140,19 @@ fn regression_lost_rejection_seed_0() {
         panic!("{why}\n  replay: {}", replay_command(0));
     }
 }
+
+/// Regression for LOST-REJECTION-BY-PULL (found by this simulation with 2,000 seeds, fixed in
+/// the store): the answers to a push whose first mutation the server rejected were lost
+/// twice, then a complete pull reported `acked_through` past it and the store confirmed the
+/// rejected mutation as applied. A pull no longer confirms a mutation without a push answer;
+/// it is pushed again and gets its rejection. Seed 1714: client 3's seq 5.
+#[test]
+fn regression_lost_rejection_confirmed_by_pull_seed_1714() {
+    let config = SimConfig {
+        actions: 80,
+        trace: false,
+    };
+    if let Err(why) = run_seed(1714, &config) {
+        panic!("{why}\n  replay: {}", replay_command(1714));
+    }
+}

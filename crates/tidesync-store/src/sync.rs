@@ -206,7 +206,10 @@ pub(crate) fn apply_pull<C: PulledChange>(
         (!response.has_more).then_some(response.acked_through),
     )?;
     counters.save(conn)?;
-    meta::raise_u64(conn, meta::ACKED_THROUGH, response.acked_through)?;
+    // A pull's `acked_through` is not a push answer: it says the server *processed* a seq,
+    // not whether it applied or rejected it. Only push answers (which repeat rejections for
+    // duplicates) move the push position, so a mutation whose answer was lost is pushed
+    // again and learns its outcome.
     if !response.has_more {
         meta::set(conn, meta::LAST_SYNCED_AT, &now_ms.to_string())?;
         meta::set(conn, meta::HAS_SYNCED, "1")?;
@@ -345,7 +348,7 @@ impl Tally {
 /// The mutations [`confirm`] removes, in seq order. `CROSS JOIN` keeps `cursor` (a row per
 /// space) as the outer loop, whatever the planner would guess without statistics.
 const CONFIRMED: &str = "
-    SELECT seq, space, collection, id FROM outbox WHERE seq <= ?1
+    SELECT seq, space, collection, id FROM outbox WHERE seq <= ?1 AND state = ?2
     UNION
     SELECT o.seq, o.space, o.collection, o.id
     FROM cursor AS c CROSS JOIN outbox AS o
@@ -353,8 +356,11 @@ const CONFIRMED: &str = "
     WHERE o.state = ?2
     ORDER BY 1";
 
-/// Removes from the outbox every mutation the base now contains: acked at a version the
-/// cursor has passed, or (after a complete pull) at or below the server's `acked_through`.
+/// Removes from the outbox every acknowledged mutation the base now contains: acked at a
+/// version the cursor has passed, or (after a complete pull) at or below the server's
+/// `acked_through`. A mutation without an answer is never confirmed by a pull, even below
+/// `acked_through`: the server may have *rejected* it (the answer was lost), and only a push
+/// answer tells; it stays queued and is pushed again.
 ///
 /// Both halves are index searches (the rowid range, and `outbox_acked` per cursor space), so
 /// a pull page costs what it confirms, not the size of the outbox.

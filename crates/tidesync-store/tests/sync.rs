@@ -172,6 +172,50 @@ fn an_acked_mutation_stays_in_the_view_until_the_cursor_passes_its_version() {
     assert_eq!(store.outbox_stats().unwrap().pending, 0);
 }
 
+/// Regression (simulation seed 1714): the answer to a push the server *rejected* was lost,
+/// then a complete pull reported `acked_through` past it. The pull confirmed the mutation as
+/// if applied: the write vanished with no rejection kept. A pull's `acked_through` says
+/// "processed", not "applied"; only a push answer tells, so the mutation is pushed again.
+#[test]
+fn a_pull_never_confirms_a_mutation_whose_push_answer_was_lost() {
+    let db = TestDb::new();
+    let mut store = db.open();
+    let server = FakeServer::new();
+    let r = store.put(&key("a"), doc(json!({"v": 1}))).unwrap();
+    store.mark_sending(1, r.seq).unwrap();
+    // The server rejects it; the answer is lost. A complete pull reports it processed.
+    store.requeue_sending().unwrap();
+    let applied = store.apply_pull(&server.pull(0, r.seq)).unwrap();
+    assert!(applied.confirmed.is_empty(), "{applied:?}");
+    assert_eq!(
+        store.mutation_state(r.seq).unwrap(),
+        Some(MutationState::Queued)
+    );
+    // It is pushed again, and the server repeats the rejection for the duplicate.
+    let batch = store.next_push_batch(10).unwrap();
+    assert_eq!(
+        batch.iter().map(|e| e.mutation.seq).collect::<Vec<_>>(),
+        vec![r.seq]
+    );
+    store
+        .apply_push_response(&PushResponse {
+            acked_through: r.seq,
+            results: vec![PushResult {
+                seq: r.seq,
+                outcome: PushOutcome::Rejected {
+                    code: ErrorCode::RuleViolation,
+                    message: "strict".into(),
+                },
+            }],
+        })
+        .unwrap();
+    assert!(matches!(
+        store.mutation_state(r.seq).unwrap(),
+        Some(MutationState::Rejected { .. })
+    ));
+    assert_eq!(view(&store, "a"), None, "the local effect is rolled back");
+}
+
 #[test]
 fn a_lost_push_response_is_recovered_by_acked_through() {
     let db = TestDb::new();
