@@ -123,45 +123,35 @@ pub struct PullResponse<C = Change> {
 }
 
 impl<C> PullResponse<C> {
-    fn map_changes<D, E>(&self, f: impl FnMut(&C) -> Result<D, E>) -> Result<PullResponse<D>, E> {
-        Ok(PullResponse {
-            changes: self.changes.iter().map(f).collect::<Result<_, E>>()?,
+    /// The same response around other changes.
+    fn with_changes<D>(&self, changes: Vec<D>) -> PullResponse<D> {
+        PullResponse {
+            changes,
             cursor: self.cursor.clone(),
             has_more: self.has_more,
             remaining: self.remaining,
             acked_through: self.acked_through,
-        })
+        }
     }
 }
 
 impl PullResponse<RawChange> {
     /// The typed response (parses every document and its stamps).
     pub fn parse(&self) -> Result<PullResponse, serde_json::Error> {
-        self.map_changes(RawChange::parse)
+        let changes = self
+            .changes
+            .iter()
+            .map(RawChange::parse)
+            .collect::<Result<_, _>>()?;
+        Ok(self.with_changes(changes))
     }
-}
 
-impl PullResponse<RawChange> {
     /// [`RawChange::into_checked`] on every change; the first inconsistent one is the error.
-    pub fn into_checked(self) -> Result<PullResponse<CheckedChange>, crate::ChangeError> {
-        Ok(PullResponse {
-            changes: self
-                .changes
-                .into_iter()
-                .map(RawChange::into_checked)
-                .collect::<Result<_, _>>()?,
-            cursor: self.cursor,
-            has_more: self.has_more,
-            remaining: self.remaining,
-            acked_through: self.acked_through,
-        })
-    }
-}
-
-impl PullResponse {
-    /// The same response with documents and stamps as JSON text.
-    pub fn to_raw(&self) -> PullResponse<RawChange> {
-        self.map_changes(|c| Ok::<_, std::convert::Infallible>(c.to_raw()))
-            .unwrap_or_else(|never| match never {})
+    pub fn into_checked(mut self) -> Result<PullResponse<CheckedChange>, crate::ChangeError> {
+        let changes = std::mem::take(&mut self.changes)
+            .into_iter()
+            .map(RawChange::into_checked)
+            .collect::<Result<_, _>>()?;
+        Ok(self.with_changes(changes))
     }
 }
