@@ -47,7 +47,7 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use tidesync_client::{Client, ClientConfig, Phase, StaticToken, SyncConfig};
+use tidesync_client::{Client, ClientConfig, StaticToken, SyncConfig};
 use tidesync_core::sync::BackoffPolicy;
 use tidesync_protocol::{CollectionName, Doc, Op, PullResponse, RecordKey, SpaceName};
 use tidesync_store::ListOptions;
@@ -149,8 +149,8 @@ fn crash_loop_child() {
     let mut config = client_config(Path::new(&db), &url, &token, seed);
     config.push_batch = rng.random_range(4..=40);
     let client = Client::open(config).expect("child: open the client");
-    let mut last_seq = client.with_store(|s| s.outbox_stats()).unwrap().last_seq;
-    let acked_through = client.with_store(|s| s.acked_through()).unwrap();
+    let mut last_seq = client.counts().unwrap().last_seq;
+    let acked_through = client.counts().unwrap().acked_through;
     report(&Report::Open {
         last_seq,
         acked_through,
@@ -765,48 +765,34 @@ fn killed_servers_and_clients_lose_nothing_apply_everything_once_and_converge() 
         .map(|i| {
             let client =
                 Client::open(client_config(&client_db(dir.path(), i), &url, &token, seed)).unwrap();
-            let last_seq = client.with_store(|s| s.outbox_stats()).unwrap().last_seq;
+            let last_seq = client.counts().unwrap().last_seq;
             ledgers[i].opened(&format!("client {i} (final)"), last_seq);
             client
         })
         .collect();
     let written: u64 = ledgers.iter().map(Ledger::last_seq).sum();
 
-    // Everyone pushes everything, then pulls until at the server's version.
+    // Everyone pushes everything, then pulls up to the server's (now final) version.
     let deadline = Instant::now() + T;
-    let mut last_poke = Instant::now();
-    let mut synced = |clients: &[Client], cond: &dyn Fn(&Client) -> bool, what: &str| loop {
-        if clients.iter().all(cond) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}: {:?}",
-            clients.iter().map(Client::status).collect::<Vec<_>>()
-        );
-        if last_poke.elapsed() > Duration::from_millis(500) {
-            clients.iter().for_each(Client::sync_now);
-            last_poke = Instant::now();
-        }
-        thread::sleep(Duration::from_millis(10));
+    let wait = |c: &Client| {
+        c.wait_synced(deadline.saturating_duration_since(Instant::now()))
+            .unwrap_or_else(|e| panic!("waiting for {}: {e}", c.client_id()))
     };
-    synced(
-        &clients,
-        &|c| c.status().is_some_and(|s| s.pending == 0 && s.has_synced),
-        "every client to push its outbox",
-    );
+    clients.iter().for_each(|c| {
+        wait(c);
+    });
     let server = server_view(&url, &token);
     let space = SpaceName::new(SPACE).unwrap();
-    synced(
-        &clients,
-        &|c| {
-            let at = c.with_store(|s| s.cursor()).unwrap().get(&space).copied();
-            at >= Some(server.version)
-                && c.status()
-                    .is_some_and(|s| s.phase == Phase::Idle && s.pending == 0)
-        },
-        "every client to pull up to the server's version",
-    );
+    for (i, c) in clients.iter().enumerate() {
+        c.sync_now();
+        wait(c);
+        let at = c.cursor().unwrap().get(&space).copied();
+        assert!(
+            at >= Some(server.version),
+            "client {i} pulled to {at:?}, the server is at {}",
+            server.version
+        );
+    }
 
     // Exactly once.
     assert_eq!(
@@ -818,7 +804,7 @@ fn killed_servers_and_clients_lose_nothing_apply_everything_once_and_converge() 
         let acked = server_acked_through(&url, &token, client.client_id().as_str());
         assert_eq!(acked, ledger.last_seq(), "client {i}: server acked_through");
         assert_eq!(
-            client.with_store(|s| s.acked_through()).unwrap(),
+            client.counts().unwrap().acked_through,
             ledger.last_seq(),
             "client {i}: its own acked_through"
         );

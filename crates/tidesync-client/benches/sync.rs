@@ -35,14 +35,13 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rusqlite::params;
 use serde_json::{json, Value};
-use tidesync_client::{Client, ClientConfig, ClientEvent, Phase, StaticToken, SyncConfig};
-use tidesync_core::sync::BackoffPolicy;
-use tidesync_protocol::{ClientId, CollectionName, Doc, Hlc, Mutation, Op, RecordKey, SpaceName};
+use tidesync_client::{
+    BackoffPolicy, Client, ClientConfig, ClientEvent, ClientId, CollectionName, Doc, Hlc,
+    ListOptions, Mutation, Op, RecordKey, SpaceName, StaticToken, SyncConfig,
+};
 use tidesync_server::auth::Grants;
-use tidesync_server::storage::sqlite::SqliteStorage;
 use tidesync_server::storage::{PushInput, Storage};
-use tidesync_server::{AppState, Limits, MergeRules};
-use tidesync_store::ListOptions;
+use tidesync_server::{EmbeddedServer, MergeRules};
 
 /// Mutations in the A → B run.
 const E2E_MUTATIONS: u64 = 100_000;
@@ -82,42 +81,12 @@ fn todo(i: u64) -> Doc {
 
 // ---- the server --------------------------------------------------------------------------
 
-/// A tidesync server on a free loopback port, served by a runtime owned by the bench.
-struct Server {
-    url: String,
-    storage: Arc<SqliteStorage>,
-    runtime: tokio::runtime::Runtime,
-    stop: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<std::io::Result<()>>,
-}
+/// A tidesync server on a free loopback port of this process.
+struct Server(EmbeddedServer);
 
 impl Server {
     fn start(db: &Path) -> Server {
-        let storage = Arc::new(SqliteStorage::open(db, MergeRules::default()).expect("server db"));
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("server runtime");
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        listener.set_nonblocking(true).expect("nonblocking");
-        let url = format!("http://{}", listener.local_addr().expect("local addr"));
-        let state = AppState::new(storage.clone(), Limits::default());
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = runtime.spawn(async move {
-            let listener = tokio::net::TcpListener::from_std(listener)?;
-            let shutdown = async move {
-                let _ = stopped.await;
-            };
-            tidesync_server::serve(listener, state, shutdown).await
-        });
-        Server {
-            url,
-            storage,
-            runtime,
-            stop,
-            task,
-        }
+        Server(EmbeddedServer::sqlite(db, MergeRules::default()).expect("server"))
     }
 
     /// A token for user `bench`, writing `spaces`.
@@ -127,7 +96,7 @@ impl Server {
             read: Default::default(),
             write: spaces.iter().cloned().collect(),
         };
-        self.storage.create_token(&grants).expect("token")
+        self.0.storage().create_token(&grants).expect("token")
     }
 
     /// Pushes `n` puts of records `0..n` into `space` through the storage, in batches of
@@ -155,18 +124,17 @@ impl Server {
                 client_id: client.clone(),
                 mutations,
             };
-            self.runtime
-                .block_on(self.storage.push(input))
-                .expect("fill push");
+            self.0.run(self.0.storage().push(input)).expect("fill push");
         }
     }
 
+    fn url(&self) -> String {
+        self.0.url()
+    }
+
     fn stop(self) {
-        let _ = self.stop.send(());
-        match self.runtime.block_on(self.task) {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => eprintln!("server: {e}"),
-            Err(e) => eprintln!("server task: {e}"),
+        if let Err(e) = self.0.stop() {
+            eprintln!("server: {e}");
         }
     }
 }
@@ -198,22 +166,10 @@ fn config(db: &Path, url: &str, space: &SpaceName, token: &str) -> ClientConfig 
     config
 }
 
-/// Waits (on status events, no polling delay) until `client` is idle, has synced and has
-/// nothing pending.
+/// Waits (woken by each status, no polling delay) until `client` is synced.
 fn wait_synced(client: &Client) {
-    let events = client.subscribe();
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match events.recv_timeout(left) {
-            Ok(ClientEvent::Status(s))
-                if s.has_synced && s.pending == 0 && s.phase == Phase::Idle =>
-            {
-                return
-            }
-            Ok(_) => {}
-            Err(e) => panic!("timed out waiting for a client to sync: {e}"),
-        }
+    if let Err(e) = client.wait_synced(WAIT) {
+        panic!("waiting for a client to sync: {e}");
     }
 }
 
@@ -281,7 +237,7 @@ fn raw_insert(path: &Path, n: u64) -> f64 {
 fn a_to_b(dir: &Path, server: &Server, token: &str, space: &SpaceName, n: u64) -> f64 {
     let mut a_config = config(
         &dir.join(format!("a-{space}.db")),
-        &server.url,
+        &server.url(),
         space,
         token,
     );
@@ -301,7 +257,7 @@ fn a_to_b(dir: &Path, server: &Server, token: &str, space: &SpaceName, n: u64) -
     }
     let b = Client::open(config(
         &dir.join(format!("b-{space}.db")),
-        &server.url,
+        &server.url(),
         space,
         token,
     ))
@@ -368,7 +324,7 @@ fn bootstrap(
 ) -> f64 {
     let db = dir.join(format!("{name}.db"));
     let start = Instant::now();
-    let client = Client::open(config(&db, &server.url, space, token)).expect("open");
+    let client = Client::open(config(&db, &server.url(), space, token)).expect("open");
     wait_synced(&client);
     let secs = start.elapsed().as_secs_f64();
     assert_eq!(

@@ -26,14 +26,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use tidesync_client::{
-    Client, ClientConfig, ClientEvent, Phase, Reachability, StaticToken, Status, SyncConfig,
+    BackoffPolicy, Client, ClientConfig, ClientEvent, CollectionName, Doc, ListOptions, Phase,
+    Reachability, RecordKey, Resolution, SpaceName, StaticToken, Status, SyncConfig,
 };
-use tidesync_core::sync::BackoffPolicy;
-use tidesync_protocol::{CollectionName, Doc, RecordKey, SpaceName};
 use tidesync_server::auth::Grants;
-use tidesync_server::storage::sqlite::SqliteStorage;
-use tidesync_server::{AppState, Limits, MergeRules};
-use tidesync_store::{ListOptions, Resolution};
+use tidesync_server::{EmbeddedServer, MergeRules};
 
 /// The space both devices sync: alice's personal data.
 const SPACE: &str = "user:alice";
@@ -56,22 +53,15 @@ fn run() -> Result<()> {
     let dir = tempfile::tempdir()?;
 
     say("start a server on loopback and two devices, \"laptop\" and \"phone\"");
-    let server = Server::start(&dir.path().join("server.db"))?;
-    let token = server.token_for("alice")?;
-    let laptop = Device::open(
-        "laptop",
-        &dir.path().join("laptop"),
-        &server.url,
-        &token,
-        started,
-    )?;
-    let phone = Device::open(
-        "phone",
-        &dir.path().join("phone"),
-        &server.url,
-        &token,
-        started,
-    )?;
+    let server = EmbeddedServer::sqlite(&dir.path().join("server.db"), MergeRules::default())?;
+    let token = server.storage().create_token(&Grants {
+        user: "alice".into(),
+        read: Default::default(),
+        write: [SpaceName::new(SPACE)?].into_iter().collect(),
+    })?;
+    let url = server.url();
+    let laptop = Device::open("laptop", &dir.path().join("laptop"), &url, &token, started)?;
+    let phone = Device::open("phone", &dir.path().join("phone"), &url, &token, started)?;
 
     say("laptop writes two todos; both devices sync");
     laptop.client.put(
@@ -154,7 +144,7 @@ fn run() -> Result<()> {
     print_side_by_side(&on_laptop, &on_phone);
     laptop.close();
     phone.close();
-    server.stop();
+    server.stop()?;
     if on_laptop != on_phone {
         return Err("the devices did not converge: their todo lists differ (see above)".into());
     }
@@ -291,89 +281,18 @@ fn wait_until(what: &str, mut cond: impl FnMut() -> bool) -> Result<()> {
     Ok(())
 }
 
-/// Nothing pending, idle, and a complete pull done.
-fn is_synced(device: &Device) -> bool {
-    device
-        .status()
-        .is_some_and(|s| s.pending == 0 && s.phase == Phase::Idle && s.has_synced)
-}
-
 fn wait_synced(device: &Device) -> Result<()> {
-    wait_until(&format!("the {} to sync", device.name), || {
-        is_synced(device)
-    })
+    device.client.wait_synced(STEP_TIMEOUT)?;
+    Ok(())
 }
 
 /// Both synced and showing the same list.
 fn wait_converged(a: &Device, b: &Device) -> Result<()> {
     wait_until("both devices to show the same list", || {
-        is_synced(a) && is_synced(b) && matches!((a.todos(), b.todos()), (Ok(x), Ok(y)) if x == y)
+        a.client.wait_synced(STEP_TIMEOUT).is_ok()
+            && b.client.wait_synced(STEP_TIMEOUT).is_ok()
+            && matches!((a.todos(), b.todos()), (Ok(x), Ok(y)) if x == y)
     })
-}
-
-// ---- the server ----------------------------------------------------------------------------
-
-/// A tidesync server on 127.0.0.1 (port chosen by the OS), on its own thread and runtime.
-struct Server {
-    url: String,
-    storage: Arc<SqliteStorage>,
-    stop: tokio::sync::oneshot::Sender<()>,
-    thread: JoinHandle<()>,
-}
-
-impl Server {
-    fn start(db: &Path) -> Result<Server> {
-        let storage = Arc::new(SqliteStorage::open(db, MergeRules::default())?);
-        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-        listener.set_nonblocking(true)?;
-        let url = format!("http://{}", listener.local_addr()?);
-        let state = AppState::new(storage.clone(), Limits::default());
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()?;
-        let thread = std::thread::Builder::new()
-            .name("server".into())
-            .spawn(move || {
-                runtime.block_on(async move {
-                    let listener = match tokio::net::TcpListener::from_std(listener) {
-                        Ok(l) => l,
-                        Err(e) => return eprintln!("server: cannot listen: {e}"),
-                    };
-                    let shutdown = async move {
-                        let _ = stopped.await;
-                    };
-                    if let Err(e) = tidesync_server::serve(listener, state, shutdown).await {
-                        eprintln!("server: {e}");
-                    }
-                });
-            })?;
-        Ok(Server {
-            url,
-            storage,
-            stop,
-            thread,
-        })
-    }
-
-    /// An API token for `user`, allowed to read and write [`SPACE`].
-    fn token_for(&self, user: &str) -> Result<String> {
-        let grants = Grants {
-            user: user.into(),
-            read: Default::default(),
-            write: [SpaceName::new(SPACE)?].into_iter().collect(),
-        };
-        Ok(self.storage.create_token(&grants)?)
-    }
-
-    /// Graceful stop: requests in flight finish, then the storage closes.
-    fn stop(self) {
-        let _ = self.stop.send(());
-        if self.thread.join().is_err() {
-            eprintln!("the server thread panicked");
-        }
-    }
 }
 
 // ---- small helpers -------------------------------------------------------------------------

@@ -40,14 +40,28 @@ impl TokenProvider for StaticToken {
     }
 }
 
+/// No token at all (a client without a server).
+struct NoToken;
+
+impl TokenProvider for NoToken {
+    fn token(&self) -> Option<String> {
+        None
+    }
+
+    fn refresh(&self) -> Option<String> {
+        None
+    }
+}
+
 /// Options for [`crate::Client::open`].
 #[derive(Clone)]
 pub struct ClientConfig {
     /// The local database file.
     pub db_path: PathBuf,
-    /// The server's base URL, e.g. `http://127.0.0.1:8787`.
-    pub server_url: String,
-    /// The spaces to sync.
+    /// The server's base URL, e.g. `http://127.0.0.1:8787`; `None`: local only (every read
+    /// and write works, nothing syncs, the status stays `Stopped`).
+    pub server_url: Option<String>,
+    /// The spaces to sync (at least one when there is a server).
     pub spaces: Vec<SpaceName>,
     /// Where tokens come from.
     pub tokens: Arc<dyn TokenProvider>,
@@ -88,10 +102,22 @@ impl ClientConfig {
         tokens: Arc<dyn TokenProvider>,
     ) -> ClientConfig {
         ClientConfig {
-            db_path: db_path.into(),
-            server_url: server_url.into(),
+            server_url: Some(server_url.into()),
             spaces,
             tokens,
+            ..ClientConfig::local(db_path)
+        }
+    }
+
+    /// A client of the local database alone: reads, writes, transactions, conflicts,
+    /// rejections and restoration state all work; nothing syncs until the database is
+    /// opened again with a server.
+    pub fn local(db_path: impl Into<PathBuf>) -> ClientConfig {
+        ClientConfig {
+            db_path: db_path.into(),
+            server_url: None,
+            spaces: Vec::new(),
+            tokens: Arc::new(NoToken),
             store: StoreConfig::default(),
             push_batch: 1_000,
             pull_limit: 1_000,

@@ -55,6 +55,12 @@ pub struct Status {
 }
 
 impl Status {
+    /// Nothing pending, the engine idle, and a complete pull done: everything written
+    /// locally is on the server and in the base, and the base is as fresh as the last pull.
+    pub fn is_synced(&self) -> bool {
+        self.pending == 0 && self.phase == Phase::Idle && self.has_synced
+    }
+
     /// How long the oldest pending mutation has waited, at `now_ms`.
     pub fn oldest_pending_age_ms(&self, now_ms: u64) -> Option<u64> {
         self.oldest_pending_at_ms

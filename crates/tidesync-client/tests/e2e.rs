@@ -32,7 +32,7 @@ fn offline_edits_sync_on_reconnect_and_reach_the_other_device() {
     let token = server.token("alice");
     let a = open_client(dir.path(), "a", &server.url(), &token);
     let b = open_client(dir.path(), "b", &server.url(), &token);
-    wait_synced(&a, T);
+    a.wait_synced(T).unwrap();
     go_offline(&a);
     for i in 0..3 {
         a.put(
@@ -45,7 +45,7 @@ fn offline_edits_sync_on_reconnect_and_reach_the_other_device() {
     assert_eq!(server.version(), 0, "nothing leaves an offline device");
     assert_eq!(a.status().unwrap().pending, 3);
     a.set_network(Reachability::Online);
-    wait_synced(&a, T);
+    a.wait_synced(T).unwrap();
     assert_eq!(server.version(), 3);
     wait_for("b receives a's todos", T, || {
         view(&b, &key("todos", "t2")).is_some()
@@ -67,7 +67,7 @@ fn concurrent_edits_to_different_fields_both_survive() {
     let k = key("todos", "shared");
     a.put(&k, doc(json!({"title": "t", "done": false})))
         .unwrap();
-    wait_synced(&a, T);
+    a.wait_synced(T).unwrap();
     wait_for("b has the record", T, || view(&b, &k).is_some());
     go_offline(&a);
     go_offline(&b);
@@ -91,9 +91,9 @@ fn a_same_field_edit_is_a_visible_conflict_that_the_app_resolves() {
     let b = open_client(dir.path(), "b", &server.url(), &token);
     let k = key("todos", "contested");
     a.put(&k, doc(json!({"title": "original"}))).unwrap();
-    wait_synced(&a, T);
+    a.wait_synced(T).unwrap();
     wait_for("b has the record", T, || view(&b, &k).is_some());
-    wait_synced(&b, T);
+    b.wait_synced(T).unwrap();
     go_offline(&a);
     go_offline(&b);
     a.patch(&k, doc(json!({"title": "a's title"}))).unwrap();
@@ -101,7 +101,7 @@ fn a_same_field_edit_is_a_visible_conflict_that_the_app_resolves() {
     b.patch(&k, doc(json!({"title": "b's title"}))).unwrap(); // later stamp: b wins under lww
     let events = b.subscribe();
     a.set_network(Reachability::Online);
-    wait_synced(&a, T);
+    a.wait_synced(T).unwrap();
     b.set_network(Reachability::Online);
     wait_for("b sees its conflict", T, || {
         !b.conflicts().unwrap().is_empty()
@@ -149,12 +149,12 @@ fn a_strict_rejection_surfaces_and_later_mutations_keep_flowing() {
     let b = open_client(dir.path(), "b", &server.url(), &token);
     let order = key("orders", "o1");
     a.put(&order, doc(json!({"qty": 1}))).unwrap();
-    wait_synced(&a, T);
+    a.wait_synced(T).unwrap();
     wait_for("b has the order", T, || view(&b, &order).is_some());
-    wait_synced(&b, T);
+    b.wait_synced(T).unwrap();
     go_offline(&b);
     a.patch(&order, doc(json!({"qty": 2}))).unwrap();
-    wait_synced(&a, T);
+    a.wait_synced(T).unwrap();
     let events = b.subscribe();
     let stale = b.patch(&order, doc(json!({"qty": 5}))).unwrap();
     let later = b
@@ -230,7 +230,7 @@ fn a_401_asks_the_token_provider_once_and_then_succeeds() {
     client
         .put(&key("todos", "t"), doc(json!({"x": 1})))
         .unwrap();
-    wait_synced(&client, T);
+    client.wait_synced(T).unwrap();
     assert_eq!(server.version(), 1);
     assert_eq!(
         tokens.refreshed.load(Ordering::SeqCst),
@@ -272,7 +272,7 @@ fn the_status_sequence_tells_what_happened() {
     }
     client.resume();
     client.set_network(Reachability::Online);
-    wait_synced(&client, T);
+    client.wait_synced(T).unwrap();
     let statuses: Vec<_> = events
         .try_iter()
         .filter_map(|e| match e {
@@ -341,7 +341,7 @@ fn a_restart_resumes_from_the_store_alone() {
     client.close();
     assert_eq!(server.version(), 0);
     let client = open_client(dir.path(), "a", &server.url(), &token);
-    wait_synced(&client, T);
+    client.wait_synced(T).unwrap();
     assert_eq!(server.version(), 10);
     let snapshot = server.snapshot();
     let ids: BTreeMap<_, _> = snapshot

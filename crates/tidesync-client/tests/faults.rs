@@ -80,7 +80,7 @@ fn a_push_answer_cut_after_the_commit_is_retried_and_applied_once() {
     // was (re)connecting just then; such an attempt is recognised and repeated.
     let mut hit = None;
     for attempt in 0..5 {
-        wait_synced(&client, T);
+        client.wait_synced(T).unwrap();
         let events = client.subscribe();
         let before = server.version();
         let cuts_before = cuts(&proxy);
@@ -108,7 +108,7 @@ fn a_push_answer_cut_after_the_commit_is_retried_and_applied_once() {
         wait_for("the proxy to cut a response", T, || {
             cuts(&proxy) > cuts_before
         });
-        wait_synced(&client, T);
+        client.wait_synced(T).unwrap();
         assert_eq!(
             server.version(),
             before + 8,
@@ -134,7 +134,7 @@ fn a_push_answer_cut_after_the_commit_is_retried_and_applied_once() {
     assert_eq!(server.version(), written, "nothing applied twice, ever");
     let last = *seqs.last().unwrap();
     assert_eq!(server.acked_through("alice", client.client_id()), last);
-    assert_eq!(client.with_store(|s| s.acked_through()).unwrap(), last);
+    assert_eq!(client.counts().unwrap().acked_through, last);
     assert_eq!(
         client_docs(&client, &space(), &["todos"]),
         live(&server_docs(&server.snapshot()))
@@ -151,7 +151,7 @@ fn refused_connections_are_one_offline_transition_and_the_queue_syncs_after() {
     let proxy = FaultProxy::start(server.addr).unwrap();
     let token = server.token("alice");
     let client = Client::open(proxied_config(dir.path(), "a", &proxy, &token)).unwrap();
-    wait_synced(&client, T);
+    client.wait_synced(T).unwrap();
     let events = client.subscribe();
 
     // The server "goes down": connects are refused and live connections die.
@@ -189,7 +189,7 @@ fn refused_connections_are_one_offline_transition_and_the_queue_syncs_after() {
     assert_eq!(server.version(), 0);
 
     proxy.offline(false);
-    wait_synced(&client, T);
+    client.wait_synced(T).unwrap();
     seen.extend(statuses(&events));
     assert_eq!(server.version(), 5);
     let mut connectivity: Vec<Connectivity> = seen.iter().map(|s| s.connectivity).collect();
@@ -237,7 +237,7 @@ fn with_added_latency_sync_completes_and_shows_upload_progress() {
     let events = client.subscribe();
     let started = Instant::now();
     client.resume();
-    wait_synced(&client, T);
+    client.wait_synced(T).unwrap();
     let took = started.elapsed();
     assert_eq!(server.version(), WRITES);
     let seen = statuses(&events);
@@ -431,7 +431,7 @@ fn fault_run(seed: u64) {
     for (client, writes) in clients.iter().zip(&written) {
         let last = writes.len() as u64; // seqs are 1..=N
         assert_eq!(server.acked_through("alice", client.client_id()), last);
-        assert_eq!(client.with_store(|s| s.acked_through()).unwrap(), last);
+        assert_eq!(client.counts().unwrap().acked_through, last);
         let status = client.status().unwrap();
         assert_eq!((status.pending, status.rejections), (0, 0));
     }
@@ -604,7 +604,7 @@ fn a_late_delete_still_voids_the_fields_written_before_it() {
     let b = open_client(dir.path(), "b", &server.url(), &token);
     let k = key("todos", "x");
     a.put(&k, doc(json!({"old": 1}))).unwrap();
-    wait_synced(&a, T);
+    a.wait_synced(T).unwrap();
     wait_for("b has the record", T, || view(&b, &k).is_some());
     b.set_network(Reachability::Offline);
     wait_status(&b, "b offline", T, |s| s.phase == Phase::Offline);
@@ -619,10 +619,10 @@ fn a_late_delete_still_voids_the_fields_written_before_it() {
     });
     let patched = a.patch(&k, doc(json!({"new": 2}))).unwrap();
     assert!(patched.hlc > deleted.hlc);
-    wait_synced(&a, T);
+    a.wait_synced(T).unwrap();
     // ...but reaches the server first.
     b.set_network(Reachability::Online);
-    wait_synced(&b, T);
+    b.wait_synced(T).unwrap();
     // Last writer wins per register: the patch resurrects the record with its own field
     // only; the delete, older than the patch but newer than "old", removed "old".
     let want = json!({"new": 2});

@@ -109,7 +109,7 @@ fn a_server_restarted_mid_push_is_recovered_from_without_loss_or_duplicates() {
     );
 
     // No nudge from the test: backoff, probe and reconnect are the client's own.
-    wait_synced(&client, T);
+    client.wait_synced(T).unwrap();
 
     assert_eq!(
         server.version(),
@@ -117,7 +117,7 @@ fn a_server_restarted_mid_push_is_recovered_from_without_loss_or_duplicates() {
         "every mutation applied exactly once (each one changes state)"
     );
     assert_eq!(server.acked_through("alice", client.client_id()), WRITES);
-    assert_eq!(client.with_store(|s| s.acked_through()).unwrap(), WRITES);
+    assert_eq!(client.counts().unwrap().acked_through, WRITES);
     let on_server = server_docs(&server.snapshot());
     assert_eq!(on_server, replay(&written), "the server holds every write");
     assert_eq!(
@@ -382,21 +382,21 @@ fn kill_round(round: u64, child_seed: u64, share: f64, extra: Duration) {
     );
     config.start_online = false;
     let client = Client::open(config).unwrap();
-    let last_seq = client.with_store(|s| s.outbox_stats()).unwrap().last_seq;
+    let last_seq = client.counts().unwrap().last_seq;
     assert_eq!(
         last_seq, n,
         "round {round}: every returned write survived the kill"
     );
     // When the kill fell between the server's commit and the client's record of the answer,
     // the first push after the reopen is (partly) a duplicate.
-    let known = client.with_store(|s| s.acked_through()).unwrap();
+    let known = client.counts().unwrap().acked_through;
     let committed = server.acked_through("alice", client.client_id());
     assert!(
         known <= committed,
         "round {round}: the client knows acks the server never gave"
     );
     client.resume();
-    wait_synced(&client, T);
+    client.wait_synced(T).unwrap();
 
     assert_eq!(
         server.version(),
@@ -404,7 +404,7 @@ fn kill_round(round: u64, child_seed: u64, share: f64, extra: Duration) {
         "round {round}: every mutation applied exactly once (killed at {k} of {n})"
     );
     assert_eq!(server.acked_through("alice", client.client_id()), n);
-    assert_eq!(client.with_store(|s| s.acked_through()).unwrap(), n);
+    assert_eq!(client.counts().unwrap().acked_through, n);
     let on_server = server_docs(&server.snapshot());
     assert_eq!(
         on_server,

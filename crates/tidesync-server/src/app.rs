@@ -1,4 +1,4 @@
-//! The axum application: shared state ([`AppState`]) and the router ([`app`]).
+//! The axum application: the router ([`app`]) over the shared [`AppState`].
 //!
 //! Routes (documented in docs/protocol.md):
 //!
@@ -14,7 +14,6 @@
 //! (method, path, and the `user` and `client_id` the handlers fill in), logs its outcome, and
 //! counts error responses by code.
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{DefaultBodyLimit, Request, State};
@@ -23,97 +22,11 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
 use tidesync_protocol::ErrorCode;
-use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tracing::Instrument;
 
-use crate::config::Limits;
 use crate::error::ApiError;
-use crate::metrics::Metrics;
 use crate::routes;
-use crate::storage::Storage;
-
-/// Everything the handlers share. Cheap to clone.
-#[derive(Clone)]
-pub struct AppState {
-    inner: Arc<Shared>,
-}
-
-struct Shared {
-    storage: Arc<dyn Storage>,
-    limits: Limits,
-    metrics: Metrics,
-    /// One permit per allowed concurrent event stream.
-    streams: Arc<Semaphore>,
-    /// `true` once shutdown began: event streams end, `/healthz` answers 503.
-    shutdown: watch::Sender<bool>,
-}
-
-impl std::fmt::Debug for AppState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AppState")
-            .field("limits", &self.inner.limits)
-            .field(
-                "free_stream_permits",
-                &self.inner.streams.available_permits(),
-            )
-            .field("shutting_down", &self.is_shutting_down())
-            .finish_non_exhaustive()
-    }
-}
-
-impl AppState {
-    /// State over `storage` with `limits`, fresh metrics and no shutdown requested.
-    pub fn new(storage: Arc<dyn Storage>, limits: Limits) -> AppState {
-        let permits = limits.max_event_streams.min(Semaphore::MAX_PERMITS);
-        let streams = Arc::new(Semaphore::new(permits));
-        let (shutdown, _) = watch::channel(false);
-        AppState {
-            inner: Arc::new(Shared {
-                storage,
-                limits,
-                metrics: Metrics::new(),
-                streams,
-                shutdown,
-            }),
-        }
-    }
-
-    /// The storage backend.
-    pub fn storage(&self) -> &Arc<dyn Storage> {
-        &self.inner.storage
-    }
-
-    /// The request limits.
-    pub fn limits(&self) -> &Limits {
-        &self.inner.limits
-    }
-
-    /// The metrics.
-    pub fn metrics(&self) -> &Metrics {
-        &self.inner.metrics
-    }
-
-    /// Signals shutdown: every open event stream ends and `/healthz` answers 503. Requests
-    /// already running are not interrupted.
-    pub fn begin_shutdown(&self) {
-        self.inner.shutdown.send_replace(true);
-    }
-
-    /// Whether [`AppState::begin_shutdown`] was called.
-    pub fn is_shutting_down(&self) -> bool {
-        *self.inner.shutdown.borrow()
-    }
-
-    /// A receiver that sees `true` once shutdown begins.
-    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
-        self.inner.shutdown.subscribe()
-    }
-
-    /// A permit for one event stream, or `None` when `max_event_streams` are open.
-    pub fn try_open_stream(&self) -> Option<OwnedSemaphorePermit> {
-        self.inner.streams.clone().try_acquire_owned().ok()
-    }
-}
+use crate::state::AppState;
 
 /// The router with every route, the body limit, and the logging/metrics middleware.
 pub fn app(state: AppState) -> Router {

@@ -112,6 +112,19 @@ impl ApiError {
     pub fn message(&self) -> &str {
         &self.message
     }
+
+    /// The `Retry-After` header it is answered with, in seconds.
+    pub fn retry_after_secs(&self) -> Option<u64> {
+        self.retry_after
+    }
+
+    /// The JSON body it is answered with.
+    pub fn body(&self) -> ErrorBody {
+        ErrorBody {
+            code: self.code,
+            message: self.message.clone(),
+        }
+    }
 }
 
 impl std::fmt::Display for ApiError {

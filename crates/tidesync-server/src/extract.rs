@@ -17,9 +17,9 @@ use axum::http::StatusCode;
 use serde::de::DeserializeOwned;
 use serde_json::error::Category;
 
-use crate::app::AppState;
 use crate::auth::{Grants, TokenHash};
 use crate::error::ApiError;
+use crate::state::AppState;
 
 /// What the protocol's validated types call themselves in their error messages
 /// (`tidesync_protocol::ValidationError::what`): a deserialization error that starts with
@@ -35,7 +35,7 @@ const VALIDATED_THINGS: [&str; 6] = [
 
 /// A JSON request body parsed into `T`. See the module docs for the errors.
 #[derive(Debug, Clone)]
-pub struct JsonBody<T>(pub T);
+pub(crate) struct JsonBody<T>(pub T);
 
 impl<T, S> FromRequest<S> for JsonBody<T>
 where
@@ -57,7 +57,7 @@ where
 }
 
 /// Parses a JSON body, classifying serde's error as described in the module docs.
-pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+pub(crate) fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(bytes).map_err(|err| {
         let message = err.to_string();
         let broken_rule = err.classify() == Category::Data
@@ -76,7 +76,7 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
 
 /// The grants of the request's bearer token.
 #[derive(Debug, Clone)]
-pub struct Auth(pub Grants);
+pub(crate) struct Auth(pub Grants);
 
 impl FromRequestParts<AppState> for Auth {
     type Rejection = ApiError;

@@ -6,27 +6,39 @@
 //! - `GET /v1/events`: Server-Sent Events, a data-less poke per space when its version moves.
 //! - Bearer API tokens mapped to a user and the spaces it may read and write.
 //!
-//! The HTTP layer ([`app`]) knows nothing about databases; the [`storage::Storage`] trait
-//! knows nothing about HTTP. The embedded default backend is SQLite
+//! Entry points: [`app`] (the axum router over an [`AppState`], what tests drive without a
+//! socket), [`serve`] (the router on a listener, with time limits and graceful shutdown),
+//! [`EmbeddedServer`] (the server on a loopback port of this process, for the demo, examples,
+//! tests and benchmarks), and [`SyncService`] (pushes and pulls from request to answer,
+//! without HTTP: what the routes and the deterministic simulation call).
+//!
+//! The HTTP layer knows nothing about databases; the [`storage::Storage`] trait knows
+//! nothing about HTTP. The embedded default backend is SQLite
 //! ([`storage::sqlite::SqliteStorage`]): one file, WAL, a writer thread that commits pushes in
 //! groups, a pool of reader connections, all off the async executor.
 //!
 //! What it does not do: no TLS (put it behind a reverse proxy), no record-level access rules
 //! beyond spaces.
 
-pub mod app;
+mod app;
 pub mod auth;
 pub mod config;
-pub mod error;
-pub mod extract;
-pub mod metrics;
-pub mod routes;
+mod embedded;
+mod error;
+mod extract;
+mod metrics;
+mod routes;
 pub mod rules;
-pub mod serve;
+mod serve;
+mod service;
+mod state;
 pub mod storage;
-pub mod validate;
+mod validate;
 
-pub use app::{app, AppState};
+pub use app::app;
 pub use config::{Limits, MergeRules, Policies, Policy};
-pub use error::ApiError;
+pub use embedded::{EmbeddedError, EmbeddedServer};
+pub use error::{ApiError, RETRY_AFTER_SECS};
 pub use serve::serve;
+pub use service::SyncService;
+pub use state::AppState;

@@ -29,7 +29,7 @@ struct CodeLabel {
 
 /// The server's metrics; cheap to clone (shared counters).
 #[derive(Debug, Clone)]
-pub struct Metrics {
+pub(crate) struct Metrics {
     registry: Arc<Registry>,
     pushes: Counter,
     mutations_applied: Counter,
@@ -52,7 +52,7 @@ impl Default for Metrics {
 
 impl Metrics {
     /// Fresh metrics, all zero.
-    pub fn new() -> Metrics {
+    pub(crate) fn new() -> Metrics {
         let mut registry = Registry::with_prefix("tidesync");
         let pushes = Counter::default();
         let mutations_applied = Counter::default();
@@ -127,7 +127,7 @@ impl Metrics {
     }
 
     /// Records a successful push.
-    pub fn push_done(&self, response: &PushResponse, elapsed: Duration) {
+    pub(crate) fn push_done(&self, response: &PushResponse, elapsed: Duration) {
         self.pushes.inc();
         for result in &response.results {
             match result.outcome {
@@ -140,14 +140,14 @@ impl Metrics {
     }
 
     /// Records a successful pull.
-    pub fn pull_done(&self, response: &PullResponse<RawChange>, elapsed: Duration) {
+    pub(crate) fn pull_done(&self, response: &PullResponse<RawChange>, elapsed: Duration) {
         self.pulls.inc();
         self.changes_pulled.inc_by(response.changes.len() as u64);
         self.pull_duration.observe(elapsed.as_secs_f64());
     }
 
     /// Records an error response.
-    pub fn error(&self, code: ErrorCode) {
+    pub(crate) fn error(&self, code: ErrorCode) {
         if code == ErrorCode::Unauthorized {
             self.auth_failures.inc();
         }
@@ -159,13 +159,13 @@ impl Metrics {
     }
 
     /// Counts an event stream as open until the guard is dropped.
-    pub fn stream_opened(&self) -> StreamGauge {
+    pub(crate) fn stream_opened(&self) -> StreamGauge {
         self.open_event_streams.inc();
         StreamGauge(self.open_event_streams.clone())
     }
 
     /// The metrics in the OpenMetrics text format.
-    pub fn encode(&self) -> Result<String, std::fmt::Error> {
+    pub(crate) fn encode(&self) -> Result<String, std::fmt::Error> {
         let mut out = String::new();
         encode(&mut out, &self.registry)?;
         Ok(out)
@@ -174,7 +174,7 @@ impl Metrics {
 
 /// Decrements `open_event_streams` when dropped.
 #[derive(Debug)]
-pub struct StreamGauge(Gauge);
+pub(crate) struct StreamGauge(Gauge);
 
 impl Drop for StreamGauge {
     fn drop(&mut self) {

@@ -36,9 +36,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
 
-use crate::app::{app, AppState};
+use crate::app::app;
 use crate::config::Limits;
 use crate::error::ApiError;
+use crate::state::AppState;
 
 /// Serves the app on `listener` until `shutdown` completes, then shuts down gracefully:
 ///

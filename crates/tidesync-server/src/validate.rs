@@ -13,7 +13,7 @@ use crate::storage::PullInput;
 use tidesync_protocol::ErrorCode;
 
 /// `400 unsupported_protocol` unless `protocol` is [`PROTOCOL_VERSION`].
-pub fn protocol(protocol: u32) -> Result<(), ApiError> {
+pub(crate) fn protocol(protocol: u32) -> Result<(), ApiError> {
     if protocol == PROTOCOL_VERSION {
         Ok(())
     } else {
@@ -32,7 +32,11 @@ pub fn protocol(protocol: u32) -> Result<(), ApiError> {
 ///   (`400 invalid_input`) and is at most `max_doc_bytes` as JSON
 ///   (`413 too_large`);
 /// - every space is writable by the caller (`403 forbidden`).
-pub fn push(mutations: &[Mutation], grants: &Grants, limits: &Limits) -> Result<(), ApiError> {
+pub(crate) fn push(
+    mutations: &[Mutation],
+    grants: &Grants,
+    limits: &Limits,
+) -> Result<(), ApiError> {
     if mutations.len() > limits.max_mutations_per_push {
         return Err(ApiError::too_large(format!(
             "{} mutations in one push; the limit is {}",
@@ -100,7 +104,11 @@ pub fn push(mutations: &[Mutation], grants: &Grants, limits: &Limits) -> Result<
 ///   `max_spaces_per_pull` entries (`413 too_large`), each readable (`403 forbidden`);
 /// - cursor entries for spaces not in `spaces` are dropped;
 /// - `limit` defaults to `default_pull_limit` and is clamped to `1..=max_pull_limit`.
-pub fn pull(request: PullRequest, grants: &Grants, limits: &Limits) -> Result<PullInput, ApiError> {
+pub(crate) fn pull(
+    request: PullRequest,
+    grants: &Grants,
+    limits: &Limits,
+) -> Result<PullInput, ApiError> {
     let spaces = space_list(request.spaces, grants, limits)?;
     let wanted: BTreeSet<&SpaceName> = spaces.iter().collect();
     let mut cursor = request.cursor;
@@ -120,7 +128,7 @@ pub fn pull(request: PullRequest, grants: &Grants, limits: &Limits) -> Result<Pu
 
 /// Parses the `spaces` query parameter of `GET /v1/events` (comma-separated names) and
 /// checks it like the `spaces` of a pull.
-pub fn event_spaces(
+pub(crate) fn event_spaces(
     raw: &str,
     grants: &Grants,
     limits: &Limits,

@@ -1,27 +1,23 @@
-//! A simulated client: the real [`SyncMachine`] and the real [`Store`] on its own SQLite
-//! file, driven by a small runtime that executes instructions exactly like
-//! `tidesync-client`'s `runtime.rs` does, with the simulated network instead of HTTP.
+//! A simulated client: the real [`Driver`] (the same sync logic `tidesync_client::Client`
+//! runs on its sync thread) over the real [`Store`] on its own SQLite file, with the
+//! simulated network as its [`Transport`] and a simulated wall clock.
 //!
-//! Mirrors of the real runtime, kept on purpose: one exchange slot (a new probe, push or pull
-//! replaces the one in flight, whose late answer is then ignored), `mark_sending` before a
-//! push and `requeue_sending` after a failed one, an empty outbox answering the push at once
-//! without a request, the stream opening separately from exchanges, one timer replaced by
-//! every `SetTimer`. A crash drops all of it and the store handle; the file stays.
-//!
-//! Not simulated: status publication and progress counters (they do not feed back into the
-//! machine), token refresh (always succeeds at once).
+//! What this module adds to the driver is only what a device is: the transport (a request
+//! is a message with a fresh network id; like the HTTP transport, starting an exchange
+//! abandons the one before, whose late answer is then dropped), timers on the event queue,
+//! crashes (the driver, the transport and the store handle are dropped between two steps; the
+//! file stays), and the app (local writes and rejection retries through the store, each
+//! followed by `Input::LocalWrite` as `Client` does).
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use tidesync_core::sync::{
-    Event, Failure, Instruction, PullProgress, PushProgress, Reachability, SyncConfig, SyncMachine,
-};
-use tidesync_protocol::{
-    ClientId, Doc, Hlc, Op, PullRequest, PushRequest, RecordKey, SpaceName, PROTOCOL_VERSION,
-};
+use tidesync_client::driver::{Driver, DriverConfig, ExchangeId, Input, StreamId};
+use tidesync_client::transport::{check_page, Transport};
+use tidesync_core::sync::{Failure, Reachability, SyncConfig};
+use tidesync_protocol::{ClientId, Doc, Hlc, Op, PullRequest, PushRequest, RecordKey, SpaceName};
 use tidesync_store::{Durability, Store, StoreConfig, StoreError, WallClock, WriteReceipt};
 
 use crate::actions::{key_of, tally_key, LocalOp};
@@ -38,14 +34,75 @@ pub(crate) struct Written {
     pub hlc: Hlc,
 }
 
-/// The exchange in flight (the real runtime's `exchange` future).
-#[derive(Debug, Clone)]
-enum Pending {
-    Probe,
-    /// A push of these seqs (empty: nothing was queued, no request was made).
-    Push(Vec<u64>),
-    Pull,
-    Token,
+/// The driver exchange a network request stands for.
+#[derive(Debug, Clone, Copy)]
+enum Exchange {
+    Health(ExchangeId),
+    Push(ExchangeId),
+    Pull(ExchangeId),
+    Token(ExchangeId),
+}
+
+/// The transport's connections: the exchange in flight and the event stream, each with the
+/// network id of its request (the process's sockets: lost in a crash).
+#[derive(Debug, Default)]
+struct Sockets {
+    exchange: Option<(u64, Exchange)>,
+    /// The stream's request id, its driver id, and whether it is connected yet.
+    stream: Option<(u64, StreamId, bool)>,
+}
+
+/// The simulated network as the driver's [`Transport`], for one client.
+struct SimTransport<'a> {
+    net: &'a mut Net,
+    client: usize,
+    sockets: &'a mut Sockets,
+}
+
+impl SimTransport<'_> {
+    fn request(&mut self, exchange: Exchange, request: Request) {
+        let id = self.net.new_id();
+        self.sockets.exchange = Some((id, exchange));
+        self.net.send_request(self.client, id, request);
+    }
+}
+
+impl Transport for SimTransport<'_> {
+    fn health(&mut self, exchange: ExchangeId) {
+        self.request(Exchange::Health(exchange), Request::Probe);
+    }
+
+    fn push(&mut self, exchange: ExchangeId, request: PushRequest) {
+        self.request(Exchange::Push(exchange), Request::Push(request));
+    }
+
+    fn pull(&mut self, exchange: ExchangeId, request: PullRequest) {
+        self.request(Exchange::Pull(exchange), Request::Pull(request));
+    }
+
+    fn refresh_token(&mut self, exchange: ExchangeId) {
+        // The simulated token provider always has a fresh token, at once.
+        let id = self.net.new_id();
+        self.sockets.exchange = Some((id, Exchange::Token(exchange)));
+        let at = self.net.now;
+        self.net.schedule(
+            at,
+            Scheduled::Local {
+                client: self.client,
+                id,
+            },
+        );
+    }
+
+    fn open_events(&mut self, stream: StreamId) {
+        let id = self.net.new_id();
+        self.sockets.stream = Some((id, stream, false));
+        self.net.send_request(self.client, id, Request::Subscribe);
+    }
+
+    fn close_events(&mut self) {
+        self.sockets.stream = None;
+    }
 }
 
 /// Per-client settings drawn per seed.
@@ -69,11 +126,8 @@ pub(crate) struct SimClient {
     rng: Rng,
     pub incarnation: u32,
     handle_store: Option<Store>,
-    machine: SyncMachine,
-    exchange: Option<(u64, Pending)>,
-    stream: Option<u64>,
-    stream_opening: Option<u64>,
-    timer: Option<(u64, u64)>,
+    driver: Driver,
+    sockets: Sockets,
     /// The app's last network hint (re-sent after a restart, as an app would).
     pub offline_hint: bool,
     /// Every write whose call returned, in seq order (the test's memory, survives crashes).
@@ -122,17 +176,15 @@ impl SimClient {
     pub(crate) fn start(setup: ClientSetup, net: &mut Net, rng: Rng) -> SimClient {
         let clock = net.clock();
         let store = open_store(&setup, &clock);
+        let driver = new_driver(&setup, 0);
         let mut client = SimClient {
             setup,
             clock,
             rng,
             incarnation: 0,
             handle_store: Some(store),
-            machine: SyncMachine::new(SyncConfig::default(), 0),
-            exchange: None,
-            stream: None,
-            stream_opening: None,
-            timer: None,
+            driver,
+            sockets: Sockets::default(),
             offline_hint: false,
             writes: Vec::new(),
             retried: BTreeSet::new(),
@@ -145,10 +197,7 @@ impl SimClient {
     /// Kills the app (machine, runtime state and store handle are lost) and starts it again
     /// from its database file.
     pub(crate) fn crash_and_restart(&mut self, net: &mut Net) {
-        self.exchange = None;
-        self.stream = None;
-        self.stream_opening = None;
-        self.timer = None;
+        self.sockets = Sockets::default();
         self.incarnation += 1;
         // The old connection closes first (uncommitted work cannot exist between two
         // simulation steps: every store call is one transaction), then the new process opens.
@@ -158,10 +207,10 @@ impl SimClient {
     }
 
     fn boot(&mut self, net: &mut Net) {
-        self.machine = SyncMachine::new(SyncConfig::default(), self.rng.next_u64());
-        self.handle(net, Event::Start);
+        self.driver = new_driver(&self.setup, self.rng.next_u64());
+        self.handle(net, Input::Start);
         if self.offline_hint {
-            self.handle(net, Event::NetworkHint(Reachability::Offline));
+            self.handle(net, Input::Network(Reachability::Offline));
         }
     }
 
@@ -179,224 +228,118 @@ impl SimClient {
         (now as i64 + self.setup.skew_ms).max(0) as u64
     }
 
-    /// Feeds one event to the machine and carries out what it says.
-    pub(crate) fn handle(&mut self, net: &mut Net, event: Event) {
-        let instructions = self.machine.handle(self.device_now(net.now), event);
-        for instruction in instructions {
-            self.execute(net, instruction);
+    /// Hands one input to the driver and carries out its output.
+    pub(crate) fn handle(&mut self, net: &mut Net, input: Input) {
+        let now = self.device_now(net.now);
+        let store = self.handle_store.as_mut().expect("the process is running");
+        let output = self.driver.handle(now, input, store);
+        let client = self.setup.index;
+        let mut transport = SimTransport {
+            net,
+            client,
+            sockets: &mut self.sockets,
+        };
+        for io in output.io {
+            io.start(&mut transport);
+        }
+        if let Some(timer) = output.timer {
+            let at = net.now + timer.at_ms.saturating_sub(now);
+            let incarnation = self.incarnation;
+            net.schedule(
+                at,
+                Scheduled::Timer {
+                    client,
+                    incarnation,
+                    id: timer.id,
+                },
+            );
         }
     }
 
     /// Whether the engine is idle with nothing in flight.
     pub(crate) fn is_idle(&self) -> bool {
-        self.exchange.is_none() && self.machine.status().phase == tidesync_core::sync::Phase::Idle
-    }
-
-    fn execute(&mut self, net: &mut Net, instruction: Instruction) {
-        let me = self.setup.index;
-        match instruction {
-            Instruction::Probe => {
-                let id = net.new_id();
-                self.exchange = Some((id, Pending::Probe));
-                net.send_request(me, id, Request::Probe);
-            }
-            Instruction::Push => self.start_push(net),
-            Instruction::Pull => self.start_pull(net),
-            Instruction::ResetCursor => self.store().reset_base().expect("reset the base"),
-            Instruction::RefreshToken => {
-                let id = net.new_id();
-                self.exchange = Some((id, Pending::Token));
-                net.schedule(net.now, Scheduled::Local { client: me, id });
-            }
-            Instruction::OpenStream => {
-                let id = net.new_id();
-                self.stream = None;
-                self.stream_opening = Some(id);
-                net.send_request(me, id, Request::Subscribe);
-            }
-            Instruction::CloseStream => {
-                self.stream = None;
-                self.stream_opening = None;
-            }
-            Instruction::SetTimer { id, at_ms } => {
-                let at = net.now + at_ms.saturating_sub(self.device_now(net.now));
-                self.timer = Some((id, at));
-                let incarnation = self.incarnation;
-                net.schedule(
-                    at,
-                    Scheduled::Timer {
-                        client: me,
-                        incarnation,
-                        id,
-                        at,
-                    },
-                );
-            }
-            Instruction::Status(_) => {}
-        }
-    }
-
-    fn start_push(&mut self, net: &mut Net) {
-        let me = self.setup.index;
-        let max = self.setup.push_batch;
-        let batch = self.store().next_push_batch(max).expect("read the outbox");
-        let id = net.new_id();
-        if let (Some(first), Some(last)) = (batch.first(), batch.last()) {
-            self.store()
-                .mark_sending(first.mutation.seq, last.mutation.seq)
-                .expect("mark sending");
-        } else {
-            self.exchange = Some((id, Pending::Push(Vec::new())));
-            net.schedule(net.now, Scheduled::Local { client: me, id });
-            return;
-        }
-        let seqs = batch.iter().map(|e| e.mutation.seq).collect();
-        let request = PushRequest {
-            client_id: self.setup.client_id.clone(),
-            protocol: PROTOCOL_VERSION,
-            mutations: batch.into_iter().map(|e| e.mutation).collect(),
-        };
-        self.exchange = Some((id, Pending::Push(seqs)));
-        net.send_request(me, id, Request::Push(request));
-    }
-
-    fn start_pull(&mut self, net: &mut Net) {
-        let cursor = self.store().cursor().expect("read the cursor");
-        let request = PullRequest {
-            client_id: self.setup.client_id.clone(),
-            protocol: PROTOCOL_VERSION,
-            cursor: cursor
-                .into_iter()
-                .filter(|(space, _)| self.setup.spaces.contains(space))
-                .collect(),
-            spaces: self.setup.spaces.clone(),
-            limit: Some(self.setup.pull_limit),
-        };
-        let id = net.new_id();
-        self.exchange = Some((id, Pending::Pull));
-        net.send_request(self.setup.index, id, Request::Pull(request));
+        self.driver.is_idle()
     }
 
     /// A message arrived.
     pub(crate) fn receive(&mut self, net: &mut Net, msg: ToClient) {
-        match msg {
+        let input = match msg {
             ToClient::Answer {
                 id,
                 answer: Answer::StreamOpened,
-            } => {
-                if self.stream_opening == Some(id) {
-                    self.stream_opening = None;
-                    self.stream = Some(id);
-                    self.handle(net, Event::StreamOpened);
+            } => match &mut self.sockets.stream {
+                Some((current, stream, opened)) if *current == id => {
+                    *opened = true;
+                    Input::StreamOpened(*stream)
                 }
-            }
-            ToClient::Answer { id, answer } => {
-                if let Some(pending) = self.take_exchange(id) {
-                    let event = self.complete(pending, Ok(answer));
-                    self.handle(net, event);
-                }
-            }
-            ToClient::Failed { id, failure } => {
-                if let Some(pending) = self.take_exchange(id) {
-                    let event = self.complete(pending, Err(failure));
-                    self.handle(net, event);
-                } else if self.stream == Some(id) || self.stream_opening == Some(id) {
-                    self.stream = None;
-                    self.stream_opening = None;
-                    self.handle(net, Event::StreamClosed);
-                }
-            }
-            ToClient::Poke { id } => {
-                if self.stream == Some(id) {
-                    self.handle(net, Event::Poke);
-                }
-            }
-        }
+                _ => return,
+            },
+            ToClient::Answer { id, answer } => match self.take_exchange(id) {
+                Some(exchange) => answered(exchange, Ok(answer)),
+                None => return,
+            },
+            ToClient::Failed { id, failure } => match self.take_exchange(id) {
+                Some(exchange) => answered(exchange, Err(failure)),
+                None => match self.sockets.stream {
+                    Some((current, stream, _)) if current == id => {
+                        self.sockets.stream = None;
+                        Input::StreamClosed(stream)
+                    }
+                    _ => return,
+                },
+            },
+            ToClient::Poke { id } => match self.sockets.stream {
+                Some((current, stream, true)) if current == id => Input::Poke(stream),
+                _ => return,
+            },
+        };
+        self.handle(net, input);
     }
 
     /// The request timeout of exchange or stream `id` expired.
     pub(crate) fn timeout(&mut self, net: &mut Net, id: u64) {
-        if let Some(pending) = self.take_exchange(id) {
-            let event = self.complete(pending, Err(Failure::Timeout));
-            self.handle(net, event);
-        } else if self.stream_opening == Some(id) {
-            self.stream_opening = None;
-            self.handle(net, Event::StreamClosed);
-        }
+        let input = match self.take_exchange(id) {
+            Some(exchange) => answered(exchange, Err(Failure::Timeout)),
+            None => match self.sockets.stream {
+                // A connected stream has no timeout; one still connecting gives up.
+                Some((current, stream, false)) if current == id => {
+                    self.sockets.stream = None;
+                    Input::StreamClosed(stream)
+                }
+                _ => return,
+            },
+        };
+        self.handle(net, input);
     }
 
-    /// An exchange that needed no network finished.
+    /// An exchange that needed no network finished (the token refresh).
     pub(crate) fn local_done(&mut self, net: &mut Net, id: u64) {
-        if let Some(pending) = self.take_exchange(id) {
-            let event = match pending {
-                Pending::Token => Event::TokenRefreshed(true),
-                Pending::Push(seqs) if seqs.is_empty() => {
-                    Event::PushDone(Ok(PushProgress { more: false }))
-                }
-                other => unreachable!("{other:?} completes over the network"),
-            };
-            self.handle(net, event);
+        if let Some(Exchange::Token(exchange)) = self.take_exchange(id) {
+            self.handle(
+                net,
+                Input::TokenRefreshed {
+                    exchange,
+                    fresh: true,
+                },
+            );
         }
     }
 
     /// A timer fired.
-    pub(crate) fn timer_fired(&mut self, net: &mut Net, incarnation: u32, id: u64, at: u64) {
-        if incarnation == self.incarnation && self.timer == Some((id, at)) {
-            self.timer = None;
-            self.handle(net, Event::TimerFired(id));
+    pub(crate) fn timer_fired(&mut self, net: &mut Net, incarnation: u32, id: u64) {
+        // A timer of a process that crashed since is gone with it.
+        if incarnation == self.incarnation {
+            self.handle(net, Input::TimerFired(id));
         }
     }
 
-    fn take_exchange(&mut self, id: u64) -> Option<Pending> {
-        match &self.exchange {
-            Some((current, _)) if *current == id => self.exchange.take().map(|(_, p)| p),
+    fn take_exchange(&mut self, id: u64) -> Option<Exchange> {
+        match self.sockets.exchange {
+            Some((current, exchange)) if current == id => {
+                self.sockets.exchange = None;
+                Some(exchange)
+            }
             _ => None,
-        }
-    }
-
-    /// Applies an exchange's outcome to the store and turns it into a machine event (the
-    /// real runtime's `complete`, `pushed` and `pulled`).
-    fn complete(&mut self, pending: Pending, outcome: Result<Answer, Failure>) -> Event {
-        let local_store = |what: &str, e: StoreError| Failure::Refused {
-            status: 0,
-            code: "local_store".into(),
-            message: format!("{what}: {e}"),
-        };
-        match (pending, outcome) {
-            (Pending::Probe, Ok(Answer::Probe(result))) => Event::ProbeDone(result),
-            (Pending::Probe, Err(failure)) => Event::ProbeDone(Err(failure)),
-            (Pending::Push(_), Ok(Answer::Push(Ok(response)))) => {
-                let pushed = self
-                    .store()
-                    .apply_push_response(&response)
-                    .map_err(|e| local_store("cannot record the push response", e))
-                    .map(|_| {
-                        let more = self.store().unpushed().map(|u| u.mutations > 0);
-                        PushProgress {
-                            more: more.unwrap_or(false),
-                        }
-                    });
-                Event::PushDone(pushed)
-            }
-            (Pending::Push(_), Ok(Answer::Push(Err(failure))) | Err(failure)) => {
-                self.store().requeue_sending().expect("requeue");
-                Event::PushDone(Err(failure))
-            }
-            (Pending::Pull, Ok(Answer::Pull(Ok(response)))) => {
-                let pulled = self
-                    .store()
-                    .apply_pull(&response)
-                    .map_err(|e| local_store("cannot apply pulled changes", e))
-                    .map(|_| PullProgress {
-                        has_more: response.has_more,
-                    });
-                Event::PullDone(pulled)
-            }
-            (Pending::Pull, Ok(Answer::Pull(Err(failure))) | Err(failure)) => {
-                Event::PullDone(Err(failure))
-            }
-            (Pending::Token, _) => Event::TokenRefreshed(true),
-            (pending, Ok(answer)) => unreachable!("{answer:?} answers {pending:?}"),
         }
     }
 
@@ -431,7 +374,7 @@ impl SimClient {
             .expect("a local write");
         self.tally_next = tally;
         self.record(&receipts);
-        self.handle(net, Event::LocalWrite);
+        self.handle(net, Input::LocalWrite);
     }
 
     /// The app retries the oldest rejected transaction, if any (a new transaction, new seqs).
@@ -448,7 +391,7 @@ impl SimClient {
         self.retried
             .extend(rejections.iter().filter(|r| r.tx == tx).map(|r| r.seq));
         self.record(&receipts);
-        self.handle(net, Event::LocalWrite);
+        self.handle(net, Input::LocalWrite);
     }
 
     fn record(&mut self, receipts: &[WriteReceipt]) {
@@ -472,5 +415,48 @@ impl SimClient {
                 hlc: receipt.hlc,
             });
         }
+    }
+}
+
+fn new_driver(setup: &ClientSetup, seed: u64) -> Driver {
+    Driver::new(DriverConfig {
+        client_id: setup.client_id.clone(),
+        spaces: setup.spaces.clone(),
+        push_batch: setup.push_batch,
+        pull_limit: setup.pull_limit,
+        sync: SyncConfig::default(),
+        seed,
+    })
+}
+
+/// The driver input for exchange `exchange` answered with `outcome` (an answer, or a
+/// transport failure).
+fn answered(exchange: Exchange, outcome: Result<Answer, Failure>) -> Input {
+    match (exchange, outcome) {
+        (Exchange::Health(exchange), Ok(Answer::Probe(result))) => {
+            Input::Probed { exchange, result }
+        }
+        (Exchange::Health(exchange), Err(failure)) => Input::Probed {
+            exchange,
+            result: Err(failure),
+        },
+        (Exchange::Push(exchange), Ok(Answer::Push(result))) => Input::Pushed { exchange, result },
+        (Exchange::Push(exchange), Err(failure)) => Input::Pushed {
+            exchange,
+            result: Err(failure),
+        },
+        (Exchange::Pull(exchange), Ok(Answer::Pull(result))) => Input::Pulled {
+            exchange,
+            result: result.and_then(check_page),
+        },
+        (Exchange::Pull(exchange), Err(failure)) => Input::Pulled {
+            exchange,
+            result: Err(failure),
+        },
+        (Exchange::Token(exchange), _) => Input::TokenRefreshed {
+            exchange,
+            fresh: true,
+        },
+        (exchange, Ok(answer)) => panic!("{answer:?} cannot answer {exchange:?}"),
     }
 }

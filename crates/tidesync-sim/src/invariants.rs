@@ -16,6 +16,8 @@
 //!   nothing else.
 //! - **Transactions whole or absent**: all mutations of a local transaction have the same
 //!   fate, and a rejected one leaves no stamp on the server.
+//! - **Counts kept right**: the counts a client's status shows, which its store keeps in
+//!   memory, equal a recount from its tables (checked after every action, not only at the end).
 
 use std::collections::BTreeMap;
 
@@ -59,6 +61,21 @@ fn history(ledger: &[Applied], key: &RecordKey) -> String {
         .join("; ")
 }
 
+/// The store's kept counts equal a recount from its tables.
+pub(crate) fn counts_are_kept(client: &mut SimClient) -> Result<(), String> {
+    let index = client.setup.index;
+    let store = client.store();
+    let kept = store.counts().map_err(|e| e.to_string())?;
+    let counted = store.recount().map_err(|e| e.to_string())?;
+    if kept == counted {
+        Ok(())
+    } else {
+        Err(format!(
+            "client {index}: the store keeps {kept:?} but its tables hold {counted:?}"
+        ))
+    }
+}
+
 pub(crate) fn check(
     server: &mut SimServer,
     clients: &mut [SimClient],
@@ -75,6 +92,7 @@ pub(crate) fn check(
         .map(|c| server.acked_through(&c.setup.client_id, &spaces))
         .collect();
     for (client, acked) in clients.iter_mut().zip(acked) {
+        counts_are_kept(client)?;
         convergence(client, &records)?;
         let mine: Vec<&Applied> = server
             .ledger

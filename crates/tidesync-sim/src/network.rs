@@ -74,16 +74,15 @@ pub(crate) enum Scheduled {
         msg: ToClient,
         from_server: bool,
     },
-    /// A client's timer, as set by `Instruction::SetTimer` (sim time `at`).
+    /// A client's timer, as the driver set it.
     Timer {
         client: usize,
         incarnation: u32,
         id: u64,
-        at: u64,
     },
     /// The client-side request timeout of exchange or stream `id`.
     Timeout { client: usize, id: u64 },
-    /// An exchange that completes without the network (an empty push, a token refresh).
+    /// An exchange that completes without the network (a token refresh).
     Local { client: usize, id: u64 },
     /// The crashed server comes back.
     ServerRestart,

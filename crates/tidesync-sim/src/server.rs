@@ -1,5 +1,8 @@
-//! The simulated server: the real [`SyncEngine`] (the SQLite backend's logic, synchronous)
-//! behind the same validation and error mapping as the HTTP routes, plus the poke streams.
+//! The simulated server: the real [`SyncService`] (validation, storage, error mapping: what
+//! the HTTP routes call) over the real SQLite engine ([`EngineStorage`], the backend's logic
+//! on the caller's thread with simulated time), plus the poke streams. Its answers reach
+//! clients as HTTP would carry them: an error becomes status, `Retry-After` and JSON body,
+//! classified by the client's own [`classify_answer`].
 //!
 //! A crash drops the engine (its SQLite connection) and every stream; a restart reopens the
 //! same file. The server also keeps the simulation's **ledger**: every per-mutation result it
@@ -8,17 +11,21 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
+use futures::executor::block_on;
+use tidesync_client::transport::classify_answer;
 use tidesync_core::sync::Failure;
 use tidesync_protocol::{
-    Change, ClientId, Cursor, ErrorCode, Hlc, PullRequest, PushOutcome, PushRequest, RecordKey,
-    SpaceName,
+    Change, ClientId, Cursor, Hlc, PullRequest, PullResponse, PushOutcome, PushRequest,
+    PushResponse, RawChange, RecordKey, SpaceName,
 };
 use tidesync_server::auth::Grants;
-use tidesync_server::error::RETRY_AFTER_SECS;
-use tidesync_server::storage::sqlite::SyncEngine;
-use tidesync_server::storage::{PullInput, PushInput};
-use tidesync_server::{validate, ApiError, Limits, MergeRules};
+use tidesync_server::storage::sqlite::EngineStorage;
+use tidesync_server::storage::{Poke, PullInput, Storage};
+use tidesync_server::{ApiError, Limits, MergeRules, SyncService};
+use tokio::sync::broadcast;
 
 use crate::network::{Answer, Net, Request, ToClient};
 
@@ -38,55 +45,79 @@ pub(crate) struct Applied {
     pub now_ms: u64,
 }
 
+/// The running process: the service over the engine, and where its pokes arrive.
+struct Running {
+    storage: Arc<EngineStorage>,
+    service: SyncService,
+    pokes: broadcast::Receiver<Poke>,
+}
+
 /// The server process.
-#[derive(Debug)]
 pub(crate) struct SimServer {
     path: PathBuf,
     rules: MergeRules,
-    engine: Option<SyncEngine>,
+    /// The simulated time the engine reads.
+    clock: Arc<AtomicU64>,
+    running: Option<Running>,
     grants: Grants,
-    limits: Limits,
     /// Each client's newest event stream (older ones were abandoned by the client).
     subs: BTreeMap<usize, u64>,
     pub ledger: Vec<Applied>,
     pub crashes: u32,
 }
 
-/// The answer an HTTP error would give the client's transport (the same classification as
-/// `tidesync-client`'s `classify_status`).
-pub(crate) fn failure_of(err: &ApiError) -> Failure {
-    let status = err.status().as_u16();
-    match err.code() {
-        ErrorCode::Unauthorized => Failure::Unauthorized,
-        ErrorCode::RateLimited | ErrorCode::Unavailable => Failure::RateLimited {
-            retry_after_ms: Some(RETRY_AFTER_SECS * 1000),
-        },
-        ErrorCode::CursorReset => Failure::CursorReset,
-        _ if status >= 500 => Failure::Server {
-            status,
-            message: err.message().to_owned(),
-        },
-        code => Failure::Refused {
-            status,
-            code: code.as_str().to_owned(),
-            message: err.message().to_owned(),
-        },
+impl std::fmt::Debug for SimServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimServer")
+            .field("path", &self.path)
+            .field("running", &self.running.is_some())
+            .field("crashes", &self.crashes)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the client's transport makes of an error answer: status, `Retry-After` and body, as
+/// they would cross HTTP.
+fn failure_of(err: &ApiError) -> Failure {
+    let body = serde_json::to_vec(&err.body()).expect("an error body serializes");
+    classify_answer(err.status().as_u16(), err.retry_after_secs(), &body)
+}
+
+fn boot(path: &std::path::Path, rules: &MergeRules, clock: &Arc<AtomicU64>) -> Running {
+    let clock = Arc::clone(clock);
+    let storage = Arc::new(
+        EngineStorage::open(
+            path,
+            rules.clone(),
+            Arc::new(move || clock.load(Ordering::Relaxed)),
+        )
+        .expect("open the server database"),
+    );
+    Running {
+        service: SyncService::new(storage.clone(), Limits::default()),
+        pokes: storage.subscribe(),
+        storage,
     }
 }
 
 impl SimServer {
-    pub(crate) fn open(path: PathBuf, rules: MergeRules, spaces: &[SpaceName]) -> SimServer {
-        let engine = SyncEngine::open(&path, rules.clone()).expect("open the server database");
+    pub(crate) fn open(
+        path: PathBuf,
+        rules: MergeRules,
+        spaces: &[SpaceName],
+        clock: Arc<AtomicU64>,
+    ) -> SimServer {
+        let running = boot(&path, &rules, &clock);
         SimServer {
             path,
             rules,
-            engine: Some(engine),
+            clock,
+            running: Some(running),
             grants: Grants {
                 user: USER.into(),
                 read: BTreeSet::new(),
                 write: spaces.iter().cloned().collect(),
             },
-            limits: Limits::default(),
             subs: BTreeMap::new(),
             ledger: Vec::new(),
             crashes: 0,
@@ -95,7 +126,7 @@ impl SimServer {
 
     /// Kills the process: the engine and every stream are gone; streams' clients notice.
     pub(crate) fn crash(&mut self, net: &mut Net) {
-        self.engine = None;
+        self.running = None;
         self.crashes += 1;
         net.server_up = false;
         for (client, id) in std::mem::take(&mut self.subs) {
@@ -107,10 +138,8 @@ impl SimServer {
 
     /// Starts the process again on the same file.
     pub(crate) fn restart(&mut self, net: &mut Net) {
-        if self.engine.is_none() {
-            let engine = SyncEngine::open(&self.path, self.rules.clone())
-                .expect("reopen the server database");
-            self.engine = Some(engine);
+        if self.running.is_none() {
+            self.running = Some(boot(&self.path, &self.rules, &self.clock));
         }
         net.server_up = true;
     }
@@ -143,73 +172,63 @@ impl SimServer {
         net.send_to_client(client, ToClient::Answer { id, answer });
     }
 
-    fn engine(&mut self) -> &mut SyncEngine {
-        self.engine
+    fn running(&mut self) -> &mut Running {
+        self.running
             .as_mut()
             .expect("requests reach only a running server")
     }
 
     /// `POST /v1/push`; returns the result and how many spaces moved.
-    fn push(
-        &mut self,
-        request: PushRequest,
-        now: u64,
-    ) -> (Result<tidesync_protocol::PushResponse, Failure>, usize) {
-        let checked = validate::protocol(request.protocol)
-            .and_then(|()| validate::push(&request.mutations, &self.grants, &self.limits));
-        if let Err(e) = checked {
-            return (Err(failure_of(&e)), 0);
+    fn push(&mut self, request: PushRequest, now: u64) -> (Result<PushResponse, Failure>, usize) {
+        let grants = self.grants.clone();
+        let running = self.running();
+        let result = block_on(running.service.push(&grants, request.clone()));
+        let mut moved = 0;
+        while running.pokes.try_recv().is_ok() {
+            moved += 1;
         }
-        let input = PushInput {
-            user: USER.into(),
-            client_id: request.client_id,
-            mutations: request.mutations,
+        let response = match result {
+            Ok(response) => response,
+            Err(e) => return (Err(failure_of(&e)), 0),
         };
-        match self.engine().push(&input, now) {
-            Ok((response, pokes)) => {
-                for result in &response.results {
-                    // A duplicate the server refused before is answered with its rejection
-                    // again (so a lost answer cannot hide it): a repeat, not an application.
-                    let repeat = matches!(result.outcome, PushOutcome::Rejected { .. })
-                        && self
-                            .ledger
-                            .iter()
-                            .any(|a| a.client == input.client_id && a.seq == result.seq);
-                    if repeat {
-                        continue;
-                    }
-                    let m = input
-                        .mutations
-                        .iter()
-                        .find(|m| m.seq == result.seq)
-                        .expect("a result belongs to a pushed mutation");
-                    self.ledger.push(Applied {
-                        client: input.client_id.clone(),
-                        seq: m.seq,
-                        tx: m.tx,
-                        hlc: m.hlc,
-                        key: m.key.clone(),
-                        outcome: result.outcome.clone(),
-                        now_ms: now,
-                    });
-                }
-                (Ok(response), pokes.len())
+        for result in &response.results {
+            // A duplicate the server refused before is answered with its rejection again (so
+            // a lost answer cannot hide it): a repeat, not an application.
+            let repeat = matches!(result.outcome, PushOutcome::Rejected { .. })
+                && self
+                    .ledger
+                    .iter()
+                    .any(|a| a.client == request.client_id && a.seq == result.seq);
+            if repeat {
+                continue;
             }
-            Err(e) => (Err(failure_of(&ApiError::from(e))), 0),
+            let m = request
+                .mutations
+                .iter()
+                .find(|m| m.seq == result.seq)
+                .expect("a result belongs to a pushed mutation");
+            self.ledger.push(Applied {
+                client: request.client_id.clone(),
+                seq: m.seq,
+                tx: m.tx,
+                hlc: m.hlc,
+                key: m.key.clone(),
+                outcome: result.outcome.clone(),
+                now_ms: now,
+            });
         }
+        (Ok(response), moved)
     }
 
     /// `POST /v1/pull`.
-    fn pull(
-        &mut self,
-        request: PullRequest,
-    ) -> Result<tidesync_protocol::PullResponse<tidesync_protocol::RawChange>, Failure> {
-        let checked = validate::protocol(request.protocol)
-            .and_then(|()| validate::pull(request, &self.grants, &self.limits));
-        let input = checked.map_err(|e| failure_of(&e))?;
-        self.engine()
-            .pull(&input)
-            .map_err(|e| failure_of(&ApiError::from(e)))
+    fn pull(&mut self, request: PullRequest) -> Result<PullResponse<RawChange>, Failure> {
+        let grants = self.grants.clone();
+        block_on(self.running().service.pull(&grants, request)).map_err(|e| failure_of(&e))
+    }
+
+    /// A pull straight from storage (no permission checks), for the checks.
+    fn read(&mut self, input: PullInput) -> PullResponse<RawChange> {
+        block_on(self.running().storage.pull(input)).expect("a storage pull")
     }
 
     /// The server's whole state, by a full pull from scratch (as a fresh observer): every
@@ -229,12 +248,7 @@ impl SimServer {
                 spaces: spaces.to_vec(),
                 limit: 1_000,
             };
-            let page = self
-                .engine()
-                .pull(&input)
-                .expect("observer pull")
-                .parse()
-                .expect("the server hands out JSON");
+            let page = self.read(input).parse().expect("the server hands out JSON");
             for change in page.changes {
                 let key = RecordKey::new(
                     change.space.clone(),
@@ -259,9 +273,6 @@ impl SimServer {
             spaces: spaces.to_vec(),
             limit: 1,
         };
-        self.engine()
-            .pull(&input)
-            .expect("pull for acked_through")
-            .acked_through
+        self.read(input).acked_through
     }
 }

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::time::Duration;
 
-use tidesync_core::sync::{Event, Reachability};
+use tidesync_client::driver::{Input, Reachability};
 use tidesync_protocol::ClientId;
 use tidesync_server::MergeRules;
 
@@ -118,7 +118,7 @@ fn run_inner(seed: u64, config: &SimConfig) -> Result<Report, String> {
         policies: policies(),
         max_clock_skew: Duration::from_millis(MAX_SKEW_MS),
     };
-    let server = SimServer::open(dir.path().join("server.db"), rules, &spaces());
+    let server = SimServer::open(dir.path().join("server.db"), rules, &spaces(), net.clock());
     let mut log = String::new();
     let mut started = Vec::new();
     for index in 0..clients {
@@ -166,6 +166,9 @@ fn run_inner(seed: u64, config: &SimConfig) -> Result<Report, String> {
         world.act(&action);
         let gap = rng.range(0, 3_000);
         world.run_until(world.net.now + gap);
+        for client in &mut world.clients {
+            invariants::counts_are_kept(client)?;
+        }
     }
     world.heal();
     let settled_at = world.settle()?;
@@ -299,9 +302,9 @@ impl World {
                 } else {
                     Reachability::Offline
                 };
-                c.handle(net, Event::NetworkHint(hint));
+                c.handle(net, Input::Network(hint));
             }
-            Action::SyncNow { client } => self.clients[*client].handle(net, Event::SyncNow),
+            Action::SyncNow { client } => self.clients[*client].handle(net, Input::SyncNow),
             Action::RetryRejection { client } => self.clients[*client].retry_rejection(net),
             Action::Partition { client, ms } => {
                 net.partition(*client, net.now + ms);
@@ -371,8 +374,7 @@ impl World {
                 client,
                 incarnation,
                 id,
-                at,
-            } => self.clients[client].timer_fired(net, incarnation, id, at),
+            } => self.clients[client].timer_fired(net, incarnation, id),
             Scheduled::Timeout { client, id } => self.clients[client].timeout(net, id),
             Scheduled::Local { client, id } => self.clients[client].local_done(net, id),
             Scheduled::ServerRestart => self.server.restart(net),
@@ -386,8 +388,8 @@ impl World {
         self.server.restart(&mut self.net);
         for client in &mut self.clients {
             client.offline_hint = false;
-            client.handle(&mut self.net, Event::NetworkHint(Reachability::Online));
-            client.handle(&mut self.net, Event::SyncNow);
+            client.handle(&mut self.net, Input::Network(Reachability::Online));
+            client.handle(&mut self.net, Input::SyncNow);
         }
     }
 

@@ -48,6 +48,32 @@ pub enum StoreError {
         /// What the store was doing.
         context: &'static str,
     },
+    /// The disk (or the database's size cap) is full. Nothing was written; the call can be
+    /// retried once space is freed.
+    #[error("the disk is full (while trying to {context}); nothing was written and nothing is lost: free some space on the device, and retry")]
+    DiskFull {
+        /// What the store was doing.
+        context: &'static str,
+    },
+    /// The database file cannot be written (opened read-only, or the file or its folder
+    /// lost write permission). Nothing was written.
+    #[error("the database file is read-only ({detail}) while trying to {context}; nothing was written: make the file and its folder writable again, and retry")]
+    ReadOnly {
+        /// What the store was doing.
+        context: &'static str,
+        /// SQLite's words.
+        detail: String,
+    },
+    /// The operating system failed a read or write of the database file (storage removed,
+    /// permissions changed under an open file, a failing device). The transaction was
+    /// rolled back.
+    #[error("the device failed to read or write the database file ({detail}) while trying to {context}; nothing was written: check that the storage is present and writable, and retry")]
+    DiskIo {
+        /// What the store was doing.
+        context: &'static str,
+        /// SQLite's words.
+        detail: String,
+    },
     /// A name, id or stamp broke a protocol rule.
     #[error(transparent)]
     Invalid(#[from] ValidationError),
@@ -110,6 +136,15 @@ impl StoreError {
             use rusqlite::ErrorCode as C;
             match source.sqlite_error_code() {
                 Some(C::DatabaseBusy | C::DatabaseLocked) => StoreError::Busy { context },
+                Some(C::DiskFull) => StoreError::DiskFull { context },
+                Some(C::ReadOnly) => StoreError::ReadOnly {
+                    context,
+                    detail: one_line(&source),
+                },
+                Some(C::SystemIoFailure) => StoreError::DiskIo {
+                    context,
+                    detail: one_line(&source),
+                },
                 Some(C::DatabaseCorrupt | C::NotADatabase) => StoreError::Corrupt {
                     context,
                     detail: one_line(&source),
@@ -126,9 +161,18 @@ impl StoreError {
         }
     }
 
-    /// Whether trying the same call again later may succeed.
+    /// Whether trying the same call again later may succeed without anyone changing the
+    /// data: the lock was held, the disk was full, the file was not writable or the device
+    /// failed for a while. Corrupt or foreign files, bad input and unreadable stored data
+    /// stay as they are until someone acts.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, StoreError::Busy { .. })
+        matches!(
+            self,
+            StoreError::Busy { .. }
+                | StoreError::DiskFull { .. }
+                | StoreError::ReadOnly { .. }
+                | StoreError::DiskIo { .. }
+        )
     }
 
     /// A stable machine-readable code (for FFI and logs).
@@ -139,6 +183,9 @@ impl StoreError {
             StoreError::TooNew { .. } => "schema_too_new",
             StoreError::Corrupt { .. } => "corrupt",
             StoreError::Busy { .. } => "busy",
+            StoreError::DiskFull { .. } => "disk_full",
+            StoreError::ReadOnly { .. } => "read_only",
+            StoreError::DiskIo { .. } => "disk_io",
             StoreError::Invalid(_) | StoreError::InvalidInput(_) => "invalid_input",
             StoreError::TooLarge { .. } => "too_large",
             StoreError::NotFound(_) => "not_found",

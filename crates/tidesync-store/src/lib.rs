@@ -32,6 +32,7 @@
 
 mod config;
 mod conflicts;
+mod counts;
 mod error;
 mod meta;
 mod open;
@@ -48,6 +49,7 @@ mod write;
 
 pub use config::{Durability, SessionRestore, StoreConfig, WallClock};
 pub use conflicts::{Conflict, Resolution};
+pub use counts::StoreCounts;
 pub use error::{Result, StoreError};
 pub use outbox::{MutationState, OutboxEntry, OutboxStats, UnpushedStats};
 pub use records::{ListOptions, Record, RecordPage};

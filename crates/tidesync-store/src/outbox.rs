@@ -44,6 +44,8 @@ pub struct OutboxEntry {
     pub attempts: u32,
     /// When it was made (wall clock, ms since the epoch).
     pub created_at: u64,
+    /// The size of its operation as stored JSON (what upload progress counts in bytes).
+    pub op_bytes: u64,
 }
 
 const COLUMNS: &str =
@@ -74,6 +76,7 @@ fn entry_from_row(row: &Row<'_>) -> Result<OutboxEntry> {
     .map_err(get)?;
     let (seq, tx, space, collection, id, op, hlc, base_version, state, acked, attempts, created) =
         cols;
+    let op_bytes = op.len() as u64;
     let op: Op = serde_json::from_str(&op).map_err(StoreError::bad_json("outbox mutation"))?;
     let state = match state {
         QUEUED => MutationState::Queued,
@@ -94,6 +97,7 @@ fn entry_from_row(row: &Row<'_>) -> Result<OutboxEntry> {
         state,
         attempts: attempts as u32,
         created_at: created as u64,
+        op_bytes,
     })
 }
 

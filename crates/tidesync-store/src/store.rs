@@ -1,5 +1,6 @@
 //! [`Store`]: the handle an app (or the sync engine) holds.
 
+use std::collections::BTreeMap;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
@@ -11,12 +12,13 @@ use tidesync_protocol::{
 
 use crate::config::{SessionRestore, StoreConfig};
 use crate::conflicts::{self, Conflict, Resolution};
+use crate::counts::{CountsCache, StoreCounts};
 use crate::outbox::{self, MutationState, OutboxEntry, OutboxStats, UnpushedStats};
 use crate::records::{self, ListOptions, Record, RecordPage};
 use crate::rejections::{self, Rejection};
 use crate::restoration::{BucketPath, Entry, Lifetime, RestorationIssue, RestorationTree};
 use crate::sync::{self, PullApplied, PushApplied};
-use crate::write::{Counters, WriteReceipt, WriteTx};
+use crate::write::{Counters, WriteReceipt, WriteTx, Written};
 use crate::{meta, restoration_store, Result, StoreError};
 
 /// The client's local database: records, outbox, conflicts, rejections, restoration state.
@@ -34,6 +36,9 @@ pub struct Store {
     config: StoreConfig,
     restoration: RestorationTree,
     restoration_issues: Vec<RestorationIssue>,
+    counts: CountsCache,
+    /// Collections written by this handle's local writes since [`Store::take_written`].
+    written: BTreeMap<(SpaceName, CollectionName), usize>,
 }
 
 impl Store {
@@ -80,6 +85,7 @@ impl Store {
         let loaded =
             restoration_store::load(&tx, &config.restoration_schema, config.restoration_limits)?;
         tx.commit().map_err(StoreError::sql("finish opening"))?;
+        let counts = CountsCache::load(&conn)?;
         Ok(Store {
             conn,
             path,
@@ -88,6 +94,8 @@ impl Store {
             config,
             restoration: loaded.tree,
             restoration_issues: loaded.issues,
+            counts,
+            written: BTreeMap::new(),
         })
     }
 
@@ -130,6 +138,7 @@ impl Store {
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(StoreError::sql("begin a local write"))?;
         let counters = Counters::load(&tx)?;
+        let counts = self.counts.current(&tx)?;
         let mut write = WriteTx {
             tx,
             wall: &self.config.wall_clock,
@@ -139,11 +148,25 @@ impl Store {
             base_versions: Default::default(),
             restoration: self.restoration.batch(),
             schema: &self.config.restoration_schema,
+            counts,
+            written: Written::default(),
         };
         let out = f(&mut write)?;
-        let planned = write.commit()?;
+        let (planned, counts, written) = write.commit()?;
         self.restoration.apply_all(planned);
+        self.counts.set(counts);
+        written.add_to(&mut self.written);
         Ok(out)
+    }
+
+    /// The collections local writes of this handle changed since the last call, with how
+    /// many mutations each (committed transactions only), in name order. What a live list
+    /// refreshes on.
+    pub fn take_written(&mut self) -> Vec<(SpaceName, CollectionName, usize)> {
+        std::mem::take(&mut self.written)
+            .into_iter()
+            .map(|((space, collection), n)| (space, collection, n))
+            .collect()
     }
 
     /// Writes one restoration entry in its own transaction (use [`WriteTx::restore_write`]
@@ -202,6 +225,19 @@ impl Store {
         outbox::stats(&self.conn, last_seq)
     }
 
+    /// Pending, unpushed, conflict and rejection counts and the sync facts a status shows,
+    /// without a query: kept up to date by this handle's commits, and read again from the
+    /// tables only when another connection (another process) committed since.
+    pub fn counts(&mut self) -> Result<StoreCounts> {
+        self.counts.current(&self.conn)
+    }
+
+    /// The same figures as [`Store::counts`], read from the tables (what `counts` avoids;
+    /// for checks and tools).
+    pub fn recount(&self) -> Result<StoreCounts> {
+        StoreCounts::load(&self.conn)
+    }
+
     /// The next push batch: whole transactions after the highest seq the server has
     /// acknowledged, up to `max` mutations (a larger single transaction comes whole).
     pub fn next_push_batch(&self, max: usize) -> Result<Vec<OutboxEntry>> {
@@ -243,7 +279,7 @@ impl Store {
     /// the next pull bootstraps from scratch.
     pub fn reset_base(&mut self) -> Result<()> {
         let client = self.client_id.clone();
-        self.write(|conn| sync::reset_base(conn, &client))
+        self.write(|conn, _| sync::reset_base(conn, &client))
     }
 
     /// Where mutation `seq` is; `None` if no such seq was ever handed out.
@@ -267,7 +303,7 @@ impl Store {
     pub fn apply_push_response(&mut self, response: &PushResponse) -> Result<PushApplied> {
         let now = self.config.wall_clock.now_ms();
         let client = self.client_id.clone();
-        self.write(|conn| sync::apply_push_response(conn, &client, response, now))
+        self.write(|conn, counts| sync::apply_push_response(conn, &client, response, now, counts))
     }
 
     /// Applies one page of pulled changes to the base, rebases pending mutations on it,
@@ -283,7 +319,7 @@ impl Store {
     ) -> Result<PullApplied> {
         let now = self.config.wall_clock.now_ms();
         let client = self.client_id.clone();
-        self.write(|conn| sync::apply_pull(conn, &client, response, now))
+        self.write(|conn, counts| sync::apply_pull(conn, &client, response, now, counts))
     }
 
     // ---- conflicts and rejections -------------------------------------------------------
@@ -310,6 +346,7 @@ impl Store {
                 (_, None) => None,
             };
             conflicts::delete(&tx.tx, id)?;
+            tx.counts.conflicts = tx.counts.conflicts.saturating_sub(1);
             Ok(receipt)
         })
     }
@@ -329,16 +366,19 @@ impl Store {
             for row in rows {
                 receipts.push(tx.write_op(&row.key, row.op)?);
             }
-            rejections::delete_tx(&tx.tx, tx_id)?;
+            let removed = rejections::delete_tx(&tx.tx, tx_id)?;
+            tx.counts.rejections = tx.counts.rejections.saturating_sub(removed as u64);
             Ok(receipts)
         })
     }
 
     /// Forgets the rejected transaction containing `seq`. Returns how many mutations it had.
     pub fn discard_rejection(&mut self, seq: u64) -> Result<usize> {
-        self.write(|conn| {
+        self.write(|conn, counts| {
             let tx_id = rejections::tx_of(conn, seq)?;
-            rejections::delete_tx(conn, tx_id)
+            let removed = rejections::delete_tx(conn, tx_id)?;
+            counts.rejections = counts.rejections.saturating_sub(removed as u64);
+            Ok(removed)
         })
     }
 
@@ -412,13 +452,20 @@ impl Store {
         &self.session_id
     }
 
-    fn write<T>(&mut self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+    /// One write transaction over the tables; `f` moves a copy of the counts, kept only if
+    /// the commit succeeds.
+    fn write<T>(
+        &mut self,
+        f: impl FnOnce(&Connection, &mut StoreCounts) -> Result<T>,
+    ) -> Result<T> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(StoreError::sql("begin a transaction"))?;
-        let out = f(&tx)?;
+        let mut counts = self.counts.current(&tx)?;
+        let out = f(&tx, &mut counts)?;
         tx.commit().map_err(StoreError::sql("commit"))?;
+        self.counts.set(counts);
         Ok(out)
     }
 }

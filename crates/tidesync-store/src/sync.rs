@@ -12,6 +12,7 @@ use tidesync_protocol::{
     RecordKey, SpaceName,
 };
 
+use crate::counts::StoreCounts;
 use crate::outbox::{ACKED, QUEUED, SENDING};
 use crate::records::{key_from_row, recompute};
 use crate::write::Counters;
@@ -98,9 +99,26 @@ pub(crate) fn apply_push_response(
     client: &ClientId,
     response: &PushResponse,
     now_ms: u64,
+    counts: &mut StoreCounts,
 ) -> Result<PushApplied> {
     // Rejected rows leave the outbox: pin the counters in the clock row first.
     Counters::load(conn)?.save(conn)?;
+    // What the answer covers leaves the unpushed figures (read before rejected rows go).
+    let acked_from = meta::get_u64(conn, meta::ACKED_THROUGH)?;
+    let acked_to = acked_from.max(response.acked_through);
+    let (covered, covered_bytes): (i64, i64) = conn
+        .prepare_cached(
+            "SELECT count(*), coalesce(sum(length(op)), 0) FROM outbox WHERE seq > ?1 AND seq <= ?2",
+        )
+        .and_then(|mut s| {
+            s.query_row(params![acked_from as i64, acked_to as i64], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+        })
+        .map_err(StoreError::sql("count acknowledged mutations"))?;
+    counts.unpushed = counts.unpushed.saturating_sub(covered as u64);
+    counts.unpushed_bytes = counts.unpushed_bytes.saturating_sub(covered_bytes as u64);
+    counts.acked_through = acked_to;
     let mut applied = PushApplied::default();
     let mut touched = BTreeSet::new();
     for result in &response.results {
@@ -132,16 +150,24 @@ pub(crate) fn apply_push_response(
                 }
             }
             PushOutcome::Rejected { code, message } => {
-                let key: Option<(String, String, String)> = conn
-                    .prepare_cached("SELECT space, collection, id FROM outbox WHERE seq = ?1")
+                let row: Option<(String, String, String, i64)> = conn
+                    .prepare_cached(
+                        "SELECT space, collection, id, length(op) FROM outbox WHERE seq = ?1",
+                    )
                     .and_then(|mut s| {
-                        s.query_row([seq], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                        s.query_row([seq], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
                             .optional()
                     })
                     .map_err(StoreError::sql("read a rejected mutation"))?;
-                let Some((space, collection, id)) = key else {
+                let Some((space, collection, id, op_bytes)) = row else {
                     continue;
                 };
+                if result.seq > acked_to {
+                    // Not covered by `acked_through` (a server should not do that): it still
+                    // leaves the outbox, so it leaves the unpushed figures here.
+                    counts.unpushed = counts.unpushed.saturating_sub(1);
+                    counts.unpushed_bytes = counts.unpushed_bytes.saturating_sub(op_bytes as u64);
+                }
                 conn.prepare_cached(
                     "INSERT INTO rejections (seq, tx, space, collection, id, op, hlc, base_version, code, message, rejected_at)
                      SELECT seq, tx, space, collection, id, op, hlc, base_version, ?2, ?3, ?4 FROM outbox WHERE seq = ?1",
@@ -165,6 +191,9 @@ pub(crate) fn apply_push_response(
     for key in &touched {
         recompute(conn, key, client)?;
     }
+    counts.conflicts += applied.conflicts as u64;
+    counts.rejections += applied.rejected.len() as u64;
+    counts.removed_pending(conn, applied.rejected.len() as u64)?;
     Ok(applied)
 }
 
@@ -173,6 +202,7 @@ pub(crate) fn apply_pull<C: PulledChange>(
     client: &ClientId,
     response: &PullResponse<C>,
     now_ms: u64,
+    counts: &mut StoreCounts,
 ) -> Result<PullApplied> {
     let mut applied = PullApplied::default();
     let mut counters = Counters::load(conn)?;
@@ -213,7 +243,10 @@ pub(crate) fn apply_pull<C: PulledChange>(
     if !response.has_more {
         meta::set(conn, meta::LAST_SYNCED_AT, &now_ms.to_string())?;
         meta::set(conn, meta::HAS_SYNCED, "1")?;
+        counts.last_synced_at_ms = Some(now_ms);
+        counts.has_synced = true;
     }
+    counts.removed_pending(conn, applied.confirmed.len() as u64)?;
     Ok(applied)
 }
 

@@ -6,9 +6,10 @@ use std::collections::HashMap;
 use rusqlite::{params, OptionalExtension, Transaction};
 use tidesync_core::patch::{apply_op, resolve_patch};
 use tidesync_core::HlcClock;
-use tidesync_protocol::{Doc, Hlc, Op, RecordKey, SpaceName};
+use tidesync_protocol::{CollectionName, Doc, Hlc, Op, RecordKey, SpaceName};
 
 use crate::config::WallClock;
+use crate::counts::StoreCounts;
 use crate::records::{key_params, parse_doc};
 use crate::restoration::{
     BucketPath, Entry, EntryKey, Lifetime, PlannedChange, RestorationBatch, RestorationChange,
@@ -95,6 +96,37 @@ pub struct WriteTx<'a> {
     pub(crate) base_versions: HashMap<SpaceName, u64>,
     pub(crate) restoration: RestorationBatch<'a>,
     pub(crate) schema: &'a RestorationSchema,
+    /// The store's counts as this transaction moves them (kept if it commits).
+    pub(crate) counts: StoreCounts,
+    /// The collections this transaction wrote to, with how many mutations each.
+    pub(crate) written: Written,
+}
+
+/// Mutations per collection, in runs: a transaction mostly writes one collection, so the
+/// names are cloned once per run rather than once per write.
+#[derive(Debug, Default)]
+pub(crate) struct Written(Vec<(SpaceName, CollectionName, usize)>);
+
+impl Written {
+    fn add(&mut self, key: &RecordKey) {
+        if let Some((space, collection, n)) = self.0.last_mut() {
+            if *space == key.space && *collection == key.collection {
+                *n += 1;
+                return;
+            }
+        }
+        self.0.push((key.space.clone(), key.collection.clone(), 1));
+    }
+
+    /// Adds the totals per collection to `totals`.
+    pub(crate) fn add_to(
+        self,
+        totals: &mut std::collections::BTreeMap<(SpaceName, CollectionName), usize>,
+    ) {
+        for (space, collection, n) in self.0 {
+            *totals.entry((space, collection)).or_insert(0) += n;
+        }
+    }
 }
 
 impl std::fmt::Debug for WriteTx<'_> {
@@ -203,9 +235,9 @@ impl<'a> WriteTx<'a> {
         Ok(())
     }
 
-    /// Commits: saves the counters, commits SQLite, and hands back the restoration changes
-    /// for the in-memory tree.
-    pub(crate) fn commit(self) -> Result<Vec<PlannedChange>> {
+    /// Commits SQLite, and hands back the restoration changes for the in-memory tree and the
+    /// counts as moved by this transaction.
+    pub(crate) fn commit(self) -> Result<(Vec<PlannedChange>, StoreCounts, Written)> {
         // No counter save: the new outbox rows carry the counters (see `Counters`).
         let planned = self.restoration.finish();
         for change in &planned {
@@ -214,7 +246,7 @@ impl<'a> WriteTx<'a> {
         self.tx
             .commit()
             .map_err(StoreError::sql("commit a local write"))?;
-        Ok(planned)
+        Ok((planned, self.counts, self.written))
     }
 
     fn doc_json(&self, key: &RecordKey, doc: &Doc) -> Result<String> {
@@ -286,6 +318,8 @@ impl<'a> WriteTx<'a> {
             .map_err(StoreError::sql("append to the outbox"))?;
         self.counters.last_seq = seq;
         self.counters.last_tx = tx;
+        self.counts.appended(seq, op_json.len(), now);
+        self.written.add(key);
         Ok(WriteReceipt { seq, tx, hlc })
     }
 

@@ -1,16 +1,18 @@
 //! `sync`: open a full client against the server, push and pull until caught up, printing
-//! status lines as they change. Exits non-zero on an error status or at the timeout.
+//! status lines as they change (`Client::wait_until`). Exits non-zero on the first error or at
+//! the timeout.
 
 use std::path::Path;
-use std::sync::mpsc::RecvTimeoutError;
+use std::sync::mpsc::Receiver;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
 use serde_json::json;
-use tidesync_client::{Client, ClientConfig, ClientEvent, Phase, StaticToken, Status, SyncConfig};
-use tidesync_core::sync::{BackoffPolicy, FailureKind};
-use tidesync_protocol::SpaceName;
+use tidesync_client::{
+    BackoffPolicy, Client, ClientConfig, ClientError, ClientEvent, FailureKind, SpaceName,
+    StaticToken, Status, SyncConfig,
+};
 
 use super::output::Output;
 use super::store_config;
@@ -46,10 +48,51 @@ fn kind_name(kind: FailureKind) -> &'static str {
         FailureKind::Server => "server",
         FailureKind::Auth => "authentication",
         FailureKind::Refused => "refused",
+        FailureKind::LocalStore => "local database",
     }
 }
 
-/// Syncs `db` with `server` for `spaces`.
+/// What the event printer saw.
+#[derive(Debug, Default)]
+struct Seen {
+    rejected: u64,
+    conflicts: u64,
+}
+
+/// Prints status lines as they change, and every rejection and conflict, until the client
+/// closes.
+fn print_events(events: Receiver<ClientEvent>, quiet: bool) -> Seen {
+    let mut seen = Seen::default();
+    let mut last_line = String::new();
+    for event in events {
+        match event {
+            ClientEvent::Status(s) => {
+                let line = status_line(&s);
+                if line != last_line && !quiet {
+                    println!("{line}");
+                }
+                last_line = line;
+            }
+            ClientEvent::Rejected { seq, code, message } => {
+                seen.rejected += 1;
+                if !quiet {
+                    println!("rejected: seq {seq}: {} ({message})", code.as_str());
+                }
+            }
+            ClientEvent::Conflict { seq, key, fields } => {
+                seen.conflicts += 1;
+                if !quiet {
+                    let names: Vec<&str> = fields.iter().map(|f| f.field.as_str()).collect();
+                    println!("conflict: seq {seq} on {key}: {}", names.join(", "));
+                }
+            }
+            _ => {}
+        }
+    }
+    seen
+}
+
+/// Syncs `db` with `server` for `spaces`: until synced, the first error, or the timeout.
 pub fn run(
     db: &Path,
     server: &str,
@@ -71,63 +114,37 @@ pub fn run(
     let started_ms = now_ms();
     let client = Client::open(config).with_context(|| format!("cannot open {}", db.display()))?;
     let events = client.subscribe();
-    let deadline = Instant::now() + Duration::from_secs(timeout_s);
-    let mut last_line = String::new();
-    let mut rejected = 0u64;
-    let mut conflicts = 0u64;
-    let result = loop {
-        let wait = deadline.saturating_duration_since(Instant::now());
-        let event = match events.recv_timeout(wait.min(Duration::from_millis(200))) {
-            Ok(event) => event,
-            Err(RecvTimeoutError::Timeout) => {
-                if Instant::now() >= deadline {
-                    break Err(anyhow!(
-                        "sync did not finish within {timeout_s} s (last state: {last_line})"
-                    ));
-                }
-                continue;
-            }
-            Err(RecvTimeoutError::Disconnected) => {
-                break Err(anyhow!("the sync thread stopped unexpectedly"))
-            }
-        };
-        match event {
-            ClientEvent::Status(s) => {
-                if let Some(err) = s.last_error.as_ref().filter(|e| e.at_ms >= started_ms) {
-                    break Err(anyhow!(
-                        "sync failed ({} error): {}",
-                        kind_name(err.kind),
-                        err.message
-                    ));
-                }
-                let line = status_line(&s);
-                if line != last_line && !out.json {
-                    println!("{line}");
-                }
-                last_line = line;
-                let pulled = s.last_synced_at_ms.is_some_and(|at| at >= started_ms);
-                if s.phase == Phase::Idle && s.pending == 0 && pulled {
-                    break Ok(s);
-                }
-            }
-            ClientEvent::Rejected { seq, code, message } => {
-                rejected += 1;
-                if !out.json {
-                    println!("rejected: seq {seq}: {} ({message})", code.as_str());
-                }
-            }
-            ClientEvent::Conflict { seq, key, fields } => {
-                conflicts += 1;
-                if !out.json {
-                    let names: Vec<&str> = fields.iter().map(|f| f.field.as_str()).collect();
-                    println!("conflict: seq {seq} on {key}: {}", names.join(", "));
-                }
-            }
-            _ => {}
-        }
+    let quiet = out.json;
+    let printer = std::thread::spawn(move || print_events(events, quiet));
+    // A tool stops at the first error (an app would keep retrying).
+    let failed = |s: &Status| {
+        s.last_error
+            .as_ref()
+            .filter(|e| e.at_ms >= started_ms)
+            .cloned()
     };
-    client.close();
-    let status = result?;
+    let result = client.wait_until(Duration::from_secs(timeout_s), |s| {
+        s.is_synced() || failed(s).is_some()
+    });
+    client.close(); // ends the event stream, so the printer finishes
+    let seen = printer
+        .join()
+        .map_err(|_| anyhow!("the event printer panicked"))?;
+    let status = match result {
+        Ok(status) => status,
+        Err(ClientError::Timeout { last, .. }) => {
+            let state = last.as_deref().map(status_line).unwrap_or_default();
+            bail!("sync did not finish within {timeout_s} s (last state: {state})");
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if let Some(err) = failed(&status) {
+        bail!(
+            "sync failed ({} error): {}",
+            kind_name(err.kind),
+            err.message
+        );
+    }
     if status.pending > 0 {
         bail!("{} mutations still pending", status.pending);
     }
@@ -137,8 +154,8 @@ pub fn run(
             "pending": status.pending,
             "conflicts": status.conflicts,
             "rejections": status.rejections,
-            "new_conflicts": conflicts,
-            "new_rejections": rejected,
+            "new_conflicts": seen.conflicts,
+            "new_rejections": seen.rejected,
             "last_synced_at_ms": status.last_synced_at_ms,
         }),
         || {

@@ -28,7 +28,7 @@ use tidesync_client::{Phase, Reachability};
 
 use crate::time::{now_ms, seconds};
 use progress::Progress;
-use replicas::{show_edits, wait_until, Replica};
+use replicas::{show_edits, wait_synced, wait_until, Replica};
 use setup::{client_config, DemoServer, Workspace};
 use summary::{ClientRow, Report};
 
@@ -101,12 +101,11 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     };
 
     progress.step("connecting: every client's first sync");
-    wait_until(
+    wait_synced(
         "every client's first sync",
         deadline(),
         &mut progress,
         &replicas,
-        |rs, _| Ok(rs.iter().all(Replica::is_synced)),
     )?;
     let c1 = replicas[0].client()?;
     story::seed_shared(c1)?;
@@ -167,12 +166,11 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
 
     progress.step("reconnecting c1 first, then everyone");
     replicas[0].client()?.set_network(Reachability::Online);
-    wait_until(
+    wait_synced(
         "c1 to upload its edits",
         deadline(),
         &mut progress,
-        &replicas,
-        |rs, _| Ok(rs[0].is_synced()),
+        &replicas[..1],
     )?;
     for r in &replicas[1..] {
         r.client()?.set_network(Reachability::Online);

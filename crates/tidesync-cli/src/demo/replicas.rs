@@ -6,9 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
 use serde_json::Value;
-use tidesync_client::{Client, ClientConfig, Phase, Status};
-use tidesync_protocol::CollectionName;
-use tidesync_store::ListOptions;
+use tidesync_client::{Client, ClientConfig, ClientError, CollectionName, ListOptions, Status};
 
 use super::progress::{ClientLine, Progress};
 use super::setup::{space, Snapshot, ORDERS, TODOS};
@@ -53,17 +51,13 @@ impl Replica {
 
     /// Mutations handed out so far (its last seq).
     pub fn last_seq(&self) -> anyhow::Result<u64> {
-        let stats = self
-            .client()?
-            .with_store(|s| s.outbox_stats())
-            .context("cannot read the outbox")?;
-        Ok(stats.last_seq)
+        let counts = self.client()?.counts().context("cannot read the outbox")?;
+        Ok(counts.last_seq)
     }
 
     /// Caught up: idle, nothing pending, a complete pull done.
     pub fn is_synced(&self) -> bool {
-        self.status()
-            .is_some_and(|s| s.phase == Phase::Idle && s.pending == 0 && s.has_synced)
+        self.status().is_some_and(|s| s.is_synced())
     }
 
     /// Every live record in its view.
@@ -152,6 +146,37 @@ pub fn show_edits(progress: &mut Progress, replicas: &[Replica], ops: u64) {
         );
     }
     progress.flush(false);
+}
+
+/// Waits until every replica is synced (`Client::wait_synced`), refreshing the display every
+/// 50 ms, or fails at `deadline`.
+pub fn wait_synced(
+    what: &str,
+    deadline: Instant,
+    progress: &mut Progress,
+    replicas: &[Replica],
+) -> anyhow::Result<()> {
+    for replica in replicas {
+        loop {
+            show_sync(progress, replicas);
+            match replica.client()?.wait_synced(Duration::from_millis(50)) {
+                Ok(_) => break,
+                Err(ClientError::Timeout { .. }) if Instant::now() < deadline => continue,
+                Err(ClientError::Timeout { .. }) => {
+                    progress.flush(true);
+                    bail!("timed out waiting for {what}");
+                }
+                Err(e) => {
+                    progress.flush(true);
+                    return Err(e).with_context(|| {
+                        format!("{} failed while waiting for {what}", replica.name)
+                    });
+                }
+            }
+        }
+    }
+    show_sync(progress, replicas);
+    Ok(())
 }
 
 /// Polls `done` every 50 ms, refreshing the display, until it holds or `deadline` passes.

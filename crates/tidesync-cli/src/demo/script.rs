@@ -6,9 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
-use tidesync_client::Client;
-use tidesync_protocol::{Doc, RecordKey};
-use tidesync_store::StoreError;
+use tidesync_client::{Client, Doc, RecordKey, StoreError};
 
 use super::setup::{SPACE, TODOS};
 

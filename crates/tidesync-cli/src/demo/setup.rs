@@ -2,21 +2,19 @@
 //! port, and the configuration of each client.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
 use serde_json::Value;
-use tidesync_client::{ClientConfig, StaticToken, SyncConfig};
-use tidesync_core::sync::BackoffPolicy;
-use tidesync_protocol::{ClientId, CollectionName, Cursor, SpaceName};
+use tidesync_client::{
+    BackoffPolicy, ClientConfig, ClientId, CollectionName, Cursor, Durability, SpaceName,
+    StaticToken, SyncConfig,
+};
 use tidesync_server::auth::Grants;
-use tidesync_server::storage::sqlite::SqliteStorage;
 use tidesync_server::storage::{PullInput, Storage};
-use tidesync_server::{AppState, Limits, MergeRules, Policies, Policy};
-use tidesync_store::Durability;
+use tidesync_server::{EmbeddedServer, MergeRules, Policies, Policy};
 
 /// The one space every demo client syncs.
 pub const SPACE: &str = "team:demo";
@@ -86,14 +84,10 @@ impl Workspace {
     }
 }
 
-/// The sync server, running on its own runtime in this process.
+/// The sync server, running on its own thread and runtime in this process.
 #[derive(Debug)]
 pub struct DemoServer {
-    addr: SocketAddr,
-    storage: Arc<SqliteStorage>,
-    runtime: tokio::runtime::Runtime,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    server: EmbeddedServer,
 }
 
 impl DemoServer {
@@ -108,37 +102,14 @@ impl DemoServer {
             },
             ..MergeRules::default()
         };
-        let storage = Arc::new(
-            SqliteStorage::open(db, rules)
-                .with_context(|| format!("cannot open the database {}", db.display()))?,
-        );
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("demo-server")
-            .enable_all()
-            .build()
-            .context("cannot start the async runtime")?;
-        let listener = runtime
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .context("cannot listen on a loopback port")?;
-        let addr = listener.local_addr().context("no local address")?;
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let state = AppState::new(storage.clone(), Limits::default());
-        let task = runtime.spawn(tidesync_server::serve(listener, state, async move {
-            let _ = stopped.await;
-        }));
-        Ok(DemoServer {
-            addr,
-            storage,
-            runtime,
-            stop: Some(stop),
-            task: Some(task),
-        })
+        let server = EmbeddedServer::sqlite(db, rules)
+            .with_context(|| format!("cannot serve the database {}", db.display()))?;
+        Ok(DemoServer { server })
     }
 
     /// `http://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        self.server.url()
     }
 
     /// A token that may read and write the demo space.
@@ -148,18 +119,18 @@ impl DemoServer {
             read: Default::default(),
             write: [space()?].into_iter().collect(),
         };
-        self.storage
+        self.server
+            .storage()
             .create_token(&grants)
             .context("cannot create a token")
     }
 
     /// The space's version (one per applied change).
     pub fn version(&self) -> anyhow::Result<u64> {
-        let storage = self.storage.clone();
         let spaces = [space()?];
         let versions = self
-            .runtime
-            .block_on(async move { storage.space_versions(&spaces).await })
+            .server
+            .run(self.server.storage().space_versions(&spaces))
             .context("cannot read the space version")?;
         Ok(versions.first().copied().unwrap_or(0))
     }
@@ -176,10 +147,9 @@ impl DemoServer {
                 spaces: vec![space()?],
                 limit: 10_000,
             };
-            let storage = self.storage.clone();
             let page = self
-                .runtime
-                .block_on(async move { storage.pull(input).await })
+                .server
+                .run(self.server.storage().pull(input))
                 .context("cannot read the server's records")?;
             for change in page.changes {
                 let key = (change.collection.to_string(), change.id.to_string());
@@ -206,25 +176,10 @@ impl DemoServer {
     }
 
     /// Graceful stop: requests in flight finish, the storage flushes.
-    pub fn stop(mut self) {
-        self.shutdown();
-    }
-
-    fn shutdown(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
+    pub fn stop(self) {
+        if let Err(e) = self.server.stop() {
+            tracing::warn!(error = %e, "the demo server did not stop cleanly");
         }
-        if let Some(task) = self.task.take() {
-            let _ = self
-                .runtime
-                .block_on(async { tokio::time::timeout(Duration::from_secs(10), task).await });
-        }
-    }
-}
-
-impl Drop for DemoServer {
-    fn drop(&mut self) {
-        self.shutdown();
     }
 }
 

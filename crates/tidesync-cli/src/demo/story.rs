@@ -5,14 +5,14 @@
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, HashSet};
 use std::hash::{Hash, Hasher};
-use std::ops::ControlFlow;
 
 use anyhow::Context;
 use serde_json::json;
-use tidesync_client::{Client, Phase, Reachability};
-use tidesync_protocol::{ErrorCode, RecordKey, Winner};
-use tidesync_store::restoration::{BucketPath, Entry, Lifetime, Value};
-use tidesync_store::{MutationState, Resolution, StoreError};
+use tidesync_client::restoration::{BucketPath, Entry, Lifetime, Value};
+use tidesync_client::{
+    Client, ErrorCode, MutationState, Phase, Reachability, RecordKey, Resolution, StoreError,
+    Winner,
+};
 
 use super::replicas::Replica;
 use super::script::{doc, key, record_key};
@@ -63,27 +63,27 @@ fn compose() -> anyhow::Result<BucketPath> {
 fn outbox_fingerprint(client: &Client) -> anyhow::Result<(u64, u64)> {
     let mut hasher = DefaultHasher::new();
     let mut count = 0u64;
-    client
-        .with_store(|s| {
-            s.for_each_outbox(|entry| {
-                let m = &entry.mutation;
-                (m.seq, m.tx, m.op.kind(), m.key.to_string()).hash(&mut hasher);
-                count += 1;
-                ControlFlow::Continue(())
-            })
-        })
-        .context("cannot read the outbox")?;
-    Ok((count, hasher.finish()))
+    let mut after = 0;
+    loop {
+        let page = client
+            .outbox(after, 1_000)
+            .context("cannot read the outbox")?;
+        let Some(last) = page.last() else {
+            return Ok((count, hasher.finish()));
+        };
+        after = last.mutation.seq;
+        for entry in &page {
+            let m = &entry.mutation;
+            (m.seq, m.tx, m.op.kind(), m.key.to_string()).hash(&mut hasher);
+            count += 1;
+        }
+    }
 }
 
-fn read_draft(client: &Client) -> Option<Value> {
-    client.with_store(|s| {
-        s.restoration()
-            .root(Lifetime::Persistent)
-            .child("compose")
-            .value("draft")
-            .cloned()
-    })
+fn read_draft(client: &Client) -> anyhow::Result<Option<Value>> {
+    Ok(client
+        .restore_get(Lifetime::Persistent, &compose()?, "draft")
+        .map(|entry| entry.value))
 }
 
 /// Writes an unsent draft, kills the client (drops it while offline with unsent mutations),
@@ -120,7 +120,7 @@ pub fn kill_and_reopen(replica: &mut Replica) -> anyhow::Result<KillCheck> {
     client.set_network(Reachability::Offline);
     client.resume();
     let (pending_after, print_after) = outbox_fingerprint(&client)?;
-    let restored = read_draft(&client);
+    let restored = read_draft(&client)?;
 
     let draft_fate = match &restored {
         Some(value) => {
@@ -305,12 +305,12 @@ fn show_json(value: Option<&serde_json::Value>) -> String {
     value.map_or("(removed)".to_owned(), serde_json::Value::to_string)
 }
 
-fn show_op(op: &tidesync_protocol::Op) -> String {
+fn show_op(op: &tidesync_client::Op) -> String {
     match op {
-        tidesync_protocol::Op::Put { doc } | tidesync_protocol::Op::Patch { fields: doc } => {
+        tidesync_client::Op::Put { doc } | tidesync_client::Op::Patch { fields: doc } => {
             serde_json::Value::Object(doc.clone()).to_string()
         }
-        tidesync_protocol::Op::Delete => String::new(),
+        tidesync_client::Op::Delete => String::new(),
     }
 }
 

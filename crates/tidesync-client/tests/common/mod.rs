@@ -16,7 +16,7 @@ use tidesync_protocol::{ClientId, Cursor, Doc, PullResponse, RecordKey, SpaceNam
 use tidesync_server::auth::Grants;
 use tidesync_server::storage::sqlite::SqliteStorage;
 use tidesync_server::storage::{PullInput, Storage};
-use tidesync_server::{AppState, Limits, MergeRules};
+use tidesync_server::{EmbeddedServer, Limits, MergeRules};
 
 pub const SPACE: &str = "team:1";
 
@@ -37,13 +37,7 @@ pub struct TestServer {
     pub addr: SocketAddr,
     pub db: PathBuf,
     rules: MergeRules,
-    running: Option<Running>,
-}
-
-struct Running {
-    storage: Arc<SqliteStorage>,
-    stop: tokio::sync::oneshot::Sender<()>,
-    thread: std::thread::JoinHandle<()>,
+    running: Option<EmbeddedServer>,
 }
 
 impl TestServer {
@@ -60,30 +54,10 @@ impl TestServer {
 
     fn boot(&mut self) {
         let storage = Arc::new(SqliteStorage::open(&self.db, self.rules.clone()).unwrap());
-        let std_listener = bind(self.addr);
-        self.addr = std_listener.local_addr().unwrap();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let state = AppState::new(storage.clone(), Limits::default());
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                std_listener.set_nonblocking(true).unwrap();
-                let listener = tokio::net::TcpListener::from_std(std_listener).unwrap();
-                let _ = tidesync_server::serve(listener, state, async move {
-                    let _ = stopped.await;
-                })
-                .await;
-            });
-        });
-        self.running = Some(Running {
-            storage,
-            stop,
-            thread,
-        });
+        let listener = bind(self.addr);
+        let server = EmbeddedServer::start(listener, storage, Limits::default()).unwrap();
+        self.addr = server.addr();
+        self.running = Some(server);
     }
 
     pub fn url(&self) -> String {
@@ -91,7 +65,7 @@ impl TestServer {
     }
 
     pub fn storage(&self) -> Arc<SqliteStorage> {
-        self.running.as_ref().expect("running").storage.clone()
+        self.running.as_ref().expect("running").storage().clone()
     }
 
     /// An API token for `user`, writing the test space.
@@ -108,8 +82,7 @@ impl TestServer {
     /// Graceful stop (in-flight requests finish).
     pub fn stop(&mut self) {
         if let Some(running) = self.running.take() {
-            let _ = running.stop.send(());
-            running.thread.join().unwrap();
+            running.stop().unwrap();
         }
     }
 
@@ -221,15 +194,6 @@ pub fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
         assert!(Instant::now() < deadline, "timed out waiting for: {what}");
         std::thread::sleep(Duration::from_millis(10));
     }
-}
-
-/// Waits until `client` has nothing pending and has completed a pull after its last push.
-pub fn wait_synced(client: &Client, timeout: Duration) {
-    wait_for("the client to sync", timeout, || {
-        client.status().is_some_and(|s: Status| {
-            s.pending == 0 && s.phase == tidesync_client::Phase::Idle && s.has_synced
-        })
-    });
 }
 
 /// The document of `key` as `client` sees it.

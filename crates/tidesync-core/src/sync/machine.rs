@@ -201,7 +201,10 @@ impl SyncMachine {
 
             // ---- results of exchanges ----
             (S::Busy { op: Op::Probe, .. }, E::ProbeDone(Ok(()))) => {
-                self.succeeded();
+                // The server answers; whether the work succeeds is still to be seen, so the
+                // error and the backoff count stay until a push or pull succeeds (else a
+                // server failing every push would be retried at the base delay forever).
+                self.set_connectivity(Connectivity::Online);
                 self.next_work(now, out)
             }
             (S::Busy { op: Op::Push, .. }, E::PushDone(Ok(PushProgress { more }))) => {
@@ -248,6 +251,7 @@ impl SyncMachine {
                 self.record_error(
                     now,
                     FailureKind::Auth,
+                    None,
                     "the token provider has no valid token".into(),
                 );
                 self.back_off(now, true, None, out)
@@ -422,6 +426,7 @@ impl SyncMachine {
                 self.record_error(
                     now,
                     FailureKind::Network,
+                    None,
                     format!("cannot reach the server: {message}"),
                 );
                 self.back_off(now, false, None, out)
@@ -432,6 +437,7 @@ impl SyncMachine {
                 self.record_error(
                     now,
                     FailureKind::Network,
+                    None,
                     "the server did not answer in time".into(),
                 );
                 self.back_off(now, false, None, out)
@@ -441,6 +447,7 @@ impl SyncMachine {
                 self.record_error(
                     now,
                     FailureKind::Server,
+                    None,
                     format!("server error {status}: {message}"),
                 );
                 self.back_off(now, false, None, out)
@@ -450,6 +457,7 @@ impl SyncMachine {
                 self.record_error(
                     now,
                     FailureKind::Server,
+                    None,
                     "the server asked to slow down".into(),
                 );
                 self.back_off(now, false, retry_after_ms, out)
@@ -463,6 +471,7 @@ impl SyncMachine {
                 self.record_error(
                     now,
                     FailureKind::Auth,
+                    None,
                     "the server refused the credentials, even freshly refreshed ones".into(),
                 );
                 self.back_off(now, true, None, out)
@@ -483,12 +492,21 @@ impl SyncMachine {
                 message,
             } => {
                 self.set_connectivity(Connectivity::Online);
-                self.record_error(
-                    now,
-                    FailureKind::Refused,
-                    format!("the server refused the request ({status} {code}): {message}"),
-                );
+                let text = format!("the server refused the request ({status} {code}): {message}");
+                self.record_error(now, FailureKind::Refused, Some(code), text);
                 self.back_off(now, true, None, out)
+            }
+            Failure::LocalStore {
+                code,
+                message,
+                retryable,
+            } => {
+                // Says nothing about the server: connectivity stays what it was. A failure
+                // that clears by itself (disk full, lock held) backs off like the network;
+                // one that needs someone (a corrupt file) waits like a refusal.
+                let text = format!("the local database failed: {message}");
+                self.record_error(now, FailureKind::LocalStore, Some(code), text);
+                self.back_off(now, !retryable, None, out)
             }
         }
     }
@@ -507,6 +525,9 @@ impl SyncMachine {
         } else {
             self.config.backoff.delay_ms(self.failures, &mut self.rng)
         };
+        if let Some(error) = &mut self.last_error {
+            error.needs_attention = stalled;
+        }
         self.failures = self.failures.saturating_add(1);
         if self.device_offline {
             // The app said so: wait for its hint (or the slow safety probe), not the backoff.
@@ -520,10 +541,13 @@ impl SyncMachine {
         State::Backoff { until, stalled }
     }
 
-    fn record_error(&mut self, now: u64, kind: FailureKind, message: String) {
+    fn record_error(&mut self, now: u64, kind: FailureKind, code: Option<String>, message: String) {
         self.last_error = Some(SyncError {
             kind,
+            code,
             message,
+            // Set by `back_off`, which knows whether the wait is a stall.
+            needs_attention: false,
             at_ms: now,
         });
     }

@@ -53,6 +53,18 @@ pub enum Failure {
         /// The message from the body.
         message: String,
     },
+    /// The exchange could not be prepared or its answer could not be recorded, because the
+    /// local database failed (disk full, file not writable, locked by another process).
+    /// Nothing about the server is known from it.
+    LocalStore {
+        /// The store error's stable code (`disk_full`, `busy`, ...).
+        code: String,
+        /// The store error's message.
+        message: String,
+        /// Whether the same work may succeed later without anyone acting (then it is
+        /// retried with backoff like a network failure; otherwise it waits like a refusal).
+        retryable: bool,
+    },
 }
 
 /// A failure's class, for status displays.
@@ -66,6 +78,22 @@ pub enum FailureKind {
     Auth,
     /// The server refused the request (a client-side problem); needs attention.
     Refused,
+    /// The local database failed (see the error's code: `disk_full`, `read_only`, `busy`,
+    /// ...); retried with backoff when the failure can clear by itself.
+    LocalStore,
+}
+
+impl FailureKind {
+    /// The kind's stable name: `network`, `server`, `auth`, `refused`, `local_store`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureKind::Network => "network",
+            FailureKind::Server => "server",
+            FailureKind::Auth => "auth",
+            FailureKind::Refused => "refused",
+            FailureKind::LocalStore => "local_store",
+        }
+    }
 }
 
 /// The last sync error, as shown to the user.
@@ -73,8 +101,17 @@ pub enum FailureKind {
 pub struct SyncError {
     /// Its class.
     pub kind: FailureKind,
+    /// The stable code of the failure where there is one: the server's error code for a
+    /// refusal or a server error that said one, the store error's code for a local store
+    /// failure (`disk_full`, `read_only`, `disk_io`, `busy`, ...).
+    pub code: Option<String>,
     /// What happened, in words.
     pub message: String,
+    /// `true` when retrying alone will not help and the engine waits (the backoff cap, a
+    /// network hint or `sync_now`) for the app or the user to act: a refusal, credentials,
+    /// a corrupt local file. `false` for failures that clear by themselves (the network, a
+    /// server error, a full disk, a held lock), retried with backoff.
+    pub needs_attention: bool,
     /// When it happened (ms since the epoch).
     pub at_ms: u64,
 }

@@ -28,22 +28,22 @@ use tidesync_protocol::SpaceName;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{broadcast, watch, OwnedSemaphorePermit};
 
-use crate::app::AppState;
 use crate::error::ApiError;
 use crate::extract::Auth;
 use crate::metrics::StreamGauge;
+use crate::state::AppState;
 use crate::storage::Poke;
 use crate::validate;
 
 /// The query string of `GET /v1/events`.
 #[derive(Debug, Deserialize)]
-pub struct EventsQuery {
+pub(crate) struct EventsQuery {
     /// Comma-separated space names.
     spaces: String,
 }
 
 /// Handles `GET /v1/events`.
-pub async fn events(
+pub(crate) async fn events(
     State(state): State<AppState>,
     Auth(grants): Auth,
     query: Result<Query<EventsQuery>, QueryRejection>,

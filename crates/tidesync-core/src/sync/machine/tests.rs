@@ -149,6 +149,11 @@ fn a_network_failure_is_one_offline_status_then_backoff_retries_without_spamming
         work(&m.handle(at + 1, Event::ProbeDone(Ok(())))),
         vec![Instruction::OpenStream, Instruction::Push]
     );
+    assert!(
+        m.status().last_error.is_some(),
+        "an answered probe is not the work succeeding"
+    );
+    m.handle(at + 2, Event::PushDone(Ok(PushProgress { more: false })));
     assert_eq!(m.status().last_error, None, "a success clears the error");
 }
 
@@ -183,6 +188,7 @@ fn backoff_grows_with_full_jitter_and_resets_after_success() {
         "delays grow: {delays:?}"
     );
     m.handle(now, Event::ProbeDone(Ok(())));
+    m.handle(now, Event::PushDone(Ok(PushProgress { more: true })));
     let out = m.handle(now + 1, Event::PushDone(Err(Failure::Timeout)));
     let (_, at) = timer(&out).expect("timer");
     assert!(
@@ -386,5 +392,97 @@ fn an_offline_hint_while_paused_is_remembered_at_resume() {
     assert_eq!(
         work(&m.handle(13, Event::NetworkHint(Reachability::Online))),
         vec![Instruction::Probe]
+    );
+}
+
+#[test]
+fn a_server_answering_probes_but_failing_pushes_backs_off_exponentially() {
+    let config = SyncConfig {
+        backoff: BackoffPolicy {
+            base_ms: 100,
+            cap_ms: 100_000,
+        },
+        ..SyncConfig::default()
+    };
+    let mut m = SyncMachine::new(config, 3);
+    started_idle(&mut m);
+    m.handle(10, Event::LocalWrite);
+    let mut now = 10;
+    let mut delays = Vec::new();
+    for _ in 0..10 {
+        let failure = Failure::Server {
+            status: 500,
+            message: "boom".into(),
+        };
+        let out = m.handle(now, Event::PushDone(Err(failure)));
+        let (id, at) = timer(&out).expect("a retry timer");
+        delays.push(at - now);
+        now = at;
+        assert_eq!(
+            work(&m.handle(now, Event::TimerFired(id))),
+            vec![Instruction::Probe]
+        );
+        m.handle(now, Event::ProbeDone(Ok(())));
+        assert_eq!(m.status().phase, Phase::Uploading);
+    }
+    assert!(
+        delays[6..].iter().any(|d| *d > 1_000),
+        "the delay grows although every probe succeeds: {delays:?}"
+    );
+}
+
+#[test]
+fn a_local_store_failure_is_its_own_kind_and_backs_off_by_retryability() {
+    let mut m = machine();
+    started_idle(&mut m);
+    m.handle(10, Event::LocalWrite);
+    let full = Failure::LocalStore {
+        code: "disk_full".into(),
+        message: "the disk is full".into(),
+        retryable: true,
+    };
+    let out = m.handle(20, Event::PushDone(Err(full)));
+    let status = m.status();
+    let error = status.last_error.expect("an error");
+    assert_eq!(error.kind, FailureKind::LocalStore);
+    assert_eq!(error.code.as_deref(), Some("disk_full"));
+    assert!(!error.needs_attention, "a full disk clears by itself");
+    assert!(
+        error.message.contains("the disk is full"),
+        "{}",
+        error.message
+    );
+    assert_eq!(
+        status.connectivity,
+        Connectivity::Online,
+        "says nothing about the server"
+    );
+    assert_eq!(status.phase, Phase::Backoff);
+    let (_, at) = timer(&out).expect("a retry timer");
+    assert!(
+        at - 20 <= SyncConfig::default().backoff.base_ms,
+        "retried like the network"
+    );
+
+    let corrupt = Failure::LocalStore {
+        code: "corrupt".into(),
+        message: "the database file is corrupt".into(),
+        retryable: false,
+    };
+    let (id, at) = timer(&out).expect("timer");
+    m.handle(at, Event::TimerFired(id));
+    m.handle(at, Event::ProbeDone(Ok(())));
+    let out = m.handle(at + 1, Event::PushDone(Err(corrupt)));
+    let (_, retry) = timer(&out).expect("a timer");
+    assert_eq!(
+        retry - (at + 1),
+        SyncConfig::default().backoff.cap_ms,
+        "a failure that needs someone waits the cap"
+    );
+    assert!(m.status().last_error.is_some_and(|e| e.needs_attention));
+    assert_eq!(
+        work(&m.handle(at + 2, Event::LocalWrite)),
+        vec![],
+        "stalled: writes do not retrigger"
     );
 }

@@ -4,14 +4,18 @@
 //! its writer thread and reader pool.
 
 use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
 
+use async_trait::async_trait;
 use rusqlite::Connection;
 use tidesync_core::HlcClock;
-use tidesync_protocol::{PullResponse, PushResponse, RawChange};
+use tidesync_protocol::{PullResponse, PushResponse, RawChange, SpaceName};
+use tokio::sync::broadcast;
 
+use crate::auth::{Grants, TokenHash};
 use crate::config::MergeRules;
-use crate::storage::sqlite::{pull, schema, writer};
-use crate::storage::{Poke, PullInput, PushInput, StorageError};
+use crate::storage::sqlite::{pull, push, schema, writer};
+use crate::storage::{Poke, PullInput, PushInput, Storage, StorageError};
 
 /// A synchronous server engine over one SQLite file.
 #[derive(Debug)]
@@ -49,4 +53,84 @@ impl SyncEngine {
     pub fn pull(&self, input: &PullInput) -> Result<PullResponse<RawChange>, StorageError> {
         pull::pull(&self.conn, input)
     }
+}
+
+/// Where an [`EngineStorage`] reads the server's time (ms since the epoch).
+pub type EngineClock = Arc<dyn Fn() -> u64 + Send + Sync>;
+
+/// A [`SyncEngine`] behind the [`Storage`] trait: every call runs on the caller's thread and
+/// completes without waiting (the futures never suspend), with time from `clock`. What the
+/// deterministic simulation puts behind the same [`SyncService`](crate::SyncService) the
+/// routes use; pokes go to [`Storage::subscribe`] receivers as they do from
+/// [`super::SqliteStorage`].
+pub struct EngineStorage {
+    engine: Mutex<SyncEngine>,
+    clock: EngineClock,
+    pokes: broadcast::Sender<Poke>,
+}
+
+impl std::fmt::Debug for EngineStorage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EngineStorage").finish_non_exhaustive()
+    }
+}
+
+impl EngineStorage {
+    /// Opens the engine on `path` (see [`SyncEngine::open`]).
+    pub fn open(
+        path: &Path,
+        rules: MergeRules,
+        clock: EngineClock,
+    ) -> Result<EngineStorage, StorageError> {
+        let (pokes, _) = broadcast::channel(1024);
+        Ok(EngineStorage {
+            engine: Mutex::new(SyncEngine::open(path, rules)?),
+            clock,
+            pokes,
+        })
+    }
+
+    fn engine(&self) -> Result<MutexGuard<'_, SyncEngine>, StorageError> {
+        self.engine
+            .lock()
+            .map_err(|_| StorageError::Internal("engine lock poisoned".into()))
+    }
+}
+
+#[async_trait]
+impl Storage for EngineStorage {
+    async fn push(&self, input: PushInput) -> Result<PushResponse, StorageError> {
+        let now = (self.clock)();
+        let (response, pokes) = self.engine()?.push(&input, now)?;
+        for poke in pokes {
+            let _ = self.pokes.send(poke);
+        }
+        Ok(response)
+    }
+
+    async fn pull(&self, input: PullInput) -> Result<PullResponse<RawChange>, StorageError> {
+        self.engine()?.pull(&input)
+    }
+
+    async fn authenticate(&self, token: TokenHash) -> Result<Option<Grants>, StorageError> {
+        super::lookup_token(&self.engine()?.conn, &token)
+    }
+
+    async fn space_versions(&self, spaces: &[SpaceName]) -> Result<Vec<u64>, StorageError> {
+        let engine = self.engine()?;
+        spaces
+            .iter()
+            .map(|s| push::space_version(&engine.conn, s))
+            .collect()
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<Poke> {
+        self.pokes.subscribe()
+    }
+
+    async fn health(&self) -> Result<(), StorageError> {
+        self.engine().map(|_| ())
+    }
+
+    async fn shutdown(&self) {}
 }

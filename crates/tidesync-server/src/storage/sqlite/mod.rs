@@ -20,7 +20,7 @@ use crate::auth::{new_token, Grants, TokenHash};
 use crate::config::MergeRules;
 use crate::storage::{Poke, PullInput, PushInput, Storage, StorageError};
 
-pub use engine::SyncEngine;
+pub use engine::{EngineClock, EngineStorage, SyncEngine};
 pub use pull::EXACT_REMAINING;
 pub use schema::APPLICATION_ID;
 
@@ -140,6 +140,18 @@ fn insert_token(conn: &Connection, grants: &Grants) -> Result<String, StorageErr
     Ok(token)
 }
 
+/// The grants of the token whose hash is `token`.
+fn lookup_token(conn: &Connection, token: &TokenHash) -> Result<Option<Grants>, StorageError> {
+    let grants: Option<String> = conn
+        .prepare_cached("SELECT grants FROM tokens WHERE hash = ?1")
+        .and_then(|mut s| s.query_row([token.0.to_vec()], |r| r.get(0)).optional())
+        .map_err(|e| StorageError::Internal(format!("look up a token: {e}")))?;
+    grants
+        .map(|g| serde_json::from_str(&g))
+        .transpose()
+        .map_err(|e| StorageError::Internal(format!("stored grants do not parse: {e}")))
+}
+
 #[async_trait]
 impl Storage for SqliteStorage {
     async fn push(&self, input: PushInput) -> Result<PushResponse, StorageError> {
@@ -169,17 +181,7 @@ impl Storage for SqliteStorage {
     }
 
     async fn authenticate(&self, token: TokenHash) -> Result<Option<Grants>, StorageError> {
-        self.read(move |conn| {
-            let grants: Option<String> = conn
-                .prepare_cached("SELECT grants FROM tokens WHERE hash = ?1")
-                .and_then(|mut s| s.query_row([token.0.to_vec()], |r| r.get(0)).optional())
-                .map_err(|e| StorageError::Internal(format!("look up a token: {e}")))?;
-            grants
-                .map(|g| serde_json::from_str(&g))
-                .transpose()
-                .map_err(|e| StorageError::Internal(format!("stored grants do not parse: {e}")))
-        })
-        .await
+        self.read(move |conn| lookup_token(conn, &token)).await
     }
 
     async fn space_versions(&self, spaces: &[SpaceName]) -> Result<Vec<u64>, StorageError> {

@@ -1,16 +1,18 @@
-//! HTTP transport: requests, and the classification of every way they fail into the state
-//! machine's [`Failure`]. The bearer token is attached here, at send time.
+//! The server's endpoints over HTTP (reqwest), and the classification of every way a
+//! request fails into the machine's [`Failure`] (answers through
+//! [`classify_answer`](super::classify_answer)). The bearer token is attached here, at send
+//! time.
 
 use std::time::Duration;
 
 use futures::StreamExt;
-use reqwest::StatusCode;
 use serde::de::DeserializeOwned;
 use tidesync_core::sync::Failure;
 use tidesync_protocol::{
-    CheckedChange, ErrorBody, PullRequest, PullResponse, PushRequest, PushResponse, RawChange,
-    SpaceName,
+    CheckedChange, PullRequest, PullResponse, PushRequest, PushResponse, RawChange, SpaceName,
 };
+
+use super::sse::SseParser;
 
 /// The server's endpoints, over one connection pool.
 #[derive(Debug, Clone)]
@@ -70,10 +72,7 @@ impl Http {
     ) -> Result<PullResponse<CheckedChange>, Failure> {
         let page: PullResponse<RawChange> = self.post("/v1/pull", token, request).await?;
         // Checked here, on the network thread, so the sync thread only stores the page.
-        page.into_checked().map_err(|e| Failure::Server {
-            status: 200,
-            message: format!("unusable response body: {e}"),
-        })
+        super::check_page(page)
     }
 
     async fn post<T: serde::Serialize, R: DeserializeOwned>(
@@ -153,83 +152,12 @@ fn classify_transport(e: reqwest::Error) -> Failure {
 }
 
 async fn classify_status(response: reqwest::Response) -> Failure {
-    let status = response.status();
-    let retry_after_ms = response
+    let status = response.status().as_u16();
+    let retry_after = response
         .headers()
         .get(reqwest::header::RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(|secs| secs.saturating_mul(1000));
+        .and_then(|v| v.trim().parse::<u64>().ok());
     let body = response.bytes().await.unwrap_or_default();
-    let parsed: Option<ErrorBody> = serde_json::from_slice(&body).ok();
-    let code = parsed
-        .as_ref()
-        .map(|b| b.code.as_str().to_owned())
-        .unwrap_or_default();
-    let message = parsed
-        .map(|b| b.message)
-        .unwrap_or_else(|| String::from_utf8_lossy(&body).chars().take(200).collect());
-    match status {
-        StatusCode::UNAUTHORIZED => Failure::Unauthorized,
-        StatusCode::TOO_MANY_REQUESTS => Failure::RateLimited { retry_after_ms },
-        StatusCode::SERVICE_UNAVAILABLE if retry_after_ms.is_some() => {
-            Failure::RateLimited { retry_after_ms }
-        }
-        StatusCode::CONFLICT if code == "cursor_reset" => Failure::CursorReset,
-        s if s.is_server_error() => Failure::Server {
-            status: s.as_u16(),
-            message,
-        },
-        s => Failure::Refused {
-            status: s.as_u16(),
-            code,
-            message,
-        },
-    }
-}
-
-/// A minimal Server-Sent Events parser: counts `poke` events, ignores comments (heartbeats)
-/// and other events.
-#[derive(Debug, Default)]
-struct SseParser {
-    buffer: Vec<u8>,
-    event: Option<String>,
-}
-
-impl SseParser {
-    /// Feeds bytes; returns how many pokes completed.
-    fn feed(&mut self, bytes: &[u8]) -> usize {
-        self.buffer.extend_from_slice(bytes);
-        let mut pokes = 0;
-        while let Some(end) = self.buffer.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = self.buffer.drain(..=end).collect();
-            let line = String::from_utf8_lossy(&line);
-            let line = line.trim_end_matches(['\n', '\r']);
-            if line.is_empty() {
-                if self.event.take().as_deref() == Some("poke") {
-                    pokes += 1;
-                }
-            } else if let Some(name) = line.strip_prefix("event:") {
-                self.event = Some(name.trim().to_owned());
-            }
-            // `data:` lines name the space; every subscribed space is pulled anyway.
-        }
-        pokes
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sse_pokes_are_counted_across_chunk_boundaries_and_heartbeats_ignored() {
-        let mut p = SseParser::default();
-        assert_eq!(p.feed(b": keep-alive\n\nevent: po"), 0);
-        assert_eq!(
-            p.feed(b"ke\ndata: user:alice\n\nevent: poke\r\ndata: team:1\r\n\r\n"),
-            2
-        );
-        assert_eq!(p.feed(b"event: other\ndata: x\n\n"), 0);
-    }
+    super::classify_answer(status, retry_after, &body)
 }

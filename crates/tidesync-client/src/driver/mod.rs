@@ -1,0 +1,531 @@
+//! The sync driver: everything the client does to sync, with no I/O, no threads and no clock.
+//!
+//! [`Driver::handle`] takes one [`Input`] (an app signal, a finished exchange, a poke, a
+//! timer) with the current time and the store, and returns an [`Output`]: the network work
+//! to start ([`Io`], carried out by a [`Transport`](crate::Transport)), the timer to set, and
+//! the [`ClientEvent`]s to emit, the status among them whenever it changed.
+//!
+//! Inside, it owns the core [`SyncMachine`] and executes its instructions against the store:
+//! it reads push batches from the outbox, records push answers and pulled pages, resets the
+//! base on `cursor_reset`, and keeps the per-exchange bookkeeping (the batch in flight by seq,
+//! upload and download progress). One exchange is in flight at a time; an exchange the
+//! machine replaced (after a network hint, a pause) is forgotten, and its late completion is
+//! ignored, as are events of an event stream that was closed.
+//!
+//! A local store failure (the disk is full, the file is not writable, another process holds
+//! the lock) is a [`Failure::LocalStore`]: the status says so with the store error's own code,
+//! and the machine retries with backoff when the error can clear by itself. Nothing about it
+//! is ever reported as a server refusal or as a push that succeeded.
+//!
+//! The client's sync thread ([`crate::Client`]) and the deterministic simulation
+//! (`tidesync-sim`) both run this driver; they differ only in their transport and clock.
+
+mod batch;
+mod status;
+
+use std::collections::VecDeque;
+
+use tidesync_core::sync::{
+    EngineStatus, Event, Failure, Instruction, PullProgress, PushProgress, SyncConfig, SyncMachine,
+};
+use tidesync_protocol::{
+    CheckedChange, ClientId, PullRequest, PullResponse, PushOutcome, PushRequest, PushResponse,
+    SpaceName, PROTOCOL_VERSION,
+};
+use tidesync_store::{Store, StoreError};
+
+use crate::status::{ClientEvent, DownloadProgress, Status};
+use crate::transport::Transport;
+use batch::PushBatch;
+use status::Upload;
+
+pub use tidesync_core::sync::Reachability;
+
+/// Names one exchange (a probe, a push, a pull or a token refresh) from its start to its
+/// completion.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ExchangeId(u64);
+
+impl ExchangeId {
+    /// The number (unique per driver, increasing).
+    pub fn get(self) -> u64 {
+        self.0
+    }
+}
+
+/// Names one connection of the event stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct StreamId(u64);
+
+impl StreamId {
+    /// The number (unique per driver, increasing; shared with [`ExchangeId`]s).
+    pub fn get(self) -> u64 {
+        self.0
+    }
+}
+
+/// Everything the driver reacts to.
+#[derive(Debug)]
+pub enum Input {
+    /// The client started (the store is open). Before it, only [`Input::Pause`] matters.
+    Start,
+    /// The app wrote locally (the outbox grew, or a conflict or rejection was settled).
+    LocalWrite,
+    /// The app's network hint.
+    Network(Reachability),
+    /// The app asks for a sync now (also ends a wait after an error that needed attention).
+    SyncNow,
+    /// Stop all network activity until [`Input::Resume`].
+    Pause,
+    /// Resume after [`Input::Pause`].
+    Resume,
+    /// The health probe finished.
+    Probed {
+        /// The exchange, as given by [`Io::Health`].
+        exchange: ExchangeId,
+        /// Its outcome.
+        result: Result<(), Failure>,
+    },
+    /// A push finished.
+    Pushed {
+        /// The exchange, as given by [`Io::Push`].
+        exchange: ExchangeId,
+        /// The server's answer, or how the exchange failed.
+        result: Result<PushResponse, Failure>,
+    },
+    /// A pull page arrived (checked by the transport: see
+    /// [`check_page`](crate::transport::check_page)).
+    Pulled {
+        /// The exchange, as given by [`Io::Pull`].
+        exchange: ExchangeId,
+        /// The page, or how the exchange failed.
+        result: Result<PullResponse<CheckedChange>, Failure>,
+    },
+    /// The token provider answered.
+    TokenRefreshed {
+        /// The exchange, as given by [`Io::RefreshToken`].
+        exchange: ExchangeId,
+        /// Whether it produced a fresh token.
+        fresh: bool,
+    },
+    /// The event stream is connected.
+    StreamOpened(StreamId),
+    /// The event stream ended (or failed to connect).
+    StreamClosed(StreamId),
+    /// The event stream announced a change on the server.
+    Poke(StreamId),
+    /// Timer `id` (from [`Output::timer`]) fired.
+    TimerFired(u64),
+}
+
+/// Network work for the [`Transport`]. Each exchange completes later as the [`Input`] of the
+/// same name, carrying its id.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Io {
+    /// `GET /healthz`; completes as [`Input::Probed`].
+    Health(ExchangeId),
+    /// `POST /v1/push`; completes as [`Input::Pushed`].
+    Push(ExchangeId, PushRequest),
+    /// `POST /v1/pull`; completes as [`Input::Pulled`].
+    Pull(ExchangeId, PullRequest),
+    /// Get a fresh token from the app (the old one was refused); completes as
+    /// [`Input::TokenRefreshed`].
+    RefreshToken(ExchangeId),
+    /// Connect `GET /v1/events` (dropping any earlier connection); reports
+    /// [`Input::StreamOpened`], then [`Input::Poke`]s, then [`Input::StreamClosed`].
+    OpenEvents(StreamId),
+    /// Disconnect the event stream (paused, offline, or failing: nothing stays connected).
+    CloseEvents,
+}
+
+impl Io {
+    /// Hands this work to `transport`.
+    pub fn start(self, transport: &mut impl Transport) {
+        match self {
+            Io::Health(exchange) => transport.health(exchange),
+            Io::Push(exchange, request) => transport.push(exchange, request),
+            Io::Pull(exchange, request) => transport.pull(exchange, request),
+            Io::RefreshToken(exchange) => transport.refresh_token(exchange),
+            Io::OpenEvents(stream) => transport.open_events(stream),
+            Io::CloseEvents => transport.close_events(),
+        }
+    }
+}
+
+/// A timer to set: fire [`Input::TimerFired`]`(id)` at `at_ms` (the driver's clock, ms since
+/// the epoch). A new timer replaces the previous one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timer {
+    /// Passed back when it fires (stale ids are ignored).
+    pub id: u64,
+    /// When.
+    pub at_ms: u64,
+}
+
+/// What one [`Driver::handle`] call asks of the I/O side, in order.
+#[derive(Debug, Default)]
+pub struct Output {
+    /// Network work to start.
+    pub io: Vec<Io>,
+    /// The timer to set, if it changed.
+    pub timer: Option<Timer>,
+    /// Events for the app, the new status last (only when it changed).
+    pub events: Vec<ClientEvent>,
+}
+
+/// The driver's settings.
+#[derive(Debug, Clone)]
+pub struct DriverConfig {
+    /// This installation's client id (the store's).
+    pub client_id: ClientId,
+    /// The spaces to sync.
+    pub spaces: Vec<SpaceName>,
+    /// Most mutations per push (whole transactions; a bigger one goes alone).
+    pub push_batch: usize,
+    /// Changes per pull page.
+    pub pull_limit: u32,
+    /// State machine tuning.
+    pub sync: SyncConfig,
+    /// Seed of the backoff jitter.
+    pub seed: u64,
+}
+
+/// The exchange in flight.
+#[derive(Debug)]
+struct InFlight {
+    id: ExchangeId,
+    kind: Kind,
+}
+
+#[derive(Debug)]
+enum Kind {
+    Probe,
+    Push(PushBatch),
+    Pull,
+    Token,
+}
+
+/// The client's sync logic over a store. See the module docs.
+#[derive(Debug)]
+pub struct Driver {
+    machine: SyncMachine,
+    client_id: ClientId,
+    spaces: Vec<SpaceName>,
+    push_batch: usize,
+    pull_limit: u32,
+    next_id: u64,
+    exchange: Option<InFlight>,
+    stream: Option<StreamId>,
+    engine: EngineStatus,
+    upload: Option<Upload>,
+    download: Option<DownloadProgress>,
+    published: Option<Status>,
+}
+
+/// A store failure as the machine sees it.
+fn local(error: StoreError) -> Failure {
+    Failure::LocalStore {
+        code: error.code().to_owned(),
+        retryable: error.is_retryable(),
+        message: error.to_string(),
+    }
+}
+
+impl Driver {
+    /// A driver that has not started (feed it [`Input::Start`]).
+    pub fn new(config: DriverConfig) -> Driver {
+        let machine = SyncMachine::new(config.sync, config.seed);
+        Driver {
+            engine: machine.status(),
+            machine,
+            client_id: config.client_id,
+            spaces: config.spaces,
+            push_batch: config.push_batch.max(1),
+            pull_limit: config.pull_limit.max(1),
+            next_id: 0,
+            exchange: None,
+            stream: None,
+            upload: None,
+            download: None,
+            published: None,
+        }
+    }
+
+    /// The last status emitted.
+    pub fn status(&self) -> Option<&Status> {
+        self.published.as_ref()
+    }
+
+    /// Whether the engine is idle with no exchange in flight.
+    pub fn is_idle(&self) -> bool {
+        self.exchange.is_none() && self.engine.phase == tidesync_core::sync::Phase::Idle
+    }
+
+    /// Reacts to `input` at `now_ms` (ms since the epoch), using `store`.
+    pub fn handle(&mut self, now_ms: u64, input: Input, store: &mut Store) -> Output {
+        let mut out = Output::default();
+        if let Some(event) = self.accept(input, store, &mut out) {
+            self.run(now_ms, event, store, &mut out);
+        }
+        self.publish_status(store, &mut out);
+        out
+    }
+
+    /// Turns an input into a machine event, recording what a completed exchange brought.
+    /// `None`: nothing for the machine (a stale completion).
+    fn accept(&mut self, input: Input, store: &mut Store, out: &mut Output) -> Option<Event> {
+        Some(match input {
+            Input::Start => Event::Start,
+            Input::LocalWrite => Event::LocalWrite,
+            Input::Network(reachability) => Event::NetworkHint(reachability),
+            Input::SyncNow => Event::SyncNow,
+            Input::Pause => Event::Pause,
+            Input::Resume => Event::Resume,
+            Input::Probed { exchange, result } => {
+                self.take(exchange)?;
+                Event::ProbeDone(result)
+            }
+            Input::Pushed { exchange, result } => match self.take(exchange)? {
+                Kind::Push(batch) => Event::PushDone(self.pushed(&batch, result, store, out)),
+                _ => return None,
+            },
+            Input::Pulled { exchange, result } => {
+                self.take(exchange)?;
+                Event::PullDone(self.pulled(result, store, out))
+            }
+            Input::TokenRefreshed { exchange, fresh } => {
+                self.take(exchange)?;
+                Event::TokenRefreshed(fresh)
+            }
+            Input::StreamOpened(stream) if self.stream == Some(stream) => Event::StreamOpened,
+            Input::StreamClosed(stream) if self.stream == Some(stream) => {
+                self.stream = None;
+                Event::StreamClosed
+            }
+            Input::Poke(stream) if self.stream == Some(stream) => Event::Poke,
+            Input::StreamOpened(_) | Input::StreamClosed(_) | Input::Poke(_) => return None,
+            Input::TimerFired(id) => Event::TimerFired(id),
+        })
+    }
+
+    /// The exchange `id`, if it is the one in flight.
+    fn take(&mut self, id: ExchangeId) -> Option<Kind> {
+        match &self.exchange {
+            Some(current) if current.id == id => self.exchange.take().map(|e| e.kind),
+            _ => None,
+        }
+    }
+
+    fn new_id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    /// Starts a new exchange; the one in flight, if any, is forgotten.
+    fn begin(&mut self, kind: Kind) -> ExchangeId {
+        let id = ExchangeId(self.new_id());
+        self.exchange = Some(InFlight { id, kind });
+        id
+    }
+
+    /// Feeds `first` to the machine and executes its instructions. Work that completes
+    /// without the network (an empty outbox, a store failure) is fed back at once.
+    fn run(&mut self, now: u64, first: Event, store: &mut Store, out: &mut Output) {
+        let mut events = VecDeque::from([first]);
+        while let Some(event) = events.pop_front() {
+            // A failed base reset must not be followed by a pull with the old cursor (the
+            // server would answer `cursor_reset` again, at once, forever).
+            let mut reset_failed = None;
+            for instruction in self.machine.handle(now, event) {
+                match instruction {
+                    Instruction::Probe => {
+                        let id = self.begin(Kind::Probe);
+                        out.io.push(Io::Health(id));
+                    }
+                    Instruction::Push => match self.push_request(store) {
+                        Ok(Some((id, request))) => out.io.push(Io::Push(id, request)),
+                        // Nothing was queued: no request is made.
+                        Ok(None) => {
+                            events.push_back(Event::PushDone(Ok(PushProgress { more: false })))
+                        }
+                        Err(failure) => events.push_back(Event::PushDone(Err(failure))),
+                    },
+                    Instruction::Pull => {
+                        let request = match reset_failed.take() {
+                            Some(failure) => Err(failure),
+                            None => self.pull_request(store),
+                        };
+                        match request {
+                            Ok((id, request)) => out.io.push(Io::Pull(id, request)),
+                            Err(failure) => events.push_back(Event::PullDone(Err(failure))),
+                        }
+                    }
+                    Instruction::ResetCursor => {
+                        if let Err(e) = store.reset_base() {
+                            reset_failed = Some(local(e));
+                        }
+                    }
+                    Instruction::RefreshToken => {
+                        let id = self.begin(Kind::Token);
+                        out.io.push(Io::RefreshToken(id));
+                    }
+                    Instruction::OpenStream => {
+                        let id = StreamId(self.new_id());
+                        self.stream = Some(id);
+                        out.io.push(Io::OpenEvents(id));
+                    }
+                    Instruction::CloseStream => {
+                        self.stream = None;
+                        out.io.push(Io::CloseEvents);
+                    }
+                    Instruction::SetTimer { id, at_ms } => out.timer = Some(Timer { id, at_ms }),
+                    Instruction::Status(engine) => self.engine = engine,
+                }
+            }
+        }
+    }
+
+    /// The next push: whole transactions after what the server acknowledged, marked as
+    /// being sent. `None` when nothing is queued.
+    fn push_request(
+        &mut self,
+        store: &mut Store,
+    ) -> Result<Option<(ExchangeId, PushRequest)>, Failure> {
+        self.exchange = None;
+        let entries = store.next_push_batch(self.push_batch).map_err(local)?;
+        let (Some(first), Some(last)) = (entries.first(), entries.last()) else {
+            return Ok(None);
+        };
+        store
+            .mark_sending(first.mutation.seq, last.mutation.seq)
+            .map_err(local)?;
+        self.upload.get_or_insert_with(Upload::default);
+        let batch = PushBatch::of(&entries);
+        let request = PushRequest {
+            client_id: self.client_id.clone(),
+            protocol: PROTOCOL_VERSION,
+            mutations: entries.into_iter().map(|e| e.mutation).collect(),
+        };
+        Ok(Some((self.begin(Kind::Push(batch)), request)))
+    }
+
+    /// The next pull page, from the stored cursor.
+    fn pull_request(&mut self, store: &mut Store) -> Result<(ExchangeId, PullRequest), Failure> {
+        self.exchange = None;
+        let cursor = store.cursor().map_err(local)?;
+        self.download.get_or_insert_with(DownloadProgress::default);
+        let request = PullRequest {
+            client_id: self.client_id.clone(),
+            protocol: PROTOCOL_VERSION,
+            cursor: cursor
+                .into_iter()
+                .filter(|(space, _)| self.spaces.contains(space))
+                .collect(),
+            spaces: self.spaces.clone(),
+            limit: Some(self.pull_limit),
+        };
+        Ok((self.begin(Kind::Pull), request))
+    }
+
+    /// Records a push answer: acknowledgements, conflicts, rejections (rolled back).
+    fn pushed(
+        &mut self,
+        batch: &PushBatch,
+        result: Result<PushResponse, Failure>,
+        store: &mut Store,
+        out: &mut Output,
+    ) -> Result<PushProgress, Failure> {
+        let recorded = result.and_then(|response| {
+            let applied = store.apply_push_response(&response).map_err(local)?;
+            Ok((response, applied))
+        });
+        let (response, applied) = match recorded {
+            Ok(recorded) => recorded,
+            Err(failure) => {
+                // No answer was recorded: the batch goes again. Its rows being marked
+                // `sending` is only for display (the next push marks them again, and an open
+                // requeues them), so failing to requeue them is no reason to fail more.
+                if let Err(e) = store.requeue_sending() {
+                    tracing::warn!(error = %e, "cannot mark mutations as queued again");
+                }
+                return Err(failure);
+            }
+        };
+        if let Some(upload) = &mut self.upload {
+            upload.add(batch.acked(response.acked_through));
+        }
+        if !applied.acked.is_empty() {
+            out.events.push(ClientEvent::Acked {
+                seqs: applied.acked,
+            });
+        }
+        for result in &response.results {
+            match &result.outcome {
+                PushOutcome::Rejected { code, message } => {
+                    out.events.push(ClientEvent::Rejected {
+                        seq: result.seq,
+                        code: *code,
+                        message: message.clone(),
+                    });
+                    if let Some(key) = batch.key_of(result.seq) {
+                        // Its local effect was rolled back.
+                        out.events.push(ClientEvent::RecordsChanged {
+                            space: key.space.clone(),
+                            collection: key.collection.clone(),
+                            count: 1,
+                        });
+                    }
+                }
+                PushOutcome::Merged { conflicts, .. } if !conflicts.is_empty() => {
+                    if let Some(key) = batch.key_of(result.seq) {
+                        out.events.push(ClientEvent::Conflict {
+                            seq: result.seq,
+                            key: key.clone(),
+                            fields: conflicts.clone(),
+                        });
+                    }
+                }
+                _ => {}
+            }
+        }
+        // If the counts cannot be read, pushing once more is the safe guess.
+        let more = store.counts().map_or(true, |c| c.unpushed > 0);
+        if !more {
+            self.upload = None;
+        }
+        Ok(PushProgress { more })
+    }
+
+    /// Applies a pulled page: base, rebase, cursor, confirmations.
+    fn pulled(
+        &mut self,
+        result: Result<PullResponse<CheckedChange>, Failure>,
+        store: &mut Store,
+        out: &mut Output,
+    ) -> Result<PullProgress, Failure> {
+        let page = result?;
+        let applied = store.apply_pull(&page).map_err(local)?;
+        if let Some(download) = &mut self.download {
+            download.received += page.changes.len() as u64;
+            download.remaining = page.remaining;
+        }
+        if !page.has_more {
+            self.download = None;
+        }
+        if !applied.confirmed.is_empty() {
+            out.events.push(ClientEvent::Confirmed {
+                seqs: applied.confirmed,
+            });
+        }
+        for ((space, collection), count) in applied.changed {
+            out.events.push(ClientEvent::RecordsChanged {
+                space,
+                collection,
+                count,
+            });
+        }
+        Ok(PullProgress {
+            has_more: page.has_more,
+        })
+    }
+}

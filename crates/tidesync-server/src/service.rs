@@ -1,0 +1,77 @@
+//! [`SyncService`]: every push and pull from a wire request to a wire answer, in one place:
+//! validation (protocol version, shapes, sizes, permissions), storage, and the mapping of
+//! storage failures to [`ApiError`]s.
+//!
+//! The HTTP routes call it once they have authenticated the caller and parsed the body; the
+//! deterministic simulation calls it directly, over a [`SyncEngine`](crate::storage::sqlite::EngineStorage)
+//! it drives with simulated time. Every check runs before storage is called, so a refused
+//! request changes nothing.
+
+use std::sync::Arc;
+
+use tidesync_protocol::{PullRequest, PullResponse, PushRequest, PushResponse, RawChange};
+
+use crate::auth::Grants;
+use crate::config::Limits;
+use crate::error::ApiError;
+use crate::storage::{PushInput, Storage};
+use crate::validate;
+
+/// Pushes and pulls over one storage backend, with its limits. Cheap to clone.
+#[derive(Clone)]
+pub struct SyncService {
+    storage: Arc<dyn Storage>,
+    limits: Limits,
+}
+
+impl std::fmt::Debug for SyncService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SyncService")
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SyncService {
+    /// A service over `storage` with `limits`.
+    pub fn new(storage: Arc<dyn Storage>, limits: Limits) -> SyncService {
+        SyncService { storage, limits }
+    }
+
+    /// The storage backend.
+    pub fn storage(&self) -> &Arc<dyn Storage> {
+        &self.storage
+    }
+
+    /// The request limits.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// `POST /v1/push` for `grants`: the whole batch is checked, then applied exactly once.
+    pub async fn push(
+        &self,
+        grants: &Grants,
+        request: PushRequest,
+    ) -> Result<PushResponse, ApiError> {
+        validate::protocol(request.protocol)?;
+        validate::push(&request.mutations, grants, &self.limits)?;
+        let input = PushInput {
+            user: grants.user.clone(),
+            client_id: request.client_id,
+            mutations: request.mutations,
+        };
+        Ok(self.storage.push(input).await?)
+    }
+
+    /// `POST /v1/pull` for `grants`: one page of changes in the readable spaces.
+    pub async fn pull(
+        &self,
+        grants: &Grants,
+        request: PullRequest,
+    ) -> Result<PullResponse<RawChange>, ApiError> {
+        validate::protocol(request.protocol)?;
+        let input = validate::pull(request, grants, &self.limits)?;
+        Ok(self.storage.pull(input).await?)
+    }
+}
