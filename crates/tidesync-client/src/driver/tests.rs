@@ -1,0 +1,251 @@
+//! The driver alone: a real store on a temp file, inputs fed by hand, outputs inspected.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use serde_json::json;
+use tidesync_core::sync::{FailureKind, Phase};
+use tidesync_protocol::{PushOutcome, PushResult, RecordKey};
+use tidesync_store::{Durability, StoreConfig};
+
+use super::*;
+
+struct Rig {
+    _dir: tempfile::TempDir,
+    path: std::path::PathBuf,
+    store: Store,
+    driver: Driver,
+    now: u64,
+}
+
+impl Rig {
+    fn new() -> Rig {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("driver.db");
+        let store = Store::open(
+            &path,
+            StoreConfig {
+                durability: Durability::Normal,
+                busy_timeout: Duration::from_millis(50),
+                ..StoreConfig::default()
+            },
+        )
+        .unwrap();
+        let driver = Driver::new(DriverConfig {
+            client_id: store.client_id().clone(),
+            spaces: vec![SpaceName::new("s").unwrap()],
+            push_batch: 100,
+            pull_limit: 100,
+            sync: SyncConfig::default(),
+            seed: 1,
+        });
+        Rig {
+            _dir: dir,
+            path,
+            store,
+            driver,
+            now: 1_000,
+        }
+    }
+
+    fn feed(&mut self, input: Input) -> Output {
+        self.now += 1;
+        self.driver.handle(self.now, input, &mut self.store)
+    }
+
+    fn write(&mut self, id: &str) {
+        let key = RecordKey::parse("s", "c", id).unwrap();
+        let doc = json!({"id": id}).as_object().unwrap().clone();
+        self.store.put(&key, doc).unwrap();
+    }
+
+    /// Another connection takes the write lock until the returned guard is dropped.
+    fn lock(&self) -> rusqlite::Connection {
+        let conn = rusqlite::Connection::open(&self.path).unwrap();
+        conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+        conn
+    }
+}
+
+fn the_health_probe(out: &Output) -> ExchangeId {
+    match out.io.as_slice() {
+        [Io::Health(id)] => *id,
+        other => panic!("expected one probe, got {other:?}"),
+    }
+}
+
+fn statuses(out: &Output) -> Vec<&Status> {
+    out.events
+        .iter()
+        .filter_map(|e| match e {
+            ClientEvent::Status(s) => Some(s),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Start and answer the probe: the driver asks for the event stream and a push.
+fn started(rig: &mut Rig) -> Output {
+    let out = rig.feed(Input::Start);
+    let probe = the_health_probe(&out);
+    rig.feed(Input::Probed {
+        exchange: probe,
+        result: Ok(()),
+    })
+}
+
+#[test]
+fn an_empty_outbox_needs_no_push_request() {
+    let mut rig = Rig::new();
+    let out = started(&mut rig);
+    assert!(
+        matches!(out.io.as_slice(), [Io::OpenEvents(_), Io::Pull(..)]),
+        "nothing to push: straight to the pull, {:?}",
+        out.io
+    );
+}
+
+#[test]
+fn a_push_answer_is_recorded_and_reported_with_progress() {
+    let mut rig = Rig::new();
+    rig.write("a");
+    rig.write("b");
+    let out = started(&mut rig);
+    let (exchange, request) = out
+        .io
+        .iter()
+        .find_map(|io| match io {
+            Io::Push(id, request) => Some((*id, request.clone())),
+            _ => None,
+        })
+        .expect("a push");
+    assert_eq!(request.mutations.len(), 2);
+    let upload = statuses(&out)
+        .last()
+        .unwrap()
+        .upload
+        .expect("upload progress");
+    assert_eq!((upload.done, upload.total), (0, 2));
+    let results = request
+        .mutations
+        .iter()
+        .map(|m| PushResult {
+            seq: m.seq,
+            outcome: PushOutcome::Applied { version: m.seq },
+        })
+        .collect();
+    let out = rig.feed(Input::Pushed {
+        exchange,
+        result: Ok(PushResponse {
+            acked_through: 2,
+            results,
+        }),
+    });
+    assert!(out
+        .events
+        .iter()
+        .any(|e| matches!(e, ClientEvent::Acked { seqs } if seqs == &[1, 2])));
+    assert!(matches!(out.io.as_slice(), [Io::Pull(..)]), "{:?}", out.io);
+    assert_eq!(rig.store.counts().unwrap().unpushed, 0);
+}
+
+#[test]
+fn a_late_answer_to_a_replaced_exchange_changes_nothing() {
+    let mut rig = Rig::new();
+    rig.write("a");
+    let out = started(&mut rig);
+    let old = out
+        .io
+        .iter()
+        .find_map(|io| match io {
+            Io::Push(id, _) => Some(*id),
+            _ => None,
+        })
+        .unwrap();
+    rig.feed(Input::Network(Reachability::Offline));
+    let out = rig.feed(Input::Network(Reachability::Online));
+    let _probe = the_health_probe(&out);
+    let out = rig.feed(Input::Pushed {
+        exchange: old,
+        result: Ok(PushResponse {
+            acked_through: 1,
+            results: vec![],
+        }),
+    });
+    assert!(out.io.is_empty() && out.events.is_empty(), "{out:?}");
+    assert_eq!(rig.store.counts().unwrap().acked_through, 0, "not recorded");
+}
+
+#[test]
+fn a_store_that_cannot_prepare_a_push_is_a_local_failure_not_an_empty_push() {
+    let mut rig = Rig::new();
+    rig.write("a");
+    let out = rig.feed(Input::Start);
+    let probe = the_health_probe(&out);
+    let lock = rig.lock();
+    let out = rig.feed(Input::Probed {
+        exchange: probe,
+        result: Ok(()),
+    });
+    assert!(
+        !out.io
+            .iter()
+            .any(|io| matches!(io, Io::Push(..) | Io::Pull(..))),
+        "no request: {:?}",
+        out.io
+    );
+    let status = statuses(&out).last().copied().cloned().unwrap();
+    assert_eq!(status.phase, Phase::Backoff);
+    let error = status.last_error.unwrap();
+    assert_eq!(error.kind, FailureKind::LocalStore);
+    assert_eq!(error.code.as_deref(), Some("busy"));
+    assert!(!error.needs_attention);
+    assert!(out.timer.is_some(), "retried with backoff");
+    assert_eq!(status.pending, 1, "the write is still queued");
+    drop(lock);
+
+    // The timer retries, and now it pushes.
+    let timer = out.timer.unwrap();
+    let out = rig.feed(Input::TimerFired(timer.id));
+    let probe = the_health_probe(&out);
+    let out = rig.feed(Input::Probed {
+        exchange: probe,
+        result: Ok(()),
+    });
+    assert!(
+        out.io.iter().any(|io| matches!(io, Io::Push(..))),
+        "{:?}",
+        out.io
+    );
+}
+
+#[test]
+fn a_base_reset_that_fails_is_not_followed_by_a_pull_with_the_old_cursor() {
+    let mut rig = Rig::new();
+    let out = started(&mut rig);
+    let pull = out
+        .io
+        .iter()
+        .find_map(|io| match io {
+            Io::Pull(id, _) => Some(*id),
+            _ => None,
+        })
+        .unwrap();
+    let lock = rig.lock();
+    let out = rig.feed(Input::Pulled {
+        exchange: pull,
+        result: Err(Failure::CursorReset),
+    });
+    assert!(
+        !out.io.iter().any(|io| matches!(io, Io::Pull(..))),
+        "{:?}",
+        out.io
+    );
+    let status = statuses(&out).last().copied().cloned().unwrap();
+    assert_eq!(status.phase, Phase::Backoff);
+    assert_eq!(
+        status.last_error.and_then(|e| e.code).as_deref(),
+        Some("busy")
+    );
+    drop(lock);
+}
