@@ -51,17 +51,14 @@ fn wait_local_failure(events: &Receiver<ClientEvent>, code: &str) -> Status {
     let deadline = std::time::Instant::now() + T;
     let mut seen = Vec::new();
     while std::time::Instant::now() < deadline {
-        match events.recv_timeout(Duration::from_millis(100)) {
-            Ok(ClientEvent::Status(s)) => {
-                let hit = s.last_error.as_ref().is_some_and(|e| {
-                    e.kind == FailureKind::LocalStore && e.code.as_deref() == Some(code)
-                });
-                if hit {
-                    return s;
-                }
-                seen.push(s);
+        if let Ok(ClientEvent::Status(s)) = events.recv_timeout(Duration::from_millis(100)) {
+            let hit = s.last_error.as_ref().is_some_and(|e| {
+                e.kind == FailureKind::LocalStore && e.code.as_deref() == Some(code)
+            });
+            if hit {
+                return s;
             }
-            Ok(_) | Err(_) => {}
+            seen.push(s);
         }
     }
     panic!("no local_store/{code} status within {T:?}; saw: {seen:#?}");
