@@ -380,10 +380,9 @@ fn fault_run(seed: u64) {
     };
     let deadline = Instant::now() + T;
     loop {
-        let synced = clients.iter().all(|c| {
-            c.status()
-                .is_some_and(|s| s.pending == 0 && s.phase == Phase::Idle && s.has_synced)
-        });
+        let synced = clients
+            .iter()
+            .all(|c| c.status().is_some_and(|s| s.is_synced()));
         let on_server = live(&server_docs(&server.snapshot_of(&spaces)));
         let diverged = clients.iter().enumerate().find_map(|(i, c)| {
             let mut view = Docs::new();

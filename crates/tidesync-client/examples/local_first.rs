@@ -1,12 +1,16 @@
-//! The client store on its own: write offline, survive a restart, see what waits for the
-//! server. Run with `cargo run -p tidesync-store --example quickstart [DB_PATH]`.
+//! The client without a server: write offline, survive a restart, see what waits for the
+//! server. Run with `cargo run -p tidesync-client --example local_first [DB_PATH]`.
+//!
+//! The same database syncs as soon as it is opened with a server (`ClientConfig::new`): the
+//! queue below is what the first sync pushes.
 
 use std::error::Error;
 
 use serde_json::json;
-use tidesync_protocol::{CollectionName, Doc, RecordKey, SpaceName};
-use tidesync_store::restoration::{BucketPath, Entry, Lifetime, Value};
-use tidesync_store::{ListOptions, Store, StoreConfig, StoreError};
+use tidesync_client::restoration::{BucketPath, Entry, Lifetime, Value};
+use tidesync_client::{
+    Client, ClientConfig, CollectionName, Doc, ListOptions, RecordKey, SpaceName, StoreError,
+};
 
 fn doc(value: serde_json::Value) -> Doc {
     value.as_object().cloned().unwrap_or_default()
@@ -17,25 +21,25 @@ fn main() -> Result<(), Box<dyn Error>> {
     let path = std::env::args()
         .nth(1)
         .map(Into::into)
-        .unwrap_or_else(|| dir.path().join("quickstart.db"));
+        .unwrap_or_else(|| dir.path().join("local_first.db"));
     println!("database: {}", path.display());
 
     let checkout = BucketPath::root().child("checkout")?;
     {
-        let mut store = Store::open(&path, StoreConfig::default())?;
-        println!("client id: {}", store.client_id());
+        let client = Client::open(ClientConfig::local(&path))?;
+        println!("client id: {}", client.client_id());
         let milk = RecordKey::parse("user:alice", "todos", "milk")?;
-        store.put(&milk, doc(json!({"title": "Buy milk", "done": false})))?;
-        store.patch(&milk, doc(json!({"done": true})))?;
+        client.put(&milk, doc(json!({"title": "Buy milk", "done": false})))?;
+        client.patch(&milk, doc(json!({"done": true})))?;
 
         // Place an order and clear the draft, atomically: both happen or neither does.
-        store.restore_write(
+        client.restore_set(
             Lifetime::Persistent,
             &checkout,
             "draft",
             Entry::new("draft", 1, Value::from("2x oat milk")),
         )?;
-        store.transaction(|tx| {
+        client.transaction(|tx| {
             tx.put(
                 &RecordKey::parse("user:alice", "orders", "o-1")?,
                 doc(json!({"items": ["oat milk", "oat milk"]})),
@@ -48,7 +52,7 @@ fn main() -> Result<(), Box<dyn Error>> {
             Ok::<_, StoreError>(())
         })?;
         // Leave an unsent draft behind, as if the app were killed now.
-        store.restore_write(
+        client.restore_set(
             Lifetime::Persistent,
             &checkout,
             "draft",
@@ -57,15 +61,10 @@ fn main() -> Result<(), Box<dyn Error>> {
     }
 
     // "Restart": everything comes back from the file alone.
-    let store = Store::open(&path, StoreConfig::default())?;
-    let draft = store
-        .restoration()
-        .root(Lifetime::Persistent)
-        .child("checkout")
-        .read("draft")
-        .cloned();
+    let client = Client::open(ClientConfig::local(&path))?;
+    let draft = client.restore_get(Lifetime::Persistent, &checkout, "draft");
     println!("restored draft: {:?}", draft.map(|e| e.value));
-    let page = store.list(
+    let page = client.list(
         &SpaceName::new("user:alice")?,
         &CollectionName::new("todos")?,
         &ListOptions::default(),
@@ -78,9 +77,12 @@ fn main() -> Result<(), Box<dyn Error>> {
             serde_json::Value::Object(record.doc.clone())
         );
     }
-    let stats = store.outbox_stats()?;
-    println!("outbox: {} mutations waiting for the server", stats.pending);
-    for entry in store.outbox_batch(0, 100)? {
+    let status = client.status().ok_or("the client has a status once open")?;
+    println!(
+        "outbox: {} mutations waiting for the server",
+        status.pending
+    );
+    for entry in client.outbox(0, 100)? {
         let m = &entry.mutation;
         println!(
             "  seq {:>2}  tx {:>2}  {:<6} {}  ({:?})",
