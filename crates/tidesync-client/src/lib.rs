@@ -58,8 +58,8 @@ pub use tidesync_core::sync::{
     BackoffPolicy, Connectivity, FailureKind, Phase, Reachability, SyncConfig, SyncError,
 };
 pub use tidesync_protocol::{
-    ClientId, CollectionName, Cursor, Doc, ErrorCode, FieldConflict, Hlc, Mutation, Op, RecordId,
-    RecordKey, SpaceName, ValidationError, Winner,
+    collection_path, ClientId, CollectionName, Cursor, Doc, ErrorCode, FieldConflict, Hlc,
+    Mutation, Op, RecordId, RecordKey, SpaceName, ValidationError, Winner,
 };
 pub use tidesync_store::restoration;
 pub use tidesync_store::{

@@ -28,7 +28,7 @@ pub use messages::{
     Cursor, FieldConflict, PullRequest, PullResponse, PushOutcome, PushRequest, PushResponse,
     PushResult, Winner,
 };
-pub use mutation::{Doc, Mutation, Op, RecordKey};
+pub use mutation::{collection_path, Doc, Mutation, Op, RecordKey};
 pub use names::{ClientId, CollectionName, RecordId, SpaceName};
 pub use raw::{ChangeError, CheckedChange, PulledChange, RawChange};
 

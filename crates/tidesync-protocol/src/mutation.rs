@@ -40,6 +40,32 @@ impl RecordKey {
             id: RecordId::new(id)?,
         })
     }
+
+    /// Parses the `SPACE/COLLECTION/ID` form that `Display` prints. Spaces and collections
+    /// never contain `/`; the id may (`user:alice/files/a/b` has the id `a/b`).
+    pub fn from_path(text: &str) -> Result<RecordKey, crate::ValidationError> {
+        let mut parts = text.splitn(3, '/');
+        match (parts.next(), parts.next(), parts.next()) {
+            (Some(space), Some(collection), Some(id)) => RecordKey::parse(space, collection, id),
+            _ => Err(crate::ValidationError::new(
+                "record key",
+                text,
+                "expected SPACE/COLLECTION/ID, e.g. user:alice/todos/t1",
+            )),
+        }
+    }
+}
+
+/// Parses `SPACE/COLLECTION` (the collection part of a key's path form).
+pub fn collection_path(text: &str) -> Result<(SpaceName, CollectionName), crate::ValidationError> {
+    match text.split_once('/') {
+        Some((space, collection)) => Ok((SpaceName::new(space)?, CollectionName::new(collection)?)),
+        None => Err(crate::ValidationError::new(
+            "collection",
+            text,
+            "expected SPACE/COLLECTION, e.g. user:alice/todos",
+        )),
+    }
 }
 
 impl std::fmt::Display for RecordKey {
@@ -159,5 +185,29 @@ mod tests {
         let mut put_without_doc = base.clone();
         put_without_doc["kind"] = json!("put");
         assert!(serde_json::from_value::<Mutation>(put_without_doc).is_err());
+    }
+}
+
+#[cfg(test)]
+mod path_tests {
+    use super::*;
+
+    #[test]
+    fn keys_parse_from_the_form_they_print_and_the_id_may_hold_slashes() {
+        let key = RecordKey::from_path("user:alice/files/a/b").expect("valid");
+        assert_eq!(key.id.as_str(), "a/b");
+        assert_eq!(RecordKey::from_path(&key.to_string()), Ok(key));
+        for bad in [
+            "",
+            "user:alice",
+            "user:alice/todos",
+            "user:alice/todos/",
+            "bad space/t/x",
+        ] {
+            assert!(RecordKey::from_path(bad).is_err(), "{bad:?}");
+        }
+        assert!(collection_path("user:alice/todos").is_ok());
+        assert!(collection_path("user:alice").is_err());
+        assert!(collection_path("user:alice/to/dos").is_err());
     }
 }

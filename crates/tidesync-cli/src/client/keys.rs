@@ -1,27 +1,16 @@
 //! Parsing the client commands' arguments: record keys, collections, documents.
 
 use anyhow::{anyhow, bail};
-use tidesync_protocol::{CollectionName, Doc, RecordKey, SpaceName};
+use tidesync_protocol::{collection_path, CollectionName, Doc, RecordKey, SpaceName};
 
 /// `SPACE/COLLECTION/ID`. Spaces and collections never contain `/`; the id may.
 pub fn record_key(text: &str) -> anyhow::Result<RecordKey> {
-    let mut parts = text.splitn(3, '/');
-    let (Some(space), Some(collection), Some(id)) = (parts.next(), parts.next(), parts.next())
-    else {
-        bail!("invalid key {text:?}: expected SPACE/COLLECTION/ID, e.g. user:alice/todos/t1");
-    };
-    RecordKey::parse(space, collection, id).map_err(|e| anyhow!("invalid key {text:?}: {e}"))
+    RecordKey::from_path(text).map_err(|e| anyhow!("invalid key {text:?}: {e}"))
 }
 
 /// `SPACE/COLLECTION`.
 pub fn collection(text: &str) -> anyhow::Result<(SpaceName, CollectionName)> {
-    let Some((space, collection)) = text.split_once('/') else {
-        bail!("invalid collection {text:?}: expected SPACE/COLLECTION, e.g. user:alice/todos");
-    };
-    let space = SpaceName::new(space).map_err(|e| anyhow!("invalid collection {text:?}: {e}"))?;
-    let collection =
-        CollectionName::new(collection).map_err(|e| anyhow!("invalid collection {text:?}: {e}"))?;
-    Ok((space, collection))
+    collection_path(text).map_err(|e| anyhow!("invalid collection {text:?}: {e}"))
 }
 
 /// A JSON object.

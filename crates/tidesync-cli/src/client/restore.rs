@@ -3,8 +3,9 @@
 use std::path::Path;
 
 use anyhow::{anyhow, bail};
-use serde_json::{json, Map, Number, Value as Json};
-use tidesync_store::restoration::{BucketPath, Entry, Lifetime, Value};
+use serde_json::{json, Value as Json};
+use tidesync_store::restoration::json::{from_json, to_json};
+use tidesync_store::restoration::{BucketPath, Entry, Lifetime};
 
 use super::output::Output;
 use super::{open_store, Open};
@@ -13,44 +14,6 @@ fn lifetime_name(lifetime: Lifetime) -> &'static str {
     match lifetime {
         Lifetime::Session => "session",
         Lifetime::Persistent => "persistent",
-    }
-}
-
-/// A restoration value as JSON: maps → objects, lists → arrays, bytes → `{"$bytes": hex}`.
-pub fn to_json(value: &Value) -> Json {
-    match value {
-        Value::Null => Json::Null,
-        Value::Bool(b) => Json::Bool(*b),
-        Value::Int(i) => json!(i),
-        Value::Float(f) => Number::from_f64(*f).map_or(Json::Null, Json::Number),
-        Value::String(s) => Json::String(s.clone()),
-        Value::Bytes(b) => {
-            let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
-            json!({"$bytes": hex})
-        }
-        Value::List(items) => Json::Array(items.iter().map(to_json).collect()),
-        Value::Map(map) => Json::Object(
-            map.iter()
-                .map(|(k, v)| (k.clone(), to_json(v)))
-                .collect::<Map<_, _>>(),
-        ),
-    }
-}
-
-/// JSON as a restoration value: integers stay integers, other numbers are floats.
-pub fn from_json(json: &Json) -> Value {
-    match json {
-        Json::Null => Value::Null,
-        Json::Bool(b) => Value::Bool(*b),
-        Json::Number(n) => match n.as_i64() {
-            Some(i) => Value::Int(i),
-            None => Value::Float(n.as_f64().unwrap_or(f64::NAN)),
-        },
-        Json::String(s) => Value::String(s.clone()),
-        Json::Array(items) => Value::List(items.iter().map(from_json).collect()),
-        Json::Object(map) => {
-            Value::Map(map.iter().map(|(k, v)| (k.clone(), from_json(v))).collect())
-        }
     }
 }
 
@@ -168,13 +131,6 @@ pub fn remove(db: &Path, path: &str, session: bool, out: Output) -> anyhow::Resu
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn json_round_trips_through_restoration_values() {
-        let json = json!({"a": [1, 2.5, "x", null, true], "b": {"c": -3}});
-        assert_eq!(to_json(&from_json(&json)), json);
-        assert!(matches!(from_json(&json!(7)), Value::Int(7)));
-    }
 
     #[test]
     fn entry_paths() {

@@ -15,12 +15,15 @@
 //! - [`RestorationTree::load`]: rebuilding the tree from stored rows, dropping and reporting
 //!   what cannot be restored ([`RestorationIssue`], [`Repair`]) instead of failing.
 //!
+//! - [`json`]: values as JSON, for tools and bindings.
+//!
 //! What it does **not** do: no SQLite, no I/O, no clock, no threads. Persistence, transactions
 //! (a restoration write joining a data transaction), deciding when the session lifetime is
 //! cleared (a fresh start vs. a restoration id from the platform) and emitting events for
 //! issues all live in the store.
 
 pub mod codec;
+pub mod json;
 pub mod schema;
 pub mod value;
 

@@ -1,0 +1,355 @@
+//! Events by "doorbell and drain". Each subscription has a bounded queue that coalesces: the
+//! latest status replaces a queued one, `records_changed` of one collection add up, and an
+//! overflow empties the queue into one `resync` event (the app re-reads what it shows). The
+//! library rings the subscription's doorbell only when its queue goes from empty to
+//! non-empty: a C function with its context, or an int64 (the subscription handle) posted to
+//! a Dart port through the `Dart_PostCObject` pointer the app passed. The app drains with
+//! `ts_poll_events`, or blocks in `ts_wait_events`. Nothing ever calls into Dart
+//! synchronously; a doorbell whose Dart port is closed (a hot restart) just stops ringing.
+
+use std::collections::VecDeque;
+use std::ffi::c_void;
+use std::sync::{Condvar, Mutex, MutexGuard, PoisonError, RwLock, Weak};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use tidesync_client::{ClientEvent, CollectionName, SpaceName, Status};
+
+use crate::json;
+
+/// A C doorbell: called (from a library thread) when the queue becomes non-empty. It must
+/// return quickly and must not call back into the library on that thread.
+pub type TsDoorbell = Option<unsafe extern "C" fn(context: *mut c_void)>;
+
+/// Dart's `Dart_PostCObject` (`NativeApi.postCObject`): posts a message to a port, returns
+/// whether the port was open. `message` points to a `Dart_CObject`.
+pub type TsDartPostCObject = Option<unsafe extern "C" fn(port: i64, message: *mut c_void) -> bool>;
+
+/// `Dart_CObject` holding an int64 (`Dart_CObject_kInt64`): the type, then the value union
+/// (the largest member is 40 bytes, 8-aligned).
+#[repr(C)]
+struct DartInt64 {
+    kind: i32,
+    value: [i64; 5],
+}
+
+const DART_COBJECT_KINT64: i32 = 3;
+
+/// Where a subscription rings.
+pub(crate) enum Doorbell {
+    None,
+    C {
+        ring: unsafe extern "C" fn(*mut c_void),
+        context: *mut c_void,
+    },
+    Dart {
+        post: unsafe extern "C" fn(i64, *mut c_void) -> bool,
+        port: i64,
+    },
+}
+
+// SAFETY: the doorbell's context belongs to the app, which promises (docs/ffi.md) that its
+// function may be called with it from any thread; the Dart post function is thread-safe by
+// Dart's API contract. Nothing here dereferences the context.
+unsafe impl Send for Doorbell {}
+// SAFETY: as above; the doorbell is only read.
+unsafe impl Sync for Doorbell {}
+
+impl Doorbell {
+    fn ring(&self, handle: u64) {
+        match self {
+            Doorbell::None => {}
+            Doorbell::C { ring, context } => {
+                // SAFETY: the app's function and context, called as documented.
+                unsafe { ring(*context) }
+            }
+            Doorbell::Dart { post, port } => {
+                let mut message = DartInt64 {
+                    kind: DART_COBJECT_KINT64,
+                    value: [handle as i64, 0, 0, 0, 0],
+                };
+                // SAFETY: `post` is Dart_PostCObject, which copies the message before it
+                // returns; `message` outlives the call. A closed port returns false.
+                let _open = unsafe { post(*port, (&mut message as *mut DartInt64).cast()) };
+            }
+        }
+    }
+}
+
+/// One queued event.
+#[derive(Debug)]
+enum Queued {
+    Status(Box<Status>),
+    Records {
+        space: SpaceName,
+        collection: CollectionName,
+        count: usize,
+    },
+    Other(Value),
+    Resync,
+}
+
+impl Queued {
+    fn json(&self) -> Value {
+        match self {
+            Queued::Status(s) => json::event(&ClientEvent::Status((**s).clone())),
+            Queued::Records {
+                space,
+                collection,
+                count,
+            } => json::event(&ClientEvent::RecordsChanged {
+                space: space.clone(),
+                collection: collection.clone(),
+                count: *count,
+            }),
+            Queued::Other(value) => value.clone(),
+            Queued::Resync => json!({"v": 1, "type": "resync"}),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Queue {
+    events: VecDeque<Queued>,
+    capacity: usize,
+    closed: bool,
+}
+
+impl Queue {
+    /// Adds `event`, coalescing; `true` if the queue was empty before.
+    fn push(&mut self, event: Queued) -> bool {
+        let was_empty = self.events.is_empty();
+        match event {
+            Queued::Status(status) => {
+                if let Some(slot) = self
+                    .events
+                    .iter_mut()
+                    .find(|e| matches!(e, Queued::Status(_)))
+                {
+                    *slot = Queued::Status(status);
+                    return was_empty;
+                }
+                self.events.push_back(Queued::Status(status));
+            }
+            Queued::Records {
+                space,
+                collection,
+                count,
+            } => {
+                let same = self.events.iter_mut().find_map(|e| match e {
+                    Queued::Records {
+                        space: s,
+                        collection: c,
+                        count: n,
+                    } if *s == space && *c == collection => Some(n),
+                    _ => None,
+                });
+                match same {
+                    Some(n) => *n += count,
+                    None => self.events.push_back(Queued::Records {
+                        space,
+                        collection,
+                        count,
+                    }),
+                }
+            }
+            other => self.events.push_back(other),
+        }
+        if self.events.len() > self.capacity {
+            // Too much to keep: one `resync`, and the latest status (what a UI shows first).
+            let status = self
+                .events
+                .drain(..)
+                .rev()
+                .find(|e| matches!(e, Queued::Status(_)));
+            self.events.push_back(Queued::Resync);
+            self.events.extend(status);
+        }
+        was_empty
+    }
+}
+
+/// One subscription: its queue, and its doorbell.
+pub(crate) struct Subscription {
+    queue: Mutex<Queue>,
+    ready: Condvar,
+    /// Read while ringing; `close` takes it for writing and empties it, so no doorbell call
+    /// is running or starts once `close` returns.
+    bell: RwLock<Doorbell>,
+    /// Its own handle (what a Dart doorbell posts), set once it has one.
+    handle: std::sync::atomic::AtomicU64,
+}
+
+impl Subscription {
+    pub(crate) fn new(capacity: usize, bell: Doorbell) -> Subscription {
+        Subscription {
+            queue: Mutex::new(Queue {
+                events: VecDeque::new(),
+                capacity: capacity.max(2),
+                closed: false,
+            }),
+            ready: Condvar::new(),
+            bell: RwLock::new(bell),
+            handle: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn set_handle(&self, handle: u64) {
+        self.handle
+            .store(handle, std::sync::atomic::Ordering::Release);
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        // Each critical section is one queue operation: nothing is left half-done.
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn push(&self, event: Queued) {
+        let rang = {
+            let mut queue = self.lock();
+            if queue.closed {
+                return;
+            }
+            let was_empty = queue.push(event);
+            self.ready.notify_all();
+            was_empty
+        };
+        if rang {
+            // Outside the queue lock: a doorbell that drains at once must not deadlock.
+            self.bell
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .ring(self.handle.load(std::sync::atomic::Ordering::Acquire));
+        }
+    }
+
+    /// Takes up to `max` events (0: all), in order.
+    pub(crate) fn drain(&self, max: usize) -> Vec<Value> {
+        let mut queue = self.lock();
+        let n = if max == 0 {
+            queue.events.len()
+        } else {
+            max.min(queue.events.len())
+        };
+        queue.events.drain(..n).map(|e| e.json()).collect()
+    }
+
+    /// Waits until an event is queued, the subscription closes, or `timeout` passes; then
+    /// drains like [`Subscription::drain`].
+    pub(crate) fn wait(&self, timeout: Duration, max: usize) -> Vec<Value> {
+        let deadline = Instant::now() + timeout;
+        let mut queue = self.lock();
+        while queue.events.is_empty() && !queue.closed {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            queue = self
+                .ready
+                .wait_timeout(queue, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        drop(queue);
+        self.drain(max)
+    }
+
+    /// No more events will come (the engine stopped or the app unsubscribed); waiters wake,
+    /// and the doorbell is never rung again (a ring under way finishes first).
+    pub(crate) fn close(&self) {
+        self.lock().closed = true;
+        self.ready.notify_all();
+        *self.bell.write().unwrap_or_else(PoisonError::into_inner) = Doorbell::None;
+    }
+}
+
+/// The subscriptions of one engine.
+#[derive(Default)]
+pub(crate) struct Hub {
+    subs: Mutex<Vec<Weak<Subscription>>>,
+}
+
+impl Hub {
+    pub(crate) fn add(&self, sub: &std::sync::Arc<Subscription>) {
+        let mut subs = self.subs.lock().unwrap_or_else(PoisonError::into_inner);
+        subs.retain(|s| s.strong_count() > 0);
+        subs.push(std::sync::Arc::downgrade(sub));
+    }
+
+    fn each(&self, mut f: impl FnMut(&Subscription)) {
+        let subs: Vec<_> = self
+            .subs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .filter_map(Weak::upgrade)
+            .collect();
+        for sub in &subs {
+            f(sub);
+        }
+    }
+
+    /// Queues a client event on every subscription.
+    pub(crate) fn publish(&self, event: &ClientEvent) {
+        self.each(|sub| self.publish_to(sub, event));
+    }
+
+    /// Queues a client event on one subscription.
+    pub(crate) fn publish_to(&self, sub: &Subscription, event: &ClientEvent) {
+        sub.push(match event {
+            ClientEvent::Status(s) => Queued::Status(Box::new(s.clone())),
+            ClientEvent::RecordsChanged {
+                space,
+                collection,
+                count,
+            } => Queued::Records {
+                space: space.clone(),
+                collection: collection.clone(),
+                count: *count,
+            },
+            other => Queued::Other(json::event(other)),
+        });
+    }
+
+    /// The server refused the token: the app should call `ts_set_token`.
+    pub(crate) fn token_expired(&self) {
+        self.each(|sub| sub.push(Queued::Other(json!({"v": 1, "type": "token_expired"}))));
+    }
+
+    /// The engine stopped.
+    pub(crate) fn close_all(&self) {
+        self.each(Subscription::close);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn records(collection: &str, count: usize) -> Queued {
+        Queued::Records {
+            space: SpaceName::new("s").expect("valid"),
+            collection: CollectionName::new(collection).expect("valid"),
+            count,
+        }
+    }
+
+    #[test]
+    fn the_queue_coalesces_and_an_overflow_becomes_one_resync() {
+        let mut q = Queue {
+            events: VecDeque::new(),
+            capacity: 4,
+            closed: false,
+        };
+        assert!(q.push(records("a", 1)), "empty before: ring");
+        assert!(!q.push(records("a", 2)), "not empty: no ring");
+        assert!(!q.push(records("b", 1)));
+        assert_eq!(q.events.len(), 2, "records of one collection add up");
+        assert!(matches!(q.events[0], Queued::Records { count: 3, .. }));
+        for i in 0..4 {
+            q.push(Queued::Other(json!({"i": i})));
+        }
+        assert_eq!(q.events.len(), 1);
+        assert!(matches!(q.events[0], Queued::Resync));
+    }
+}
