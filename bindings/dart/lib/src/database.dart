@@ -1,0 +1,424 @@
+// TidesyncDatabase: what a Flutter app holds. Every call is synchronous and local (the
+// engine syncs on its own native thread); events arrive through a ReceivePort doorbell and
+// are drained on this isolate, so native code never calls into Dart.
+
+import 'dart:async';
+import 'dart:ffi' as ffi;
+import 'dart:isolate';
+
+import 'package:ffi/ffi.dart';
+
+import 'bindings.g.dart' as native;
+import 'connector.dart';
+import 'models.dart';
+import 'native.dart';
+import 'restoration.dart';
+
+/// Options of [TidesyncDatabase.open] (every one is documented in docs/ffi.md).
+class TidesyncOptions {
+  const TidesyncOptions({
+    this.durability = 'full',
+    this.busyTimeoutMs,
+    this.pushBatch,
+    this.pullLimit,
+    this.requestTimeoutMs,
+    this.startOnline = true,
+    this.tokenWaitMs,
+  });
+
+  /// `full` (a returned write survives power loss) or `normal` (survives an app crash).
+  final String durability;
+  final int? busyTimeoutMs;
+  final int? pushBatch;
+  final int? pullLimit;
+  final int? requestTimeoutMs;
+  final bool startOnline;
+  final int? tokenWaitMs;
+}
+
+/// Writes (and restoration changes) of one [TidesyncDatabase.writeTransaction].
+class WriteBatch {
+  final List<Map<String, Object?>> _writes = <Map<String, Object?>>[];
+  final List<Map<String, Object?>> _restore = <Map<String, Object?>>[];
+
+  void put(String key, Map<String, Object?> doc) =>
+      _writes.add(<String, Object?>{'op': 'put', 'key': key, 'doc': doc});
+
+  void patch(String key, Map<String, Object?> patch) =>
+      _writes.add(<String, Object?>{'op': 'patch', 'key': key, 'doc': patch});
+
+  void delete(String key) => _writes.add(<String, Object?>{'op': 'delete', 'key': key});
+
+  /// Writes restoration state in the same transaction ("place the order and clear the draft").
+  void restore(RestorationBucket bucket, String key, Object? value,
+          {String tag = 'value', int version = 1}) =>
+      _restore.add(<String, Object?>{
+        'op': 'set',
+        'lifetime': bucket.lifetime.name,
+        'bucket': bucket.path,
+        'key': key,
+        'entry': <String, Object?>{'tag': tag, 'version': version, 'value': value},
+      });
+
+  /// Removes restoration state in the same transaction.
+  void forget(RestorationBucket bucket, String key) => _restore.add(<String, Object?>{
+        'op': 'remove',
+        'lifetime': bucket.lifetime.name,
+        'bucket': bucket.path,
+        'key': key,
+      });
+
+  Map<String, Object?> toJson() =>
+      <String, Object?>{'writes': _writes, 'restore': _restore};
+}
+
+/// An open tidesync database.
+///
+/// ```dart
+/// final db = await TidesyncDatabase.open(
+///   path: '${dir.path}/app.db',
+///   serverUrl: 'https://sync.example.com',
+///   spaces: ['user:$userId'],
+///   connector: MyConnector(),
+/// );
+/// db.put('user:$userId/todos/${uuid()}', {'title': 'Buy milk'});
+/// db.statusStream.listen((s) => print('${s.phase} ${s.pending} pending'));
+/// ```
+///
+/// Opening a file that is already open in this process (another isolate, or after a hot
+/// restart, whose old handles were never closed) attaches to the same engine.
+class TidesyncDatabase {
+  TidesyncDatabase._(this._handle, this.clientId, this.sessionId, this.attached, this._connector) {
+    _subscribe();
+  }
+
+  int _handle;
+  final TidesyncConnector? _connector;
+
+  /// This installation's id.
+  final String clientId;
+
+  /// The id of this launch's session restoration state: save it with the platform's state
+  /// (`RestorationMixin`, `restorationId`) and pass it back as `restorationId` when the OS
+  /// restores the app.
+  final String sessionId;
+
+  /// Whether this open attached to an engine that was already running (hot restart).
+  final bool attached;
+
+  int _subscription = 0;
+  ReceivePort? _doorbell;
+  final StreamController<SyncStatus> _status = StreamController<SyncStatus>.broadcast();
+  final StreamController<Set<String>> _changes = StreamController<Set<String>>.broadcast();
+  final StreamController<Conflict> _conflicts = StreamController<Conflict>.broadcast();
+  final StreamController<Map<String, Object?>> _rejections =
+      StreamController<Map<String, Object?>>.broadcast();
+  SyncStatus? _last;
+
+  /// Opens (creating it) the database at [path]. Without [serverUrl] it works locally only.
+  /// [restorationId]: the session id the platform handed back after it killed the app
+  /// (keeps session restoration state); absent: a fresh start.
+  static Future<TidesyncDatabase> open({
+    required String path,
+    String? serverUrl,
+    List<String> spaces = const <String>[],
+    TidesyncConnector? connector,
+    String? restorationId,
+    TidesyncOptions options = const TidesyncOptions(),
+  }) async {
+    final String? token = connector == null ? null : await connector.fetchToken();
+    final Map<String, Object?> config = <String, Object?>{
+      'path': path,
+      if (serverUrl != null) 'server_url': serverUrl,
+      if (serverUrl != null) 'spaces': spaces,
+      if (token != null) 'token': token,
+      'durability': options.durability,
+      if (options.busyTimeoutMs != null) 'busy_timeout_ms': options.busyTimeoutMs,
+      if (options.pushBatch != null) 'push_batch': options.pushBatch,
+      if (options.pullLimit != null) 'pull_limit': options.pullLimit,
+      if (options.requestTimeoutMs != null) 'request_timeout_ms': options.requestTimeoutMs,
+      'start_online': options.startOnline,
+      if (options.tokenWaitMs != null) 'token_wait_ms': options.tokenWaitMs,
+      if (restorationId != null) 'session': restorationId,
+    };
+    int handle = 0;
+    final Map<String, Object?> opened = call((arena, ffi.Pointer<native.TsBuf> out) {
+      final (ffi.Pointer<ffi.Uint8> ptr, int len) = jsonSpan(arena, config);
+      final ffi.Pointer<ffi.Uint64> db = arena<ffi.Uint64>();
+      final int status = native.ts_open(ptr, len, db, out);
+      handle = db.value;
+      return status;
+    });
+    return TidesyncDatabase._(
+      handle,
+      opened['client_id']! as String,
+      opened['session_id']! as String,
+      opened['attached']! as bool,
+      connector,
+    );
+  }
+
+  int _db() {
+    if (_handle == 0) {
+      throw TidesyncException(native.TS_ERR_CLOSED, 'closed', 'the database is closed');
+    }
+    return _handle;
+  }
+
+  // ---- records --------------------------------------------------------------------------
+
+  /// The record at [key] (`SPACE/COLLECTION/ID`) from the local view.
+  TidesyncRecord? get(String key) {
+    final Map<String, Object?> body = call((arena, ffi.Pointer<native.TsBuf> out) {
+      final (ffi.Pointer<ffi.Uint8> k, int len) = span(arena, key);
+      return native.ts_get(_db(), k, len, out);
+    });
+    final Map<String, Object?>? record = (body['record'] as Map?)?.cast<String, Object?>();
+    return record == null ? null : TidesyncRecord.fromJson(record);
+  }
+
+  /// One page of [collection] (`SPACE/COLLECTION`) in id order.
+  RecordPage list(String collection, {String? after, int? limit}) {
+    final Map<String, Object?> body = call((arena, ffi.Pointer<native.TsBuf> out) {
+      final (ffi.Pointer<ffi.Uint8> c, int clen) = span(arena, collection);
+      final (ffi.Pointer<ffi.Uint8> o, int olen) = jsonSpan(arena, <String, Object?>{
+        if (after != null) 'after': after,
+        if (limit != null) 'limit': limit,
+      });
+      return native.ts_list(_db(), c, clen, o, olen, out);
+    });
+    return RecordPage(
+      (body['records']! as List)
+          .map((Object? r) => TidesyncRecord.fromJson((r! as Map).cast<String, Object?>()))
+          .toList(),
+      body['next'] as String?,
+    );
+  }
+
+  WriteReceipt _write(
+    String key,
+    Map<String, Object?>? doc,
+    int Function(int, ffi.Pointer<ffi.Uint8>, int, ffi.Pointer<ffi.Uint8>, int,
+            ffi.Pointer<native.TsBuf>)?
+        write,
+  ) {
+    final Map<String, Object?> body = call((arena, ffi.Pointer<native.TsBuf> out) {
+      final (ffi.Pointer<ffi.Uint8> k, int klen) = span(arena, key);
+      if (write == null) {
+        return native.ts_delete(_db(), k, klen, out);
+      }
+      final (ffi.Pointer<ffi.Uint8> d, int dlen) = jsonSpan(arena, doc);
+      return write(_db(), k, klen, d, dlen, out);
+    });
+    return WriteReceipt.fromJson(body);
+  }
+
+  /// Replaces the record at [key]: in the local view at once, queued for the server.
+  WriteReceipt put(String key, Map<String, Object?> doc) => _write(key, doc, native.ts_put);
+
+  /// Applies a JSON merge patch (`null` removes a field).
+  WriteReceipt patch(String key, Map<String, Object?> patch) =>
+      _write(key, patch, native.ts_patch);
+
+  /// Deletes the record at [key].
+  WriteReceipt delete(String key) => _write(key, null, null);
+
+  /// Commits everything [build] adds, data and restoration state, in one transaction (or
+  /// nothing, if it throws); the server applies the writes all or none.
+  List<WriteReceipt> writeTransaction(void Function(WriteBatch batch) build) {
+    final WriteBatch batch = WriteBatch();
+    build(batch);
+    final Map<String, Object?> body = call((arena, ffi.Pointer<native.TsBuf> out) {
+      final (ffi.Pointer<ffi.Uint8> b, int len) = jsonSpan(arena, batch.toJson());
+      return native.ts_write_batch(_db(), b, len, out);
+    });
+    return (body['receipts']! as List)
+        .map((Object? r) => WriteReceipt.fromJson((r! as Map).cast<String, Object?>()))
+        .toList();
+  }
+
+  // ---- sync --------------------------------------------------------------------------
+
+  Map<String, Object?> _control(
+          int Function(int db, ffi.Pointer<native.TsBuf> out) f) =>
+      call((arena, ffi.Pointer<native.TsBuf> out) => f(_db(), out));
+
+  /// The app's connectivity (see `TidesyncConnectivity` for connectivity_plus).
+  void setNetwork(bool online) =>
+      call((arena, ffi.Pointer<native.TsBuf> out) => native.ts_set_network(_db(), online ? 1 : 0, out));
+
+  /// Syncs now (also after an error that needed attention).
+  void syncNow() => _control(native.ts_sync_now);
+
+  /// No network activity (the app went to the background) until [resume].
+  void pause() => _control(native.ts_pause);
+
+  void resume() => _control(native.ts_resume);
+
+  /// The status now.
+  SyncStatus get currentStatus => _last ?? SyncStatus.fromJson(_control(native.ts_status));
+
+  /// Every status change, starting with the current status.
+  Stream<SyncStatus> get statusStream async* {
+    yield currentStatus;
+    yield* _status.stream;
+  }
+
+  /// Completes once a complete download finished (at once if one ever did on this device).
+  Future<SyncStatus> waitForFirstSync({Duration timeout = const Duration(minutes: 2)}) =>
+      statusStream.firstWhere((SyncStatus s) => s.hasSynced).timeout(timeout);
+
+  /// Completes when everything written so far is on the server and downloaded back.
+  Future<SyncStatus> waitForSync({Duration timeout = const Duration(minutes: 2)}) =>
+      statusStream.firstWhere((SyncStatus s) => s.synced).timeout(timeout);
+
+  /// The records of [collection], now and again whenever they change (a local write, a
+  /// download, a rolled-back rejection, a resolved conflict).
+  Stream<List<TidesyncRecord>> watch(String collection, {int limit = 1000}) async* {
+    yield list(collection, limit: limit).records;
+    await for (final Set<String> changed in _changes.stream) {
+      if (changed.contains('*') || changed.contains(collection)) {
+        yield list(collection, limit: limit).records;
+      }
+    }
+  }
+
+  // ---- what the server decided ----------------------------------------------------------
+
+  /// Conflicts as they are recorded.
+  Stream<Conflict> get conflictStream => _conflicts.stream;
+
+  /// Unresolved conflicts.
+  List<Conflict> conflicts() => (_control(native.ts_conflicts)['conflicts']! as List)
+      .map((Object? c) => Conflict.fromJson((c! as Map).cast<String, Object?>()))
+      .toList();
+
+  /// Settles a conflict; returns the mutation that enforces it, if one was needed.
+  WriteReceipt? resolveConflict(int id, ConflictResolution resolution) {
+    final Map<String, Object?> body = call((arena, ffi.Pointer<native.TsBuf> out) {
+      final (ffi.Pointer<ffi.Uint8> r, int len) = jsonSpan(arena, resolution.toJson());
+      return native.ts_resolve_conflict(_db(), id, r, len, out);
+    });
+    final Map<String, Object?>? receipt = (body['receipt'] as Map?)?.cast<String, Object?>();
+    return receipt == null ? null : WriteReceipt.fromJson(receipt);
+  }
+
+  /// Rejections as they arrive (`{"seq", "code", "message"}`; `rejections()` has the rest).
+  Stream<Map<String, Object?>> get rejectionStream => _rejections.stream;
+
+  List<Rejection> rejections() => (_control(native.ts_rejections)['rejections']! as List)
+      .map((Object? r) => Rejection.fromJson((r! as Map).cast<String, Object?>()))
+      .toList();
+
+  /// Queues the rejected transaction of [seq] again, as new changes.
+  List<WriteReceipt> retryRejection(int seq) =>
+      (call((arena, ffi.Pointer<native.TsBuf> out) => native.ts_retry_rejection(_db(), seq, out))['receipts']!
+              as List)
+          .map((Object? r) => WriteReceipt.fromJson((r! as Map).cast<String, Object?>()))
+          .toList();
+
+  /// Forgets the rejected transaction of [seq].
+  void discardRejection(int seq) =>
+      call((arena, ffi.Pointer<native.TsBuf> out) => native.ts_discard_rejection(_db(), seq, out));
+
+  /// Where change [seq] is: `queued`, `sending`, `acked`, `confirmed`, `rejected`.
+  String? mutationState(int seq) => call((arena, ffi.Pointer<native.TsBuf> out) =>
+      native.ts_mutation_state(_db(), seq, out))['state'] as String?;
+
+  // ---- restoration ----------------------------------------------------------------------
+
+  /// The root restoration bucket of [lifetime].
+  RestorationBucket restoration([RestorationLifetime lifetime = RestorationLifetime.persistent]) =>
+      RestorationBucket.root(_db, lifetime);
+
+  // ---- events ---------------------------------------------------------------------------
+
+  void _subscribe() {
+    final ReceivePort port = ReceivePort('tidesync events');
+    _doorbell = port;
+    call((arena, ffi.Pointer<native.TsBuf> out) {
+      final ffi.Pointer<ffi.Uint64> sub = arena<ffi.Uint64>();
+      final int status = native.ts_subscribe(
+        _db(),
+        0,
+        ffi.nullptr,
+        ffi.nullptr,
+        ffi.NativeApi.postCObject.cast(),
+        port.sendPort.nativePort,
+        sub,
+        out,
+      );
+      _subscription = sub.value;
+      return status;
+    });
+    port.listen((Object? _) => _drain());
+    _drain();
+  }
+
+  /// Takes what the doorbell announced, on this isolate.
+  void _drain() {
+    if (_subscription == 0) {
+      return;
+    }
+    final Map<String, Object?> body = call((arena, ffi.Pointer<native.TsBuf> out) =>
+        native.ts_poll_events(_subscription, 0, out));
+    final Set<String> changed = <String>{};
+    for (final Object? raw in body['events']! as List) {
+      final Map<String, Object?> event = (raw! as Map).cast<String, Object?>();
+      switch (event['type']) {
+        case 'status':
+          _last = SyncStatus.fromJson((event['status']! as Map).cast<String, Object?>());
+          _status.add(_last!);
+        case 'records_changed':
+          changed.add('${event['space']}/${event['collection']}');
+        case 'conflict':
+          // The event names the change; the recorded conflict (with its id) is in the store.
+          for (final Conflict conflict in conflicts()) {
+            if (conflict.seq == event['seq']) {
+              _conflicts.add(conflict);
+            }
+          }
+        case 'rejected':
+          _rejections.add(event);
+        case 'token_expired':
+          _refreshToken();
+        case 'resync':
+          changed.add('*');
+      }
+    }
+    if (changed.isNotEmpty) {
+      _changes.add(changed);
+    }
+  }
+
+  Future<void> _refreshToken() async {
+    final TidesyncConnector? connector = _connector;
+    if (connector == null) {
+      return;
+    }
+    final String? token = await connector.fetchToken();
+    call((arena, ffi.Pointer<native.TsBuf> out) {
+      final (ffi.Pointer<ffi.Uint8> t, int len) = span(arena, token ?? '');
+      return native.ts_set_token(_db(), t, len, out);
+    });
+  }
+
+  /// Closes this handle. The last handle of the file stops its engine; unsynced changes stay
+  /// in the file and continue at the next open.
+  Future<void> close() async {
+    if (_handle == 0) {
+      return;
+    }
+    call((arena, ffi.Pointer<native.TsBuf> out) => native.ts_unsubscribe(_subscription, out));
+    _subscription = 0;
+    _doorbell?.close();
+    call((arena, ffi.Pointer<native.TsBuf> out) => native.ts_close(_handle, out));
+    _handle = 0;
+    await Future.wait(<Future<void>>[
+      _status.close(),
+      _changes.close(),
+      _conflicts.close(),
+      _rejections.close(),
+    ]);
+  }
+}

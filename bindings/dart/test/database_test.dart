@@ -1,0 +1,80 @@
+// The database through the native library (built by hook/build.dart when `flutter test`
+// runs): local only, in a temporary folder.
+
+import 'dart:io';
+
+import 'package:flutter_test/flutter_test.dart';
+import 'package:tidesync/tidesync.dart';
+
+void main() {
+  late Directory dir;
+
+  setUp(() async {
+    dir = await Directory.systemTemp.createTemp('tidesync_test');
+  });
+
+  tearDown(() async {
+    await dir.delete(recursive: true);
+  });
+
+  test('writes land at once and wait in the outbox', () async {
+    final TidesyncDatabase db = await TidesyncDatabase.open(path: '${dir.path}/app.db');
+    final WriteReceipt receipt = db.put('user:a/todos/t1', <String, Object?>{'title': 'milk'});
+    db.patch('user:a/todos/t1', <String, Object?>{'done': true});
+    expect(receipt.seq, 1);
+    final TidesyncRecord record = db.get('user:a/todos/t1')!;
+    expect(record.doc, <String, Object?>{'title': 'milk', 'done': true});
+    expect(record.pending, isTrue);
+    expect(db.mutationState(1), 'queued');
+    final SyncStatus status = await db.statusStream.firstWhere((SyncStatus s) => s.pending == 2);
+    expect(status.phase, SyncPhase.stopped, reason: 'no server: local only');
+    await db.close();
+  });
+
+  test('a transaction commits data and restoration state together', () async {
+    final TidesyncDatabase db = await TidesyncDatabase.open(path: '${dir.path}/app.db');
+    final RestorationBucket checkout = db.restoration().child('checkout');
+    checkout.write('draft', <String, Object?>{'items': 2});
+    expect(checkout.read('draft'), <String, Object?>{'items': 2});
+    final List<WriteReceipt> receipts = db.writeTransaction((WriteBatch batch) {
+      batch.put('user:a/orders/o1', <String, Object?>{'items': 2});
+      batch.forget(checkout, 'draft');
+    });
+    expect(receipts, hasLength(1));
+    expect(checkout.read('draft'), isNull);
+    expect(db.restoration().children, isEmpty);
+    await db.close();
+  });
+
+  test('a second open of the same file attaches to its engine (a hot restart)', () async {
+    final TidesyncDatabase first = await TidesyncDatabase.open(path: '${dir.path}/app.db');
+    first.put('user:a/todos/t1', <String, Object?>{'n': 1});
+    final TidesyncDatabase second = await TidesyncDatabase.open(path: '${dir.path}/app.db');
+    expect(second.attached, isTrue);
+    expect(second.clientId, first.clientId);
+    expect(second.get('user:a/todos/t1')!.doc, <String, Object?>{'n': 1});
+    await second.close();
+    await first.close();
+  });
+
+  test('bad input is a TidesyncException and changes nothing', () async {
+    final TidesyncDatabase db = await TidesyncDatabase.open(path: '${dir.path}/app.db');
+    expect(
+      () => db.put('no-slashes', <String, Object?>{}),
+      throwsA(isA<TidesyncException>().having((TidesyncException e) => e.code, 'code', 'invalid_argument')),
+    );
+    expect(db.list('user:a/todos').records, isEmpty);
+    await db.close();
+    expect(() => db.get('user:a/todos/t1'), throwsA(isA<TidesyncException>()));
+  });
+
+  test('watch re-lists a collection when it changes', () async {
+    final TidesyncDatabase db = await TidesyncDatabase.open(path: '${dir.path}/app.db');
+    final Future<List<TidesyncRecord>> second =
+        db.watch('user:a/todos').skip(1).first.timeout(const Duration(seconds: 10));
+    await Future<void>.delayed(const Duration(milliseconds: 10));
+    db.put('user:a/todos/t1', <String, Object?>{'title': 'milk'});
+    expect((await second).single.id, 't1');
+    await db.close();
+  });
+}
