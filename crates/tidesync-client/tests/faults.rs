@@ -10,7 +10,6 @@
 
 mod common;
 
-use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -20,8 +19,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 use tidesync_client::{
-    Client, ClientConfig, ClientEvent, Connectivity, FailureKind, Phase, Reachability, StaticToken,
-    Status,
+    Client, ClientConfig, Connectivity, FailureKind, Phase, Reachability, StaticToken, Status,
 };
 use tidesync_protocol::{Doc, Op, PullResponse, RecordKey, SpaceName, Stamp};
 use tidesync_server::MergeRules;
@@ -41,17 +39,6 @@ fn proxied_config(
         &format!("http://{}", proxy.addr()),
         Arc::new(StaticToken(token.into())),
     )
-}
-
-/// The statuses among events received so far.
-fn statuses(events: &Receiver<ClientEvent>) -> Vec<Status> {
-    events
-        .try_iter()
-        .filter_map(|e| match e {
-            ClientEvent::Status(s) => Some(s),
-            _ => None,
-        })
-        .collect()
 }
 
 fn cuts(proxy: &FaultProxy) -> usize {

@@ -35,17 +35,6 @@ const LOCK_DB_ENV: &str = "TIDESYNC_TEST_LOCK_DB";
 /// What the lock holder prints once it holds the lock.
 const LOCKED: &str = "tidesync-test: write lock held";
 
-/// The statuses among events received so far.
-fn statuses(events: &Receiver<ClientEvent>) -> Vec<Status> {
-    events
-        .try_iter()
-        .filter_map(|e| match e {
-            ClientEvent::Status(s) => Some(s),
-            _ => None,
-        })
-        .collect()
-}
-
 /// Waits until a status with a local store failure of `code` arrives; returns it.
 fn wait_local_failure(events: &Receiver<ClientEvent>, code: &str) -> Status {
     let deadline = std::time::Instant::now() + T;
@@ -141,6 +130,35 @@ fn open_b(db: &Path, server: &TestServer, token: &str) -> Client {
     Client::open(config).unwrap()
 }
 
+/// A server; client A with `first` todos on it; client B at `b_db` with a write of its own,
+/// synced, and subscribed.
+struct Scene {
+    server: TestServer,
+    a: Client,
+    b: Client,
+    events: Receiver<ClientEvent>,
+}
+
+fn scene(dir: &Path, b_db: &Path, first: usize) -> Scene {
+    let server = TestServer::start(dir, MergeRules::default());
+    let token = server.token("alice");
+    let a = open_client(dir, "a", &server.url(), &token);
+    write_todos(&a, 0, first);
+    std::fs::create_dir_all(b_db.parent().unwrap()).unwrap();
+    let b = open_b(b_db, &server, &token);
+    // B has work of its own, pushed before the fault.
+    b.put(&key("notes", "mine"), doc(json!({"by": "b"})))
+        .unwrap();
+    b.wait_synced(T).unwrap();
+    let events = b.subscribe();
+    Scene {
+        server,
+        a,
+        b,
+        events,
+    }
+}
+
 /// Skips (or, under CI, fails) a test that needs a privilege this machine does not give.
 fn unavailable(what: &str, why: &str) {
     assert!(
@@ -225,17 +243,12 @@ fn a_disk_that_fills_mid_sync_is_reported_and_sync_resumes_once_space_is_freed()
         Ok(disk) => disk,
         Err(why) => return unavailable("mounting a tmpfs", &why),
     };
-    let server = TestServer::start(dir.path(), MergeRules::default());
-    let token = server.token("alice");
-    let a = open_client(dir.path(), "a", &server.url(), &token);
-    write_todos(&a, 0, 50);
-    let b = open_b(&disk.mount.join("b.db"), &server, &token);
-    b.wait_synced(T).unwrap();
-    // B has unsent work of its own when the disk fills.
-    b.put(&key("notes", "mine"), doc(json!({"by": "b"})))
-        .unwrap();
-    b.wait_synced(T).unwrap();
-    let events = b.subscribe();
+    let Scene {
+        server,
+        a,
+        b,
+        events,
+    } = scene(dir.path(), &disk.mount.join("b.db"), 50);
     let ballast = disk.fill(16 * 1024);
 
     // A's next 3,000 todos (~500 KB) do not fit on B's disk.
@@ -284,17 +297,13 @@ fn chattr(flag: &str, files: &[PathBuf]) -> Result<(), String> {
 #[test]
 fn a_database_file_that_turns_unwritable_is_reported_and_sync_resumes_when_writable() {
     let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start(dir.path(), MergeRules::default());
-    let token = server.token("alice");
-    let a = open_client(dir.path(), "a", &server.url(), &token);
-    write_todos(&a, 0, 20);
     let db = dir.path().join("b").join("b.db");
-    std::fs::create_dir_all(db.parent().unwrap()).unwrap();
-    let b = open_b(&db, &server, &token);
-    b.put(&key("notes", "mine"), doc(json!({"by": "b"})))
-        .unwrap();
-    b.wait_synced(T).unwrap();
-    let events = b.subscribe();
+    let Scene {
+        server,
+        a,
+        b,
+        events,
+    } = scene(dir.path(), &db, 20);
     // The database and its log become immutable: every write of the open connection fails
     // (EPERM), reads still work. (The shared-memory index stays writable: it is mapped.)
     let files = [db.clone(), PathBuf::from(format!("{}-wal", db.display()))];
@@ -376,17 +385,13 @@ fn hold_lock(db: &Path) -> Child {
 #[test]
 fn a_write_lock_held_by_another_process_is_reported_and_sync_resumes_when_released() {
     let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start(dir.path(), MergeRules::default());
-    let token = server.token("alice");
-    let a = open_client(dir.path(), "a", &server.url(), &token);
-    write_todos(&a, 0, 20);
     let db = dir.path().join("b").join("b.db");
-    std::fs::create_dir_all(db.parent().unwrap()).unwrap();
-    let b = open_b(&db, &server, &token);
-    b.put(&key("notes", "mine"), doc(json!({"by": "b"})))
-        .unwrap();
-    b.wait_synced(T).unwrap();
-    let events = b.subscribe();
+    let Scene {
+        server,
+        a,
+        b,
+        events,
+    } = scene(dir.path(), &db, 20);
     let mut holder = hold_lock(&db);
 
     write_todos(&a, 20, 100);

@@ -346,10 +346,45 @@ mod tests {
         assert!(!q.push(records("b", 1)));
         assert_eq!(q.events.len(), 2, "records of one collection add up");
         assert!(matches!(q.events[0], Queued::Records { count: 3, .. }));
-        for i in 0..4 {
-            q.push(Queued::Other(json!({"i": i})));
-        }
-        assert_eq!(q.events.len(), 1);
+        q.push(Queued::Other(json!({"i": 0})));
+        q.push(Queued::Other(json!({"i": 1})));
+        assert_eq!(q.events.len(), 4, "at capacity");
+        q.push(Queued::Other(json!({"i": 2})));
+        assert_eq!(q.events.len(), 1, "over it: one resync instead");
         assert!(matches!(q.events[0], Queued::Resync));
+        q.push(Queued::Other(json!({"i": 3})));
+        assert_eq!(q.events.len(), 2, "then events queue again");
+    }
+
+    #[test]
+    fn an_overflow_keeps_the_latest_status() {
+        let status = |pending| Status {
+            connectivity: tidesync_client::Connectivity::Online,
+            phase: tidesync_client::Phase::Idle,
+            upload: None,
+            download: None,
+            pending,
+            oldest_pending_at_ms: None,
+            conflicts: 0,
+            rejections: 0,
+            last_synced_at_ms: None,
+            has_synced: true,
+            last_error: None,
+            next_retry_at_ms: None,
+        };
+        let mut q = Queue {
+            events: VecDeque::new(),
+            capacity: 3,
+            closed: false,
+        };
+        q.push(Queued::Status(Box::new(status(1))));
+        q.push(Queued::Status(Box::new(status(2))));
+        assert_eq!(q.events.len(), 1, "the latest status replaces a queued one");
+        q.push(Queued::Other(json!({"i": 0})));
+        q.push(Queued::Other(json!({"i": 1})));
+        q.push(Queued::Other(json!({"i": 2})));
+        assert_eq!(q.events.len(), 2);
+        assert!(matches!(q.events[0], Queued::Resync));
+        assert!(matches!(&q.events[1], Queued::Status(s) if s.pending == 2));
     }
 }

@@ -201,6 +201,17 @@ pub fn view(client: &Client, key: &RecordKey) -> Option<Value> {
     client.get(key).unwrap().map(|r| Value::Object(r.doc))
 }
 
+/// The statuses among events received so far.
+pub fn statuses(events: &std::sync::mpsc::Receiver<ClientEvent>) -> Vec<Status> {
+    events
+        .try_iter()
+        .filter_map(|e| match e {
+            ClientEvent::Status(s) => Some(s),
+            _ => None,
+        })
+        .collect()
+}
+
 /// Drains events received so far.
 pub fn drain(rx: &std::sync::mpsc::Receiver<ClientEvent>) -> Vec<ClientEvent> {
     rx.try_iter().collect()
