@@ -161,11 +161,13 @@ fn space_list(
             limits.max_spaces_per_pull
         )));
     }
+    // The list's shape first, then permissions: a malformed list is `invalid_input`
+    // whoever asks (found by the pull proptest: `["a", "a"]` was `forbidden`).
     let mut seen = BTreeSet::new();
+    if let Some(twice) = spaces.iter().find(|space| !seen.insert(*space)) {
+        return Err(ApiError::invalid(format!("space {twice} is listed twice")));
+    }
     for space in &spaces {
-        if !seen.insert(space) {
-            return Err(ApiError::invalid(format!("space {space} is listed twice")));
-        }
         if !grants.can_read(space) {
             return Err(ApiError::forbidden(format!(
                 "user {} may not read space {space}",
@@ -217,6 +219,14 @@ mod tests {
             read: [SpaceName::new("shared").expect("valid")].into(),
             write: [SpaceName::new("user:alice").expect("valid")].into(),
         }
+    }
+
+    #[test]
+    fn a_space_listed_twice_is_invalid_even_when_it_is_not_readable() {
+        let bob = SpaceName::new("user:bob").expect("valid");
+        let err =
+            space_list(vec![bob.clone(), bob], &grants(), &Limits::default()).expect_err("refused");
+        assert_eq!(err.code(), ErrorCode::InvalidInput, "{err}");
     }
 
     fn mutation(seq: u64, tx: u64, space: &str) -> Mutation {
