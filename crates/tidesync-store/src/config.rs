@@ -81,6 +81,9 @@ pub struct StoreConfig {
     pub restoration_limits: RestorationLimits,
     /// The wall clock that feeds the hybrid logical clock.
     pub wall_clock: WallClock,
+    /// Indexes for the app's queries; the file's declared indexes are made exactly these at
+    /// open (new ones created, dropped ones removed). Default none.
+    pub indexes: Vec<crate::query::IndexSpec>,
 }
 
 impl Default for StoreConfig {
@@ -93,6 +96,7 @@ impl Default for StoreConfig {
             restoration_schema: Arc::new(RestorationSchema::default()),
             restoration_limits: RestorationLimits::default(),
             wall_clock: WallClock::system(),
+            indexes: Vec::new(),
         }
     }
 }

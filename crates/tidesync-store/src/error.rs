@@ -77,6 +77,9 @@ pub enum StoreError {
     /// A name, id or stamp broke a protocol rule.
     #[error(transparent)]
     Invalid(#[from] ValidationError),
+    /// A query cannot run (the error names the offending part).
+    #[error(transparent)]
+    InvalidQuery(#[from] crate::query::QueryError),
     /// An argument is not acceptable, for the reason given.
     #[error("{0}")]
     InvalidInput(String),
@@ -186,7 +189,9 @@ impl StoreError {
             StoreError::DiskFull { .. } => "disk_full",
             StoreError::ReadOnly { .. } => "read_only",
             StoreError::DiskIo { .. } => "disk_io",
-            StoreError::Invalid(_) | StoreError::InvalidInput(_) => "invalid_input",
+            StoreError::Invalid(_) | StoreError::InvalidInput(_) | StoreError::InvalidQuery(_) => {
+                "invalid_input"
+            }
             StoreError::TooLarge { .. } => "too_large",
             StoreError::NotFound(_) => "not_found",
             StoreError::Restoration(_) => "restoration",

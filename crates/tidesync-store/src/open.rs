@@ -71,6 +71,7 @@ pub(crate) fn open_connection(path: &Path, config: &StoreConfig) -> Result<Conne
     ))
     .map_err(StoreError::sql("set pragmas"))?;
     migrate(&conn, version)?;
+    crate::query::migrate_indexes(&conn, &config.indexes)?;
     Ok(conn)
 }
 

@@ -126,6 +126,21 @@ impl Store {
         records::list(&self.conn, space, collection, options)
     }
 
+    /// One page of a query over the local view (see [`crate::query`]).
+    pub fn query(&self, query: &crate::Query) -> Result<crate::QueryPage> {
+        crate::query::page(&self.conn, query)
+    }
+
+    /// How many records a query selects.
+    pub fn count(&self, query: &crate::Query) -> Result<u64> {
+        crate::query::count(&self.conn, query)
+    }
+
+    /// SQLite's plan for a query, one line per step (does a declared index serve it?).
+    pub fn explain(&self, query: &crate::Query) -> Result<Vec<String>> {
+        crate::query::explain(&self.conn, query)
+    }
+
     /// Runs `f` in one local transaction: its writes (records, outbox, restoration state)
     /// commit together when it returns `Ok`, and none of them when it returns `Err` or panics.
     /// The server applies the transaction's mutations all or none.
@@ -258,15 +273,15 @@ impl Store {
 
     /// Number of unresolved conflicts.
     pub fn conflict_count(&self) -> Result<u64> {
-        self.count("SELECT count(*) FROM conflicts")
+        self.count_rows("SELECT count(*) FROM conflicts")
     }
 
     /// Number of rejected mutations awaiting retry or discard.
     pub fn rejection_count(&self) -> Result<u64> {
-        self.count("SELECT count(*) FROM rejections")
+        self.count_rows("SELECT count(*) FROM rejections")
     }
 
-    fn count(&self, sql: &'static str) -> Result<u64> {
+    fn count_rows(&self, sql: &'static str) -> Result<u64> {
         self.conn
             .prepare_cached(sql)
             .and_then(|mut s| s.query_row([], |r| r.get::<_, i64>(0)))
