@@ -81,9 +81,9 @@ pub struct StoreConfig {
     pub restoration_limits: RestorationLimits,
     /// The wall clock that feeds the hybrid logical clock.
     pub wall_clock: WallClock,
-    /// Indexes for the app's queries; the file's declared indexes are made exactly these at
-    /// open (new ones created, dropped ones removed). Default none.
-    pub indexes: Vec<crate::query::IndexSpec>,
+    /// Indexes for the app's queries, made exactly the declared ones at open (new ones
+    /// created, dropped ones removed). Default: none declared.
+    pub indexes: crate::query::Indexes,
 }
 
 impl Default for StoreConfig {
@@ -96,7 +96,7 @@ impl Default for StoreConfig {
             restoration_schema: Arc::new(RestorationSchema::default()),
             restoration_limits: RestorationLimits::default(),
             wall_clock: WallClock::system(),
-            indexes: Vec::new(),
+            indexes: crate::query::Indexes::default(),
         }
     }
 }

@@ -37,6 +37,7 @@ mod error;
 mod meta;
 mod open;
 mod outbox;
+mod planner;
 pub mod query;
 mod reader;
 mod records;

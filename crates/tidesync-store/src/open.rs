@@ -72,6 +72,7 @@ pub(crate) fn open_connection(path: &Path, config: &StoreConfig) -> Result<Conne
     .map_err(StoreError::sql("set pragmas"))?;
     migrate(&conn, version)?;
     crate::query::migrate_indexes(&conn, &config.indexes)?;
+    crate::planner::at_open(&conn);
     Ok(conn)
 }
 

@@ -36,6 +36,14 @@ impl Reader {
         query::page(&self.conn, query)
     }
 
+    /// A number that changes whenever another connection (this process's store, or another
+    /// process) commits to the file (`PRAGMA data_version`).
+    pub fn data_version(&self) -> Result<i64> {
+        self.conn
+            .query_row("PRAGMA data_version", [], |r| r.get(0))
+            .map_err(StoreError::sql("read the data version"))
+    }
+
     /// How many records a query selects.
     pub fn count(&self, query: &Query) -> Result<u64> {
         query::count(&self.conn, query)

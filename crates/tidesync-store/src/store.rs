@@ -39,6 +39,8 @@ pub struct Store {
     counts: CountsCache,
     /// Collections written by this handle's local writes since [`Store::take_written`].
     written: BTreeMap<(SpaceName, CollectionName), usize>,
+    /// When the planner's statistics are refreshed next.
+    planner: crate::planner::Freshness,
 }
 
 impl Store {
@@ -96,6 +98,7 @@ impl Store {
             restoration_issues: loaded.issues,
             counts,
             written: BTreeMap::new(),
+            planner: crate::planner::Freshness::default(),
         })
     }
 
@@ -170,6 +173,7 @@ impl Store {
         let (planned, counts, written) = write.commit()?;
         self.restoration.apply_all(planned);
         self.counts.set(counts);
+        self.planner.wrote(&self.conn, written.rows());
         written.add_to(&mut self.written);
         Ok(out)
     }
@@ -334,7 +338,10 @@ impl Store {
     ) -> Result<PullApplied> {
         let now = self.config.wall_clock.now_ms();
         let client = self.client_id.clone();
-        self.write(|conn, counts| sync::apply_pull(conn, &client, response, now, counts))
+        let applied =
+            self.write(|conn, counts| sync::apply_pull(conn, &client, response, now, counts))?;
+        self.planner.wrote(&self.conn, response.changes.len());
+        Ok(applied)
     }
 
     // ---- conflicts and rejections -------------------------------------------------------

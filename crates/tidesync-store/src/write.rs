@@ -118,6 +118,11 @@ impl Written {
         self.0.push((key.space.clone(), key.collection.clone(), 1));
     }
 
+    /// How many records were written.
+    pub(crate) fn rows(&self) -> usize {
+        self.0.iter().map(|(_, _, n)| n).sum()
+    }
+
     /// Adds the totals per collection to `totals`.
     pub(crate) fn add_to(
         self,

@@ -9,7 +9,7 @@ use common::{doc, TestDb};
 use proptest::prelude::*;
 use serde_json::{json, Value};
 use tidesync_protocol::{CollectionName, RecordKey, SpaceName};
-use tidesync_store::query::{matches, sort_order, IndexSpec};
+use tidesync_store::query::{matches, sort_order, IndexSpec, Indexes};
 use tidesync_store::{Query, Store, StoreConfig, StoreError};
 
 fn space() -> SpaceName {
@@ -292,7 +292,7 @@ fn a_declared_index_is_used_and_follows_the_declaration() {
     let db = TestDb::new();
     let index = IndexSpec::new(todos(), &["project", "due"]).unwrap();
     let mut store = db.open_with(StoreConfig {
-        indexes: vec![index.clone()],
+        indexes: Indexes::Declared(vec![index.clone()]),
         ..StoreConfig::default()
     });
     for i in 0..200 {
@@ -321,7 +321,7 @@ fn a_declared_index_is_used_and_follows_the_declaration() {
     // A changed declaration: the old index goes, the new one comes; data is untouched.
     let other = IndexSpec::new(todos(), &["due"]).unwrap();
     let store = db.open_with(StoreConfig {
-        indexes: vec![other.clone()],
+        indexes: Indexes::Declared(vec![other.clone()]),
         ..StoreConfig::default()
     });
     let plan = store
@@ -333,6 +333,16 @@ fn a_declared_index_is_used_and_follows_the_declaration() {
         "{plan}"
     );
     assert_eq!(ids(&store, &query), got);
+    drop(store);
+    // A tool that opens the file keeps the app's indexes.
+    let store = db.open_with(StoreConfig {
+        indexes: Indexes::Keep,
+        ..StoreConfig::default()
+    });
+    let plan = store
+        .explain(&q(json!({"sort": ["due"], "limit": 3})))
+        .unwrap();
+    assert!(plan.join("\n").contains(&other.name()), "{plan:?}");
     drop(store);
     let store = db.open();
     let plan = store.explain(&query).unwrap().join("\n");
@@ -435,7 +445,7 @@ proptest! {
     ) {
         let db = TestDb::new();
         let mut store = db.open_with(StoreConfig {
-            indexes: vec![IndexSpec::new(todos(), &["a", "n.x"]).unwrap()],
+            indexes: Indexes::Declared(vec![IndexSpec::new(todos(), &["a", "n.x"]).unwrap()]),
             ..StoreConfig::default()
         });
         let mut docs = Vec::new();

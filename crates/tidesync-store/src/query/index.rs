@@ -54,6 +54,25 @@ impl IndexSpec {
         })
     }
 
+    /// The index of JSON `fields` (`["project", {"due": "desc"}]`, as a query's `sort`) on
+    /// `collection`.
+    pub fn from_json(
+        collection: CollectionName,
+        fields: &serde_json::Value,
+    ) -> std::result::Result<IndexSpec, super::QueryError> {
+        let keys = super::parse::sort_keys(fields, "fields")?;
+        Ok(IndexSpec {
+            collection,
+            fields: keys
+                .into_iter()
+                .map(|k| IndexField {
+                    field: k.field,
+                    descending: k.descending,
+                })
+                .collect(),
+        })
+    }
+
     /// The index's column list.
     fn columns(&self) -> String {
         let mut columns = vec!["space".to_owned(), "collection".to_owned()];
@@ -76,10 +95,31 @@ impl IndexSpec {
     }
 }
 
+/// Which declared indexes a store keeps at open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Indexes {
+    /// Exactly these: missing ones are created, ones no longer declared are dropped. An app
+    /// declares its indexes this way (the default declares none).
+    Declared(Vec<IndexSpec>),
+    /// Whatever the file has, untouched: for tools that open an app's database (the CLI),
+    /// which must not drop the app's indexes.
+    Keep,
+}
+
+impl Default for Indexes {
+    fn default() -> Self {
+        Indexes::Declared(Vec::new())
+    }
+}
+
 /// Makes the file's declared indexes exactly `specs`: creates the missing ones, drops the
 /// ones no longer declared. Creating an index on a large collection takes a while (about a
 /// second per million records here); it happens once.
-pub(crate) fn migrate_indexes(conn: &Connection, specs: &[IndexSpec]) -> Result<()> {
+pub(crate) fn migrate_indexes(conn: &Connection, indexes: &Indexes) -> Result<()> {
+    let specs = match indexes {
+        Indexes::Declared(specs) => specs,
+        Indexes::Keep => return Ok(()),
+    };
     let wanted: BTreeSet<String> = specs.iter().map(IndexSpec::name).collect();
     let mut stmt = conn
         .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND name LIKE 'ts\\_idx\\_%' ESCAPE '\\'")

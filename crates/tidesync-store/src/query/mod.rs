@@ -28,7 +28,7 @@ use crate::records::Record;
 
 pub use eval::{matches, sort_order};
 pub(crate) use index::migrate_indexes;
-pub use index::{IndexField, IndexSpec};
+pub use index::{IndexField, IndexSpec, Indexes};
 pub use sql::{count, explain, page};
 
 /// Nesting of `$and`/`$or`/`$not` a selector may use.
@@ -193,6 +193,16 @@ impl Query {
         json: &serde_json::Value,
     ) -> Result<Query, QueryError> {
         parse::query(space, collection, json)
+    }
+
+    /// Checks what parsing cannot: the limit and the `after` cursor (running it checks the
+    /// same; this is for a query kept to run later, like a live one).
+    pub fn validate(&self) -> Result<(), QueryError> {
+        self.page_size()?;
+        if let Some(after) = &self.after {
+            sql::decode_after(after, self.sort.len())?;
+        }
+        Ok(())
     }
 
     pub(crate) fn page_size(&self) -> Result<usize, QueryError> {

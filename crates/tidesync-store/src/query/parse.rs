@@ -200,23 +200,35 @@ fn list(operand: &Value, at: &str) -> Result<Vec<Value>, QueryError> {
 }
 
 fn sort(json: &Value) -> Result<Vec<SortKey>, QueryError> {
+    sort_keys(json, "sort")
+}
+
+/// Fields with directions, as a query's `sort` (and an index's `fields`) lists them; `name`
+/// is where errors point.
+pub(super) fn sort_keys(json: &Value, name: &str) -> Result<Vec<SortKey>, QueryError> {
     let Value::Array(items) = json else {
         return Err(QueryError::at(
-            "sort",
-            "sort is an array like [\"due\", {\"title\": \"desc\"}]",
+            name,
+            format!("{name} is an array like [\"due\", {{\"title\": \"desc\"}}]"),
         ));
     };
+    if items.is_empty() && name != "sort" {
+        return Err(QueryError::at(
+            name,
+            format!("{name} lists at least one field"),
+        ));
+    }
     if items.len() > MAX_SORT_KEYS {
         return Err(QueryError::at(
-            "sort",
-            format!("at most {MAX_SORT_KEYS} sort keys"),
+            name,
+            format!("at most {MAX_SORT_KEYS} fields"),
         ));
     }
     items
         .iter()
         .enumerate()
         .map(|(i, item)| {
-            let at = format!("sort[{i}]");
+            let at = format!("{name}[{i}]");
             let (field, descending) = match item {
                 Value::String(field) => (field.as_str(), false),
                 Value::Object(m) if m.len() == 1 => {

@@ -70,8 +70,11 @@ impl Compiler {
     fn eq(&mut self, path: &FieldPath, x: &Value) -> String {
         let k = class(Some(x));
         match k {
-            // Classes of one value each: the class is the value.
-            1..=3 => format!("{} = {k}", rank(path)),
+            // Classes of one value each: the class is the value. The value is named too
+            // (redundantly: what `json_extract` gives for null, false, true) so that an
+            // index on this field and a later one can serve the query past this column.
+            1 => format!("({} = 1 AND {} IS NULL)", rank(path), value(path)),
+            2 | 3 => format!("({} = {k} AND {} = {})", rank(path), value(path), k - 2),
             _ => {
                 let p = self.param(bind(x));
                 format!("({} = {k} AND {} = {p})", rank(path), value(path))
@@ -190,12 +193,12 @@ pub fn count(conn: &Connection, query: &Query) -> Result<u64> {
 
 /// Where a page ended: each sort key's (class, value) of the last row, and its id.
 #[derive(serde::Serialize, serde::Deserialize)]
-struct After {
+pub(super) struct After {
     keys: Vec<(u8, Value)>,
     id: String,
 }
 
-fn decode_after(text: &str, keys: usize) -> std::result::Result<After, QueryError> {
+pub(super) fn decode_after(text: &str, keys: usize) -> std::result::Result<After, QueryError> {
     let bad = || {
         QueryError::at(
             "after",
