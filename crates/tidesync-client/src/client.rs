@@ -1,6 +1,7 @@
 //! [`Client`]: the handle an app holds.
 
-use std::sync::mpsc::{sync_channel, Receiver};
+use std::path::PathBuf;
+use std::sync::mpsc::{channel, sync_channel, Receiver};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -8,14 +9,15 @@ use std::time::{Duration, Instant};
 use tidesync_protocol::{ClientId, CollectionName, Cursor, Doc, RecordKey, SpaceName};
 use tidesync_store::restoration::{BucketPath, Entry, Lifetime, RestorationIssue, RestorationTree};
 use tidesync_store::{
-    Conflict, ListOptions, MutationState, OutboxEntry, Record, RecordPage, Rejection, Resolution,
-    Store, StoreCounts, StoreError, WriteReceipt, WriteTx,
+    Conflict, ListOptions, MutationState, OutboxEntry, Query, QueryPage, Record, RecordPage,
+    Rejection, Resolution, Store, StoreConfig, StoreCounts, StoreError, WriteReceipt, WriteTx,
 };
 use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
 
 use crate::config::ClientConfig;
 use crate::driver::{Driver, DriverConfig, Input, Reachability};
 use crate::error::ClientError;
+use crate::live::{Deliver, Live, LiveQuery, LiveQueryStats, LiveTiming, QueryUpdate, Watch};
 use crate::notify::Notifier;
 use crate::runtime::{lock, now_ms, Command, HttpIo, Runtime};
 use crate::status::{ClientEvent, Status};
@@ -39,6 +41,17 @@ pub struct Client {
     thread: Option<JoinHandle<()>>,
     client_id: ClientId,
     local_only: bool,
+    /// Started by the first watch.
+    live: Mutex<Option<Arc<Live>>>,
+    live_setup: LiveSetup,
+}
+
+/// What the live-query thread is started with.
+#[derive(Debug)]
+struct LiveSetup {
+    db_path: PathBuf,
+    store: StoreConfig,
+    timing: LiveTiming,
 }
 
 /// The contents of one restoration bucket.
@@ -71,6 +84,14 @@ impl Client {
             .transpose()
             .map_err(ClientError::Config)?;
         let store = Store::open(&config.db_path, config.store.clone())?;
+        let live_setup = LiveSetup {
+            db_path: config.db_path.clone(),
+            store: config.store.clone(),
+            timing: LiveTiming {
+                throttle: config.live_query_throttle,
+                external_poll: config.external_writes_poll,
+            },
+        };
         let client_id = store.client_id().clone();
         let store = Arc::new(Mutex::new(store));
         let notifier = Arc::new(Notifier::new());
@@ -121,6 +142,8 @@ impl Client {
             thread: Some(thread),
             client_id,
             local_only,
+            live: Mutex::new(None),
+            live_setup,
         };
         client.barrier(Duration::from_secs(10));
         Ok(client)
@@ -146,6 +169,74 @@ impl Client {
         options: &ListOptions,
     ) -> Result<RecordPage, ClientError> {
         Ok(lock(&self.store).list(space, collection, options)?)
+    }
+
+    /// One page of a query over the local view (see [`Query`]; docs/queries.md lists what
+    /// a query can say).
+    pub fn query(&self, query: &Query) -> Result<QueryPage, ClientError> {
+        Ok(lock(&self.store).query(query)?)
+    }
+
+    /// How many records a query selects (its sort, limit and cursor do not matter).
+    pub fn count(&self, query: &Query) -> Result<u64, ClientError> {
+        Ok(lock(&self.store).count(query)?)
+    }
+
+    /// SQLite's plan for a query, one line per step: does a declared index serve it?
+    pub fn explain(&self, query: &Query) -> Result<Vec<String>, ClientError> {
+        Ok(lock(&self.store).explain(query)?)
+    }
+
+    /// A live query: its result now, then again whenever a local write, a pulled page, a
+    /// rolled-back rejection, a resolved conflict or a base reset changes it, each time with
+    /// what changed. Updates are computed on the client's live-query thread (never the
+    /// caller's), a burst of changes costs one evaluation (see
+    /// [`ClientConfig::live_query_throttle`]), and an unchanged result is not delivered
+    /// again. Drop the [`LiveQuery`] to stop.
+    pub fn watch(&self, query: Query) -> Result<LiveQuery, ClientError> {
+        let (tx, rx) = channel();
+        let watch = self.watch_with(query, move |update| tx.send(update).is_ok())?;
+        Ok(LiveQuery::new(rx, watch))
+    }
+
+    /// [`Client::watch`] with a callback instead of a channel: `deliver` runs on the
+    /// live-query thread (keep it short: hand the update to your own thread) and returns
+    /// `false` to stop. Updates stop when the [`Watch`] is dropped.
+    pub fn watch_with(
+        &self,
+        query: Query,
+        deliver: impl FnMut(QueryUpdate) -> bool + Send + 'static,
+    ) -> Result<Watch, ClientError> {
+        query.validate().map_err(StoreError::InvalidQuery)?;
+        let live = self.live()?;
+        let deliver: Deliver = Box::new(deliver);
+        let id = live.watch(query, deliver);
+        Ok(Watch::new(id, &live))
+    }
+
+    /// What live queries cost so far (all zero before the first watch).
+    pub fn live_query_stats(&self) -> LiveQueryStats {
+        lock(&self.live)
+            .as_ref()
+            .map(|live| live.stats())
+            .unwrap_or_default()
+    }
+
+    /// The live-query thread, started on first use.
+    fn live(&self) -> Result<Arc<Live>, ClientError> {
+        let mut live = lock(&self.live);
+        if let Some(live) = &*live {
+            return Ok(live.clone());
+        }
+        let setup = &self.live_setup;
+        let started = Arc::new(Live::start(
+            &setup.db_path,
+            &setup.store,
+            &self.notifier,
+            setup.timing,
+        )?);
+        *live = Some(started.clone());
+        Ok(started)
     }
 
     /// Replaces a record's document.
@@ -403,6 +494,9 @@ impl Client {
         let _ = self.commands.send(Command::Shutdown);
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
+        }
+        if let Some(live) = lock(&self.live).take() {
+            live.stop();
         }
     }
 

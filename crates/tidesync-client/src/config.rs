@@ -79,6 +79,14 @@ pub struct ClientConfig {
     pub seed: Option<u64>,
     /// Start syncing at open. Default `true`; `false` starts paused (call `resume`).
     pub start_online: bool,
+    /// How long live queries gather changes before running again: a burst of writes or
+    /// pulled pages within it costs one evaluation per query. Default 5 ms.
+    pub live_query_throttle: Duration,
+    /// Also re-run live queries when another process commits to the database file, checked
+    /// this often. Default `None`: every write of the app goes through its client, which
+    /// tells its live queries at once; a tool watching a file others write (the CLI's
+    /// `query --watch`) sets it.
+    pub external_writes_poll: Option<Duration>,
 }
 
 impl fmt::Debug for ClientConfig {
@@ -125,6 +133,8 @@ impl ClientConfig {
             sync: SyncConfig::default(),
             seed: None,
             start_online: true,
+            live_query_throttle: Duration::from_millis(5),
+            external_writes_poll: None,
         }
     }
 }

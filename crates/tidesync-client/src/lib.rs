@@ -43,6 +43,7 @@ mod client;
 mod config;
 pub mod driver;
 mod error;
+mod live;
 mod notify;
 mod runtime;
 mod status;
@@ -51,6 +52,7 @@ pub mod transport;
 pub use client::{BucketContents, Client};
 pub use config::{ClientConfig, StaticToken, TokenProvider};
 pub use error::ClientError;
+pub use live::{LiveQuery, LiveQueryStats, QueryUpdate, Watch};
 pub use status::{ClientEvent, DownloadProgress, Status, UploadProgress};
 
 // Everything an app names, from one crate.
@@ -61,11 +63,12 @@ pub use tidesync_protocol::{
     collection_path, ClientId, CollectionName, Cursor, Doc, ErrorCode, FieldConflict, Hlc,
     Mutation, Op, RecordId, RecordKey, SpaceName, ValidationError, Winner,
 };
+pub use tidesync_store::query::{self, IndexField, IndexSpec, Indexes};
 pub use tidesync_store::restoration;
 pub use tidesync_store::{
-    Conflict, Durability, ListOptions, MutationState, OutboxEntry, Record, RecordPage, Rejection,
-    Resolution, SessionRestore, StoreConfig, StoreCounts, StoreError, WallClock, WriteReceipt,
-    WriteTx,
+    Conflict, Durability, ListOptions, MutationState, OutboxEntry, Query, QueryError, QueryPage,
+    Record, RecordPage, Rejection, Resolution, SessionRestore, StoreConfig, StoreCounts,
+    StoreError, WallClock, WriteReceipt, WriteTx,
 };
 
 /// The README's code blocks, compiled as doctests so they stay true.

@@ -1,24 +1,27 @@
 //! Fan-out of status and events to subscribers (plain std channels: no runtime needed to
 //! receive them), and waiting for a status.
 
-use std::sync::mpsc::{channel, Receiver, Sender};
-use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::mpsc::{channel, Receiver};
+use std::sync::{Condvar, Mutex, PoisonError};
 use std::time::Instant;
 
+use crate::runtime::lock;
 use crate::status::{ClientEvent, Status};
 
-#[derive(Debug)]
+/// Where events go: `false` once it wants no more.
+pub(crate) type Sink = Box<dyn FnMut(&ClientEvent) -> bool + Send>;
+
 pub(crate) struct Notifier {
     status: Mutex<Option<Status>>,
     /// Signalled whenever the status changes.
     changed: Condvar,
-    subscribers: Mutex<Vec<Sender<ClientEvent>>>,
+    subscribers: Mutex<Vec<Sink>>,
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Nothing here can be left half-updated by a panic: every critical section is one
-    // assignment or one push.
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+impl std::fmt::Debug for Notifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Notifier").finish_non_exhaustive()
+    }
 }
 
 impl Notifier {
@@ -32,14 +35,21 @@ impl Notifier {
 
     /// A new subscriber; it first receives the current status.
     pub(crate) fn subscribe(&self) -> Receiver<ClientEvent> {
-        let (tx, rx) = channel();
+        let (tx, rx) = channel::<ClientEvent>();
         // Under the subscriber lock, so no event sent meanwhile is missed or doubled.
         let mut subs = lock(&self.subscribers);
         if let Some(status) = self.current() {
             let _ = tx.send(ClientEvent::Status(status));
         }
-        subs.push(tx);
+        subs.push(Box::new(move |event: &ClientEvent| {
+            tx.send(event.clone()).is_ok()
+        }));
         rx
+    }
+
+    /// A sink called with every event (on the thread that emits it: keep it short).
+    pub(crate) fn attach(&self, sink: Sink) {
+        lock(&self.subscribers).push(sink);
     }
 
     pub(crate) fn current(&self) -> Option<Status> {
@@ -51,7 +61,7 @@ impl Notifier {
     pub(crate) fn send(&self, event: ClientEvent) {
         let mut subs = lock(&self.subscribers);
         // Subscribers first: whoever wakes up on the new status finds it in their channel.
-        subs.retain(|tx| tx.send(event.clone()).is_ok());
+        subs.retain_mut(|sink| sink(&event));
         if let ClientEvent::Status(status) = event {
             *lock(&self.status) = Some(status);
             self.changed.notify_all();

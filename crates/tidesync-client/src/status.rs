@@ -111,4 +111,8 @@ pub enum ClientEvent {
         /// How many records changed.
         count: usize,
     },
+    /// The server had compacted past this device's cursor: the local base was dropped and is
+    /// being downloaded again (pending local changes are kept). Any collection may change:
+    /// refresh everything shown.
+    BaseReset,
 }

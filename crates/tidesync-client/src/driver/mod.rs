@@ -229,11 +229,10 @@ impl Driver {
                             Err(failure) => events.push_back(Event::PullDone(Err(failure))),
                         }
                     }
-                    Instruction::ResetCursor => {
-                        if let Err(e) = store.reset_base() {
-                            reset_failed = Some(local(e));
-                        }
-                    }
+                    Instruction::ResetCursor => match store.reset_base() {
+                        Ok(()) => out.events.push(ClientEvent::BaseReset),
+                        Err(e) => reset_failed = Some(local(e)),
+                    },
                     Instruction::RefreshToken => {
                         let id = self.begin(Kind::Token);
                         out.io.push(Io::RefreshToken(id));

@@ -10,7 +10,7 @@
 mod net;
 
 use std::sync::mpsc::SyncSender;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tidesync_store::Store;
@@ -36,13 +36,12 @@ pub(crate) fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-pub(crate) fn lock(store: &Mutex<Store>) -> MutexGuard<'_, Store> {
-    // A panic while holding the lock cannot leave the store torn (SQLite transactions roll
-    // back on drop, and its counts are only replaced after a commit), so a poisoned lock is
-    // still safe to use.
-    store
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+/// Locks `mutex`, poisoned or not. A panic while holding one of the client's locks cannot
+/// leave what it guards torn: the store's SQLite transactions roll back on drop and its
+/// counts are only replaced after a commit; the notifier's and the live queries' state is
+/// replaced whole.
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 pub(crate) struct Runtime {
