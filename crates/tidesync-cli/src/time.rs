@@ -11,12 +11,17 @@ pub fn now_ms() -> u64 {
 
 /// `2026-11-25 17:46:30 UTC (12 s ago)`.
 pub fn describe_ms(at_ms: u64) -> String {
+    let ago = now_ms().saturating_sub(at_ms) / 1000;
+    format!("{} ({ago} s ago)", utc(at_ms))
+}
+
+/// `2026-11-25 17:46:30 UTC`.
+pub fn utc(at_ms: u64) -> String {
     let secs = at_ms / 1000;
     let (days, rem) = (secs / 86_400, secs % 86_400);
     let (y, m, d) = civil_from_days(days as i64);
-    let ago = now_ms().saturating_sub(at_ms) / 1000;
     format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC ({ago} s ago)",
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
         rem / 3600,
         rem % 3600 / 60,
         rem % 60

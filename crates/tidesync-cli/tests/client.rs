@@ -312,3 +312,183 @@ fn a_bad_token_fails_clearly() {
     ]);
     assert_clear_error(&out, "sync failed (authentication error)");
 }
+
+#[test]
+fn query_prints_a_table_one_json_document_a_count_and_a_plan() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("q.db");
+    let db = path(&db);
+    let put = |id: &str, doc: &str| ok(&tidesync(&["client", "--db", db, "put", id, doc]));
+    put(
+        "user:alice/todos/a",
+        r#"{"title":"alpha","due":3,"done":false}"#,
+    );
+    put(
+        "user:alice/todos/b",
+        r#"{"title":"beta","due":1,"done":false}"#,
+    );
+    put(
+        "user:alice/todos/c",
+        r#"{"title":"gamma","due":2,"done":true}"#,
+    );
+    let query = |args: &[&str]| {
+        let mut all = vec!["client", "--db", db];
+        all.extend_from_slice(args);
+        tidesync(&all)
+    };
+    let open = r#"{"done": false}"#;
+
+    let table = ok(&query(&[
+        "query",
+        "user:alice/todos",
+        "--where",
+        open,
+        "--sort",
+        "due",
+    ]));
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines[0], "id   done   due  title", "{table}");
+    assert!(
+        lines[1].starts_with("b *") && lines[2].starts_with("a *"),
+        "{table}"
+    );
+    assert!(lines[3].contains("2 record(s)"), "{table}");
+
+    let page = json(&query(&[
+        "--json",
+        "query",
+        "user:alice/todos",
+        "--sort",
+        "due:desc",
+        "--limit",
+        "2",
+        "--fields",
+        "title",
+    ]));
+    let titles: Vec<&str> = page["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["doc"]["title"].as_str().unwrap())
+        .collect();
+    assert_eq!(titles, ["alpha", "gamma"]);
+    let next = page["next"].as_str().unwrap();
+    let rest = json(&query(&[
+        "--json",
+        "query",
+        "user:alice/todos",
+        "--sort",
+        "due:desc",
+        "--limit",
+        "2",
+        "--after",
+        next,
+    ]));
+    assert_eq!(rest["records"][0]["id"], "b");
+    assert_eq!(rest["next"], serde_json::Value::Null);
+
+    let count = json(&query(&[
+        "--json",
+        "query",
+        "user:alice/todos",
+        "--count",
+        "--where",
+        open,
+    ]));
+    assert_eq!(count["count"], 2);
+    let plan = ok(&query(&[
+        "query",
+        "user:alice/todos",
+        "--explain",
+        "--sort",
+        "due",
+    ]));
+    assert!(plan.contains("records"), "{plan}");
+
+    for (args, needle) in [
+        (
+            vec!["--where", r#"{"due": {"$near": 1}}"#],
+            "selector.due.$near",
+        ),
+        (
+            vec!["--where", r#"{"due": {"$gt": [1]}}"#],
+            "selector.due.$gt",
+        ),
+        (vec!["--where", "{nope"], "invalid --where JSON"),
+        (vec!["--sort", "due:sideways"], "asc or desc"),
+        (vec!["--limit", "0"], "limit"),
+        (vec!["--after", "zz"], "after"),
+    ] {
+        let mut all = vec!["query", "user:alice/todos"];
+        all.extend(args);
+        assert_clear_error(&query(&all), needle);
+    }
+    let missing = dir.path().join("missing.db");
+    assert_clear_error(
+        &tidesync(&["client", "--db", path(&missing), "query", "s/c"]),
+        "no client database",
+    );
+}
+
+#[test]
+fn query_watch_prints_each_new_result_as_other_processes_write() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("w.db");
+    let db = path(&db);
+    ok(&tidesync(&[
+        "client",
+        "--db",
+        db,
+        "put",
+        "user:alice/todos/a",
+        r#"{"done":false}"#,
+    ]));
+    let mut watcher = std::process::Command::new(BIN)
+        .args([
+            "client",
+            "--db",
+            db,
+            "--json",
+            "query",
+            "user:alice/todos",
+            "--where",
+            r#"{"done": false}"#,
+            "--watch",
+        ])
+        .env_remove("TIDESYNC_SERVER")
+        .env_remove("TIDESYNC_TOKEN")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(watcher.stdout.take().unwrap()).lines();
+    let mut next =
+        || -> serde_json::Value { serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap() };
+    let first = next();
+    assert_eq!(first["added"], serde_json::json!(["a"]));
+    // Another process writes: a new match, then one leaving.
+    ok(&tidesync(&[
+        "client",
+        "--db",
+        db,
+        "put",
+        "user:alice/todos/b",
+        r#"{"done":false}"#,
+    ]));
+    let second = next();
+    assert_eq!(second["added"], serde_json::json!(["b"]), "{second}");
+    ok(&tidesync(&[
+        "client",
+        "--db",
+        db,
+        "patch",
+        "user:alice/todos/a",
+        r#"{"done":true}"#,
+    ]));
+    let third = next();
+    assert_eq!(third["removed"], serde_json::json!(["a"]), "{third}");
+    assert_eq!(third["records"].as_array().unwrap().len(), 1);
+    watcher.kill().unwrap();
+    watcher.wait().unwrap();
+}

@@ -6,10 +6,12 @@
 //! JSON document with stable field names under `--json`.
 //!
 //! Modules: `keys` (argument parsing), `output`, `records` (put/patch/delete/get/list),
-//! `queue` (pending/conflicts/rejections), `restore`, `status`, `sync`.
+//! `query` (queries and `--watch`), `queue` (pending/conflicts/rejections), `restore`,
+//! `status`, `sync`.
 
 mod keys;
 mod output;
+mod query;
 mod queue;
 mod records;
 mod restore;
@@ -21,6 +23,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand, ValueEnum};
 use tidesync_protocol::SpaceName;
+use tidesync_store::query::Indexes;
 use tidesync_store::{SessionRestore, Store, StoreConfig};
 
 use output::Output;
@@ -83,6 +86,37 @@ enum ClientCommand {
         /// Page size (1 to 10,000).
         #[arg(long, default_value_t = 100)]
         limit: usize,
+    },
+    /// Query a collection: query SPACE/COLLECTION --where '{"done": false}' --sort due.
+    /// Selectors are the Mango subset of docs/queries.md.
+    Query {
+        /// SPACE/COLLECTION
+        collection: String,
+        /// A selector, e.g. '{"project": "p1", "due": {"$lt": 20}}'.
+        #[arg(long = "where", value_name = "JSON")]
+        selector: Option<String>,
+        /// A sort key, FIELD or FIELD:desc (repeatable; ties by id).
+        #[arg(long, value_name = "FIELD[:desc]")]
+        sort: Vec<String>,
+        /// Page size (1 to 10,000).
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// Continue after a page (its "more with --after" cursor).
+        #[arg(long, value_name = "CURSOR")]
+        after: Option<String>,
+        /// Only these fields, comma separated (dotted paths reach into objects).
+        #[arg(long, value_name = "A,B.C")]
+        fields: Option<String>,
+        /// Print how many records match instead.
+        #[arg(long, conflicts_with_all = ["explain", "watch"])]
+        count: bool,
+        /// Print SQLite's plan (does a declared index serve it?).
+        #[arg(long, conflicts_with = "watch")]
+        explain: bool,
+        /// Print each new result until interrupted (syncing too, given --server, --token
+        /// and --space).
+        #[arg(long)]
+        watch: bool,
     },
     /// The outbox: mutations not yet confirmed by the server.
     Pending {
@@ -188,6 +222,46 @@ pub fn run(args: ClientArgs) -> anyhow::Result<()> {
             after,
             limit,
         } => records::list(db, &collection, after.as_deref(), limit, out),
+        ClientCommand::Query {
+            collection,
+            selector,
+            sort,
+            limit,
+            after,
+            fields,
+            count,
+            explain,
+            watch,
+        } => {
+            let query = query::QueryArgs {
+                collection,
+                selector,
+                sort,
+                limit,
+                after,
+                fields,
+            };
+            if watch {
+                let sync = match (args.server, args.token) {
+                    (Some(server), Some(token)) if !args.spaces.is_empty() => Some(query::Sync {
+                        server,
+                        token,
+                        spaces: args.spaces,
+                    }),
+                    (None, None) => None,
+                    _ => bail!(
+                        "to sync while watching, give --server, --token and at least one --space"
+                    ),
+                };
+                return query::watch(db, &query, sync, out);
+            }
+            let mode = match (count, explain) {
+                (true, _) => query::Mode::Count,
+                (_, true) => query::Mode::Explain,
+                _ => query::Mode::Page,
+            };
+            query::run(db, &query, mode, out)
+        }
         ClientCommand::Pending { limit } => queue::pending(db, limit, out),
         ClientCommand::Conflicts { action: None } => queue::conflicts(db, out),
         ClientCommand::Conflicts {
@@ -247,10 +321,11 @@ fn open_store(db: &Path, open: Open) -> anyhow::Result<Store> {
 }
 
 /// The store configuration the CLI opens a database with: an inspection tool, not an app
-/// launch, so the file's session restoration state is kept.
+/// launch, so the file's session restoration state and the app's indexes are kept.
 fn store_config() -> StoreConfig {
     StoreConfig {
         session: SessionRestore::Keep,
+        indexes: Indexes::Keep,
         ..StoreConfig::default()
     }
 }
