@@ -68,13 +68,55 @@ void main() {
     expect(() => db.get('user:a/todos/t1'), throwsA(isA<TidesyncException>()));
   });
 
-  test('watch re-lists a collection when it changes', () async {
+  test('a live query delivers its result, then each change with the diff', () async {
     final TidesyncDatabase db = await TidesyncDatabase.open(path: '${dir.path}/app.db');
-    final Future<List<TidesyncRecord>> second =
-        db.watch('user:a/todos').skip(1).first.timeout(const Duration(seconds: 10));
-    await Future<void>.delayed(const Duration(milliseconds: 10));
-    db.put('user:a/todos/t1', <String, Object?>{'title': 'milk'});
-    expect((await second).single.id, 't1');
+    const TidesyncQuery open = TidesyncQuery(
+      selector: <String, Object?>{'done': false},
+      sort: <Object>['due'],
+    );
+    final StreamIterator<QueryResult> results =
+        StreamIterator<QueryResult>(db.watch('user:a/todos', open));
+    Future<QueryResult> next() async {
+      expect(await results.moveNext().timeout(const Duration(seconds: 10)), isTrue);
+      return results.current;
+    }
+
+    expect((await next()).records, isEmpty);
+    db.put('user:a/todos/t1', <String, Object?>{'due': 2, 'done': false});
+    expect((await next()).added, <String>['t1']);
+    db.put('user:a/todos/t2', <String, Object?>{'due': 1, 'done': false});
+    final QueryResult both = await next();
+    expect(both.records.map((TidesyncRecord r) => r.id), <String>['t2', 't1']);
+    db.patch('user:a/todos/t1', <String, Object?>{'done': true});
+    expect((await next()).removed, <String>['t1']);
+    await results.cancel();
+    await db.close();
+  });
+
+  test('queries page with a cursor and count; a bad query names its part', () async {
+    final TidesyncDatabase db = await TidesyncDatabase.open(
+      path: '${dir.path}/app.db',
+      options: const TidesyncOptions(indexes: <TidesyncIndex>[
+        TidesyncIndex('todos', <Object>['due']),
+      ]),
+    );
+    for (int i = 0; i < 5; i++) {
+      db.put('user:a/todos/t$i', <String, Object?>{'due': 5 - i});
+    }
+    const TidesyncQuery byDue = TidesyncQuery(sort: <Object>['due'], limit: 3);
+    final QueryPage first = db.query('user:a/todos', byDue);
+    expect(first.records.map((TidesyncRecord r) => r.doc['due']), <int>[1, 2, 3]);
+    final QueryPage rest = db.query('user:a/todos', byDue.continueAfter(first.next!));
+    expect(rest.records.map((TidesyncRecord r) => r.doc['due']), <int>[4, 5]);
+    expect(rest.next, isNull);
+    expect(db.count('user:a/todos'), 5);
+    expect(
+      () => db.watch('user:a/todos', const TidesyncQuery(selector: <String, Object?>{
+        'due': <String, Object?>{r'$near': 1},
+      })),
+      throwsA(isA<TidesyncException>()
+          .having((TidesyncException e) => e.message, 'message', contains(r'selector.due.$near'))),
+    );
     await db.close();
   });
 }

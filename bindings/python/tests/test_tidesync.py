@@ -332,3 +332,120 @@ def test_a_refused_token_asks_the_app_for_a_new_one(tmp_path, server, token):
             db.set_token(token)
             db.wait_synced(T)
         assert db.mutation_state(1)["state"] in ("acked", "confirmed")
+
+
+# ---- queries and live queries ----------------------------------------------------------
+
+def test_queries_with_a_declared_index_and_clear_errors(tmp_path):
+    indexes = [{"collection": "todos", "fields": ["project", {"due": "asc"}]}]
+    with Database.open(str(tmp_path / "q.db"), durability="normal", indexes=indexes) as db:
+        for i in range(30):
+            db.put(f"s:q/todos/t{i:02}", {"project": f"p{i % 3}", "due": 30 - i, "done": i % 2 == 0})
+        open_p1 = {"project": "p1", "done": False}
+        records, after = db.query("s:q/todos", open_p1, sort=["due"], limit=3, fields=["due"])
+        assert [r["doc"] for r in records] == [{"due": 5}, {"due": 11}, {"due": 17}]
+        rest, last = db.query("s:q/todos", open_p1, sort=["due"], limit=3, after=after)
+        assert [r["doc"]["due"] for r in rest] == [23, 29] and last is None
+        assert db.count("s:q/todos", open_p1) == 5
+        assert db.count("s:q/todos") == 30
+
+        def refused(selector=None, **form):
+            with pytest.raises(TidesyncError) as e:
+                db.query("s:q/todos", selector, **form)
+            assert e.value.status == STATUS["TS_ERR_INVALID_ARGUMENT"]
+            return e.value.message
+
+        assert "selector.due.$near" in refused({"due": {"$near": 1}})
+        assert "selector.due.$gt" in refused({"due": {"$gt": {"a": 1}}})
+        assert "sort[0]" in refused(sort=[{"due": "sideways"}])
+        assert "limit" in refused(limit=0)
+        assert "after" in refused(after="nope")
+        status, body = raw(lib.ts_query, db.handle, b"s:q/todos", 9, b"{nope", 5)
+        assert status == STATUS["TS_ERR_INVALID_ARGUMENT"] and "query" in body["message"]
+        status, body = raw(lib.ts_query, db.handle, b"\xff/todos", 7, None, 0)
+        assert status == STATUS["TS_ERR_INVALID_ARGUMENT"] and "UTF-8" in body["message"]
+    with pytest.raises(TidesyncError) as bad_index:
+        Database.open(str(tmp_path / "q2.db"), indexes=[{"collection": "todos", "fields": []}])
+    assert "indexes[0]" in bad_index.value.message
+
+
+def test_a_live_query_follows_local_writes_and_a_pulled_change(tmp_path, server, token):
+    collection = f"{SPACE}/{unique('todos')}"
+    with open_db(tmp_path, "live_a", server, token) as a, open_db(tmp_path, "live_b", server, token) as b:
+        rang = threading.Event()
+        with a.watch(collection, {"done": False}, sort=["due"], doorbell=rang.set) as live:
+            first = live.next(timeout=T)
+            assert first["type"] == "query_result" and first["records"] == [] and first["added"] == []
+            assert rang.wait(T), "the doorbell rang for the first result"
+
+            a.put(f"{collection}/mine", {"due": 2, "done": False})
+            update = live.next(timeout=T)
+            assert update["added"] == ["mine"] and update["records"][0]["pending"] is True
+
+            b.put(f"{collection}/theirs", {"due": 1, "done": False})
+            b.wait_synced(T)
+            update = wait_for("b's record arrives", lambda: (lambda u: u if u and "theirs" in u["added"] else None)(live.next(timeout=1)))
+            assert [r["key"].rsplit("/", 1)[1] for r in update["records"]][0] == "theirs"
+
+            a.patch(f"{collection}/mine", {"done": True})
+            update = wait_for("mine leaves", lambda: (lambda u: u if u and "mine" in u["removed"] else None)(live.next(timeout=1)))
+            assert [r["key"].rsplit("/", 1)[1] for r in update["records"]] == ["theirs"]
+        # Unsubscribed: the handle is gone.
+        status, _ = raw(lib.ts_poll_events, live.handle, 0)
+        assert status == STATUS["TS_ERR_CLOSED"]
+
+
+def test_undrained_results_merge_and_closing_the_database_ends_the_live_query(tmp_path):
+    db = Database.open(str(tmp_path / "merge.db"), durability="normal")
+    live = db.watch("s:m/todos")
+    assert live.next(timeout=T)["records"] == []
+    for i in range(50):
+        db.put(f"s:m/todos/t{i:02}", {"i": i})
+    db.delete("s:m/todos/t00")
+    wait_for("every write seen", lambda: db.count("s:m/todos") == 49)
+    time.sleep(0.2)  # let the last result land
+    results = live.poll()
+    assert len(results) == 1, "one queued result at most"
+    assert len(results[0]["records"]) == 49
+    assert "t00" not in results[0]["added"], "it came and went while undrained"
+    assert db.close() is True
+    started = time.time()
+    assert live.wait(timeout=10) == [], "closed with the engine: no wait"
+    assert time.time() - started < 5
+    live.close()
+
+
+def test_python_signatures_match_the_header():
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "dart" / "tool"))
+    import check_bindings
+
+    _, functions, _, _ = check_bindings.parse_header(check_bindings.HEADER.read_text())
+    from tidesync._native import SIGNATURES
+
+    assert set(SIGNATURES) == set(functions)
+    for name, (args, _) in SIGNATURES.items():
+        assert len(args) == len(functions[name][1]), name
+
+
+def test_a_live_query_whose_dart_port_is_gone_closes_itself(tmp_path):
+    """After a hot restart the old isolate's port is closed: Dart_PostCObject answers false.
+    The live query then stops (no more evaluations), and its queue reports closed."""
+    posts = []
+
+    def dead_port(port, message):
+        posts.append(port)
+        return False
+
+    post = tidesync._native.DART_POST(dead_port)
+    with Database.open(str(tmp_path / "dead.db")) as db:
+        handle = ctypes.c_uint64(0)
+        tidesync.call(lib.ts_watch_query, db.handle, *tidesync._span("s:d/todos"), None, 0,
+                      tidesync._native.DOORBELL(), None, post, 77, ctypes.byref(handle))
+        wait_for("the first result rang the dead port", lambda: posts == [77])
+        db.put("s:d/todos/a", {"x": 1})
+        started = time.time()
+        status, body = raw(lib.ts_wait_events, handle.value, 10_000, 0)
+        assert status == STATUS["TS_OK"] and time.time() - started < 5, "closed: no wait"
+        time.sleep(0.1)
+        assert posts == [77], "never rung again"
+        raw(lib.ts_unsubscribe, handle.value)

@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterable, Optional
 from . import _native
 from ._native import TsBuf, lib
 
-__all__ = ["Database", "Subscription", "TidesyncError", "STATUS", "abi_version"]
+__all__ = ["Database", "LiveQuery", "Subscription", "TidesyncError", "STATUS", "abi_version"]
 
 #: The ABI's status codes, by name (mirrors include/tidesync.h).
 STATUS = {
@@ -113,6 +113,23 @@ class Subscription:
         self.close()
 
 
+class LiveQuery(Subscription):
+    """A live query: `query_result` events (the result now, then each change of it, with
+    `added`, `removed`, `changed` ids since the last one taken)."""
+
+    def next(self, timeout: float = 1.0) -> Optional[dict]:
+        """The next result, waiting up to `timeout` seconds (`None` if none came)."""
+        events = self.wait(timeout)
+        return events[-1] if events else None
+
+
+def _query_form(selector: Optional[dict], sort: Optional[list], limit: Optional[int],
+                fields: Optional[list], after: Optional[str]) -> dict:
+    items = (("selector", selector), ("sort", sort), ("limit", limit), ("fields", fields),
+             ("after", after))
+    return {k: v for k, v in items if v is not None}
+
+
 class Database:
     """One open tidesync database (a handle to the process's engine for that file)."""
 
@@ -176,6 +193,32 @@ class Database:
         """Writes and restoration changes in one transaction (all or none)."""
         batch = {"writes": list(writes), "restore": list(restore)}
         return call(lib.ts_write_batch, self.handle, *_span(batch))["receipts"]
+
+    # ---- queries ------------------------------------------------------------------------
+
+    def query(self, collection: str, selector: Optional[dict] = None, sort: Optional[list] = None,
+              limit: Optional[int] = None, fields: Optional[list] = None,
+              after: Optional[str] = None) -> tuple[list[dict], Optional[str]]:
+        """One page of a Mango query over `SPACE/COLLECTION` (docs/queries.md): the records
+        and the `after` cursor of the next page (`None` on the last)."""
+        form = _query_form(selector, sort, limit, fields, after)
+        body = call(lib.ts_query, self.handle, *_span(collection), *_span(form))
+        return body["records"], body["next"]
+
+    def count(self, collection: str, selector: Optional[dict] = None) -> int:
+        form = _query_form(selector, None, None, None, None)
+        return call(lib.ts_count, self.handle, *_span(collection), *_span(form))["count"]
+
+    def watch(self, collection: str, selector: Optional[dict] = None, sort: Optional[list] = None,
+              limit: Optional[int] = None, fields: Optional[list] = None,
+              doorbell: Optional[Callable[[], None]] = None) -> LiveQuery:
+        """A live query (see `LiveQuery`); `doorbell()` as for `subscribe`."""
+        form = _query_form(selector, sort, limit, fields, None)
+        bell = _native.DOORBELL(lambda _ctx: doorbell()) if doorbell else _native.DOORBELL()
+        handle = ctypes.c_uint64(0)
+        call(lib.ts_watch_query, self.handle, *_span(collection), *_span(form), bell, None,
+             _native.DART_POST(), 0, ctypes.byref(handle))
+        return LiveQuery(handle.value, bell)
 
     # ---- sync ---------------------------------------------------------------------------
 

@@ -64,6 +64,13 @@ SIGNATURES = {
          ctypes.POINTER(_u64), _out],
         _i32,
     ),
+    "ts_query": ([_u64, _u8p, _size, _u8p, _size, _out], _i32),
+    "ts_count": ([_u64, _u8p, _size, _u8p, _size, _out], _i32),
+    "ts_watch_query": (
+        [_u64, _u8p, _size, _u8p, _size, DOORBELL, ctypes.c_void_p, DART_POST, ctypes.c_int64,
+         ctypes.POINTER(_u64), _out],
+        _i32,
+    ),
     "ts_poll_events": ([_u64, ctypes.c_uint32, _out], _i32),
     "ts_wait_events": ([_u64, ctypes.c_uint32, ctypes.c_uint32, _out], _i32),
     "ts_unsubscribe": ([_u64, _out], _i32),

@@ -211,7 +211,8 @@ int32_t ts_poll_events(uint64_t sub, uint32_t max, TsBuf *out);
 // `out` is NULL or points to a writable `TsBuf`.
 int32_t ts_wait_events(uint64_t sub, uint32_t timeout_ms, uint32_t max, TsBuf *out);
 
-// Ends a subscription: no more events, no more doorbell calls once this returns.
+// Ends a subscription (of events or of a query): no more events, no more doorbell calls
+// once this returns.
 //
 // # Safety
 // `out` is NULL or points to a writable `TsBuf`.
@@ -238,6 +239,54 @@ int32_t ts_open(const uint8_t *config, size_t config_len, uint64_t *db, TsBuf *o
 // # Safety
 // `out` is NULL or points to a writable `TsBuf`.
 int32_t ts_close(uint64_t db, TsBuf *out);
+
+// One page of a query over the local view of `collection` (`SPACE/COLLECTION`). `query` is
+// the JSON `{"selector": {...}, "sort": [...], "limit": n, "fields": [...], "after":
+// cursor}` (each optional; docs/queries.md). `out`: `{"v":1, "records": [...], "next":
+// cursor | null}`; an invalid query is `TS_ERR_INVALID_ARGUMENT` naming the offending part.
+//
+// # Safety
+// Both spans point to readable bytes of their lengths; `out` is NULL or a writable `TsBuf`.
+int32_t ts_query(uint64_t db,
+                 const uint8_t *collection,
+                 size_t collection_len,
+                 const uint8_t *query,
+                 size_t query_len,
+                 TsBuf *out);
+
+// How many records a query selects (its sort, limit and cursor do not matter): `{"v":1,
+// "count": n}`.
+//
+// # Safety
+// Both spans point to readable bytes of their lengths; `out` is NULL or a writable `TsBuf`.
+int32_t ts_count(uint64_t db,
+                 const uint8_t *collection,
+                 size_t collection_len,
+                 const uint8_t *query,
+                 size_t query_len,
+                 TsBuf *out);
+
+// A live query: a subscription whose events are `query_result`s (`{"v":1, "type":
+// "query_result", "records", "next", "added", "removed", "changed"}`): the result now, then
+// again whenever a local write, a pulled page, a rolled-back rejection, a resolved conflict
+// or a base reset changes it. Results are computed on the library's live-query thread and
+// merged while undrained (one queued result at most: the latest, with the diff from the
+// last one drained). Doorbell, draining (`ts_poll_events`, `ts_wait_events`) and the end
+// (`ts_unsubscribe`) are those of `ts_subscribe`. `*sub` is its handle.
+//
+// # Safety
+// As for `ts_subscribe`; both spans point to readable bytes of their lengths.
+int32_t ts_watch_query(uint64_t db,
+                       const uint8_t *collection,
+                       size_t collection_len,
+                       const uint8_t *query,
+                       size_t query_len,
+                       TsDoorbell doorbell,
+                       void *doorbell_context,
+                       TsDartPostCObject dart_post,
+                       int64_t dart_port,
+                       uint64_t *sub,
+                       TsBuf *out);
 
 // Where mutation `seq` is: `{"v":1, "state": "queued" | "sending" | "acked" | "confirmed" |
 // "rejected" | null, "version"?, "code"?, "message"?}` (`null`: no such seq yet).

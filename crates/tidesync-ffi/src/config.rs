@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
-use tidesync_client::{ClientConfig, Durability, SessionRestore, SpaceName};
+use tidesync_client::{
+    ClientConfig, CollectionName, Durability, IndexSpec, Indexes, SessionRestore, SpaceName,
+};
 
 use crate::abi::FfiError;
 
@@ -54,6 +56,21 @@ pub(crate) struct OpenConfig {
     /// 30,000).
     #[serde(default)]
     pub token_wait_ms: Option<u64>,
+    /// Indexes for the app's queries: `[{"collection": "todos", "fields": ["project",
+    /// {"due": "desc"}]}]`. The file's indexes are made exactly these at open.
+    #[serde(default)]
+    pub indexes: Vec<IndexArg>,
+    /// How long live queries gather changes before running again (default 5).
+    #[serde(default)]
+    pub live_query_throttle_ms: Option<u64>,
+}
+
+/// One declared index.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct IndexArg {
+    pub collection: String,
+    pub fields: serde_json::Value,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -158,6 +175,21 @@ impl OpenConfig {
         }
         if let Some(online) = self.start_online {
             config.start_online = online;
+        }
+        let indexes = self
+            .indexes
+            .iter()
+            .enumerate()
+            .map(|(i, index)| {
+                let collection = CollectionName::new(&index.collection)
+                    .map_err(|e| FfiError::invalid(format!("indexes[{i}].collection: {e}")))?;
+                IndexSpec::from_json(collection, &index.fields)
+                    .map_err(|e| FfiError::invalid(format!("indexes[{i}]: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        config.store.indexes = Indexes::Declared(indexes);
+        if let Some(ms) = self.live_query_throttle_ms {
+            config.live_query_throttle = Duration::from_millis(ms);
         }
         Ok(config)
     }

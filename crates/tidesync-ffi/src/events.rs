@@ -4,7 +4,9 @@
 //! library rings the subscription's doorbell only when its queue goes from empty to
 //! non-empty: a C function with its context, or an int64 (the subscription handle) posted to
 //! a Dart port through the `Dart_PostCObject` pointer the app passed. The app drains with
-//! `ts_poll_events`, or blocks in `ts_wait_events`. Nothing ever calls into Dart
+//! `ts_poll_events`, or blocks in `ts_wait_events`. A query subscription (`ts_watch_query`)
+//! is the same queue holding `query_result`s, merged while undrained: the app always gets
+//! the latest result with the diff from the last one it drained. Nothing ever calls into Dart
 //! synchronously; a doorbell whose Dart port is closed (a hot restart) just stops ringing.
 
 use std::collections::VecDeque;
@@ -13,7 +15,7 @@ use std::sync::{Condvar, Mutex, MutexGuard, PoisonError, RwLock, Weak};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use tidesync_client::{ClientEvent, CollectionName, SpaceName, Status};
+use tidesync_client::{ClientEvent, CollectionName, QueryUpdate, SpaceName, Status, Watch};
 
 use crate::json;
 
@@ -56,12 +58,15 @@ unsafe impl Send for Doorbell {}
 unsafe impl Sync for Doorbell {}
 
 impl Doorbell {
-    fn ring(&self, handle: u64) {
+    /// Rings; `false` when nobody can hear it any more (the Dart port closed: the isolate is
+    /// gone, e.g. after a hot restart).
+    fn ring(&self, handle: u64) -> bool {
         match self {
-            Doorbell::None => {}
+            Doorbell::None => true,
             Doorbell::C { ring, context } => {
                 // SAFETY: the app's function and context, called as documented.
-                unsafe { ring(*context) }
+                unsafe { ring(*context) };
+                true
             }
             Doorbell::Dart { post, port } => {
                 let mut message = DartInt64 {
@@ -70,7 +75,7 @@ impl Doorbell {
                 };
                 // SAFETY: `post` is Dart_PostCObject, which copies the message before it
                 // returns; `message` outlives the call. A closed port returns false.
-                let _open = unsafe { post(*port, (&mut message as *mut DartInt64).cast()) };
+                unsafe { post(*port, (&mut message as *mut DartInt64).cast()) }
             }
         }
     }
@@ -85,6 +90,7 @@ enum Queued {
         collection: CollectionName,
         count: usize,
     },
+    Query(Box<QueryUpdate>),
     Other(Value),
     Resync,
 }
@@ -102,6 +108,7 @@ impl Queued {
                 collection: collection.clone(),
                 count: *count,
             }),
+            Queued::Query(update) => json::query_update(update),
             Queued::Other(value) => value.clone(),
             Queued::Resync => json!({"v": 1, "type": "resync"}),
         }
@@ -153,6 +160,16 @@ impl Queue {
                     }),
                 }
             }
+            Queued::Query(update) => {
+                let queued = self.events.iter_mut().find_map(|e| match e {
+                    Queued::Query(queued) => Some(queued),
+                    _ => None,
+                });
+                match queued {
+                    Some(queued) => queued.merge(*update),
+                    None => self.events.push_back(Queued::Query(update)),
+                }
+            }
             other => self.events.push_back(other),
         }
         if self.events.len() > self.capacity {
@@ -178,6 +195,8 @@ pub(crate) struct Subscription {
     bell: RwLock<Doorbell>,
     /// Its own handle (what a Dart doorbell posts), set once it has one.
     handle: std::sync::atomic::AtomicU64,
+    /// The live query feeding it, for a query subscription (dropped at close).
+    watch: Mutex<Option<Watch>>,
 }
 
 impl Subscription {
@@ -191,7 +210,18 @@ impl Subscription {
             ready: Condvar::new(),
             bell: RwLock::new(bell),
             handle: std::sync::atomic::AtomicU64::new(0),
+            watch: Mutex::new(None),
         }
+    }
+
+    /// Makes this a query subscription fed by `watch`.
+    pub(crate) fn set_watch(&self, watch: Watch) {
+        *self.watch.lock().unwrap_or_else(PoisonError::into_inner) = Some(watch);
+    }
+
+    /// Queues a live query's update; `false`: stop delivering (see [`Subscription::push`]).
+    pub(crate) fn push_query(&self, update: QueryUpdate) -> bool {
+        self.push(Queued::Query(Box::new(update)))
     }
 
     pub(crate) fn set_handle(&self, handle: u64) {
@@ -204,23 +234,39 @@ impl Subscription {
         self.queue.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn push(&self, event: Queued) {
+    /// Queues `event`; `false` if the subscription is closed, or nobody hears its doorbell
+    /// any more (then it closes: a Dart isolate that went away without unsubscribing).
+    fn push(&self, event: Queued) -> bool {
         let rang = {
             let mut queue = self.lock();
             if queue.closed {
-                return;
+                return false;
             }
             let was_empty = queue.push(event);
             self.ready.notify_all();
             was_empty
         };
-        if rang {
-            // Outside the queue lock: a doorbell that drains at once must not deadlock.
-            self.bell
-                .read()
-                .unwrap_or_else(PoisonError::into_inner)
-                .ring(self.handle.load(std::sync::atomic::Ordering::Acquire));
+        if !rang {
+            return true;
         }
+        // Outside the queue lock: a doorbell that drains at once must not deadlock.
+        let heard = self
+            .bell
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .ring(self.handle.load(std::sync::atomic::Ordering::Acquire));
+        if !heard {
+            self.abandon();
+        }
+        heard
+    }
+
+    /// Closes the queue and silences the doorbell, keeping the watch (this may run inside
+    /// its delivery, which stops it by returning `false`).
+    fn abandon(&self) {
+        self.lock().closed = true;
+        self.ready.notify_all();
+        *self.bell.write().unwrap_or_else(PoisonError::into_inner) = Doorbell::None;
     }
 
     /// Takes up to `max` events (0: all), in order.
@@ -257,34 +303,53 @@ impl Subscription {
     /// No more events will come (the engine stopped or the app unsubscribed); waiters wake,
     /// and the doorbell is never rung again (a ring under way finishes first).
     pub(crate) fn close(&self) {
-        self.lock().closed = true;
-        self.ready.notify_all();
-        *self.bell.write().unwrap_or_else(PoisonError::into_inner) = Doorbell::None;
+        self.abandon();
+        // Outside every lock above: dropping the watch waits for a delivery under way, which
+        // pushes (and finds the queue closed).
+        let watch = self
+            .watch
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        drop(watch);
     }
 }
 
-/// The subscriptions of one engine.
+/// The subscriptions of one engine: event subscriptions get the client's events; query
+/// subscriptions are fed by their live query. The engine's stop closes both.
 #[derive(Default)]
 pub(crate) struct Hub {
     subs: Mutex<Vec<Weak<Subscription>>>,
+    queries: Mutex<Vec<Weak<Subscription>>>,
+}
+
+fn add_to(list: &Mutex<Vec<Weak<Subscription>>>, sub: &std::sync::Arc<Subscription>) {
+    let mut list = list.lock().unwrap_or_else(PoisonError::into_inner);
+    list.retain(|s| s.strong_count() > 0);
+    list.push(std::sync::Arc::downgrade(sub));
+}
+
+fn live(list: &Mutex<Vec<Weak<Subscription>>>) -> Vec<std::sync::Arc<Subscription>> {
+    list.lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .iter()
+        .filter_map(Weak::upgrade)
+        .collect()
 }
 
 impl Hub {
+    /// An event subscription.
     pub(crate) fn add(&self, sub: &std::sync::Arc<Subscription>) {
-        let mut subs = self.subs.lock().unwrap_or_else(PoisonError::into_inner);
-        subs.retain(|s| s.strong_count() > 0);
-        subs.push(std::sync::Arc::downgrade(sub));
+        add_to(&self.subs, sub);
+    }
+
+    /// A query subscription (closed with the engine, sent no client events).
+    pub(crate) fn add_query(&self, sub: &std::sync::Arc<Subscription>) {
+        add_to(&self.queries, sub);
     }
 
     fn each(&self, mut f: impl FnMut(&Subscription)) {
-        let subs: Vec<_> = self
-            .subs
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .iter()
-            .filter_map(Weak::upgrade)
-            .collect();
-        for sub in &subs {
+        for sub in &live(&self.subs) {
             f(sub);
         }
     }
@@ -313,12 +378,17 @@ impl Hub {
 
     /// The server refused the token: the app should call `ts_set_token`.
     pub(crate) fn token_expired(&self) {
-        self.each(|sub| sub.push(Queued::Other(json!({"v": 1, "type": "token_expired"}))));
+        self.each(|sub| {
+            sub.push(Queued::Other(json!({"v": 1, "type": "token_expired"})));
+        });
     }
 
     /// The engine stopped.
     pub(crate) fn close_all(&self) {
         self.each(Subscription::close);
+        for sub in &live(&self.queries) {
+            sub.close();
+        }
     }
 }
 
@@ -354,6 +424,47 @@ mod tests {
         assert!(matches!(q.events[0], Queued::Resync));
         q.push(Queued::Other(json!({"i": 3})));
         assert_eq!(q.events.len(), 2, "then events queue again");
+    }
+
+    #[test]
+    fn undrained_query_results_merge_into_one() {
+        use tidesync_client::{Record, RecordKey};
+        let record = |id: &str| Record {
+            key: RecordKey::parse("s", "c", id).expect("valid"),
+            doc: Default::default(),
+            pending: false,
+        };
+        let id = |id: &str| tidesync_client::RecordId::new(id).expect("valid");
+        let mut q = Queue {
+            events: VecDeque::new(),
+            capacity: 2,
+            closed: false,
+        };
+        let first = QueryUpdate {
+            records: vec![record("a")],
+            next: None,
+            added: vec![id("a")],
+            removed: vec![],
+            changed: vec![],
+        };
+        let second = QueryUpdate {
+            records: vec![record("b")],
+            next: None,
+            added: vec![id("b")],
+            removed: vec![id("a")],
+            changed: vec![],
+        };
+        assert!(q.push(Queued::Query(Box::new(first))));
+        assert!(!q.push(Queued::Query(Box::new(second))));
+        assert_eq!(q.events.len(), 1);
+        let json = q.events[0].json();
+        assert_eq!(json["type"], "query_result");
+        assert_eq!(
+            json["added"],
+            json!(["b"]),
+            "a came and went unseen: {json}"
+        );
+        assert_eq!(json["removed"], json!([]));
     }
 
     #[test]

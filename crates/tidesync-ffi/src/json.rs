@@ -8,14 +8,43 @@ use serde_json::{json, Value};
 use tidesync_client::restoration::json::{from_json, to_json};
 use tidesync_client::restoration::{BucketPath, Entry, Lifetime};
 use tidesync_client::{
-    ClientEvent, Conflict, Connectivity, Doc, FieldConflict, MutationState, Op, Phase, Record,
-    Rejection, Resolution, Status, SyncError, Winner, WriteReceipt,
+    ClientEvent, Conflict, Connectivity, Doc, FieldConflict, MutationState, Op, Phase, QueryPage,
+    QueryUpdate, Record, RecordId, Rejection, Resolution, Status, SyncError, Winner, WriteReceipt,
 };
 
 use crate::abi::FfiError;
 
 pub(crate) fn record(record: &Record) -> Value {
     json!({"key": record.key.to_string(), "doc": record.doc, "pending": record.pending})
+}
+
+/// A query's page: `{"v":1, "records": [...], "next": cursor | null}`.
+pub(crate) fn query_page(page: &QueryPage) -> Value {
+    json!({
+        "v": 1,
+        "records": page.records.iter().map(record).collect::<Vec<_>>(),
+        "next": page.next,
+    })
+}
+
+/// A live query's update: the page, and the ids added, removed and changed since the last
+/// one drained.
+pub(crate) fn query_update(update: &QueryUpdate) -> Value {
+    let ids = |ids: &[RecordId]| {
+        ids.iter()
+            .map(RecordId::as_str)
+            .map(Value::from)
+            .collect::<Vec<_>>()
+    };
+    json!({
+        "v": 1,
+        "type": "query_result",
+        "records": update.records.iter().map(record).collect::<Vec<_>>(),
+        "next": update.next,
+        "added": ids(&update.added),
+        "removed": ids(&update.removed),
+        "changed": ids(&update.changed),
+    })
 }
 
 pub(crate) fn receipt(receipt: &WriteReceipt) -> Value {
@@ -152,6 +181,7 @@ pub(crate) fn event(event: &ClientEvent) -> Value {
             "v": 1, "type": "records_changed", "space": space.as_str(),
             "collection": collection.as_str(), "count": count,
         }),
+        ClientEvent::BaseReset => json!({"v": 1, "type": "base_reset"}),
     }
 }
 

@@ -196,18 +196,31 @@ class _NewTodoState extends State<NewTodo> {
   }
 }
 
-/// The list, live: it re-renders when a write, a download or a conflict changes it.
-class TodoList extends StatelessWidget {
+/// Open todos first, by title: a live query that re-renders when a write, a download or a
+/// conflict changes its result (and only then).
+class TodoList extends StatefulWidget {
   const TodoList({super.key, required this.db});
 
   final TidesyncDatabase db;
 
   @override
+  State<TodoList> createState() => _TodoListState();
+}
+
+class _TodoListState extends State<TodoList> {
+  // Created once, not in build(): each watch is a native live query.
+  late final Stream<QueryResult> _todos = widget.db.watch(
+    todos,
+    const TidesyncQuery(sort: <Object>['done', 'title'], limit: 500),
+  );
+
+  @override
   Widget build(BuildContext context) {
-    return StreamBuilder<List<TidesyncRecord>>(
-      stream: db.watch(todos),
-      builder: (BuildContext context, AsyncSnapshot<List<TidesyncRecord>> snapshot) {
-        final List<TidesyncRecord> items = snapshot.data ?? const <TidesyncRecord>[];
+    final TidesyncDatabase db = widget.db;
+    return StreamBuilder<QueryResult>(
+      stream: _todos,
+      builder: (BuildContext context, AsyncSnapshot<QueryResult> snapshot) {
+        final List<TidesyncRecord> items = snapshot.data?.records ?? const <TidesyncRecord>[];
         return ListView(
           children: <Widget>[
             for (final TidesyncRecord todo in items)

@@ -232,6 +232,37 @@ external int ts_open(ffi.Pointer<ffi.Uint8> config, int config_len, ffi.Pointer<
 @ffi.Native<ffi.Int32 Function(ffi.Uint64, ffi.Pointer<TsBuf>)>()
 external int ts_close(int db, ffi.Pointer<TsBuf> out);
 
+/// One page of a query over the local view of `collection` (`SPACE/COLLECTION`). `query` is
+/// the JSON `{"selector": {...}, "sort": [...], "limit": n, "fields": [...], "after":
+/// cursor}` (each optional; docs/queries.md). `out`: `{"v":1, "records": [...], "next":
+/// cursor | null}`; an invalid query is `TS_ERR_INVALID_ARGUMENT` naming the offending part.
+///
+/// # Safety
+/// Both spans point to readable bytes of their lengths; `out` is NULL or a writable `TsBuf`.
+@ffi.Native<ffi.Int32 Function(ffi.Uint64, ffi.Pointer<ffi.Uint8>, ffi.Size, ffi.Pointer<ffi.Uint8>, ffi.Size, ffi.Pointer<TsBuf>)>()
+external int ts_query(int db, ffi.Pointer<ffi.Uint8> collection, int collection_len, ffi.Pointer<ffi.Uint8> query, int query_len, ffi.Pointer<TsBuf> out);
+
+/// How many records a query selects (its sort, limit and cursor do not matter): `{"v":1,
+/// "count": n}`.
+///
+/// # Safety
+/// Both spans point to readable bytes of their lengths; `out` is NULL or a writable `TsBuf`.
+@ffi.Native<ffi.Int32 Function(ffi.Uint64, ffi.Pointer<ffi.Uint8>, ffi.Size, ffi.Pointer<ffi.Uint8>, ffi.Size, ffi.Pointer<TsBuf>)>()
+external int ts_count(int db, ffi.Pointer<ffi.Uint8> collection, int collection_len, ffi.Pointer<ffi.Uint8> query, int query_len, ffi.Pointer<TsBuf> out);
+
+/// A live query: a subscription whose events are `query_result`s (`{"v":1, "type":
+/// "query_result", "records", "next", "added", "removed", "changed"}`): the result now, then
+/// again whenever a local write, a pulled page, a rolled-back rejection, a resolved conflict
+/// or a base reset changes it. Results are computed on the library's live-query thread and
+/// merged while undrained (one queued result at most: the latest, with the diff from the
+/// last one drained). Doorbell, draining (`ts_poll_events`, `ts_wait_events`) and the end
+/// (`ts_unsubscribe`) are those of `ts_subscribe`. `*sub` is its handle.
+///
+/// # Safety
+/// As for `ts_subscribe`; both spans point to readable bytes of their lengths.
+@ffi.Native<ffi.Int32 Function(ffi.Uint64, ffi.Pointer<ffi.Uint8>, ffi.Size, ffi.Pointer<ffi.Uint8>, ffi.Size, TsDoorbell, ffi.Pointer<ffi.Void>, TsDartPostCObject, ffi.Int64, ffi.Pointer<ffi.Uint64>, ffi.Pointer<TsBuf>)>()
+external int ts_watch_query(int db, ffi.Pointer<ffi.Uint8> collection, int collection_len, ffi.Pointer<ffi.Uint8> query, int query_len, TsDoorbell doorbell, ffi.Pointer<ffi.Void> doorbell_context, TsDartPostCObject dart_post, int dart_port, ffi.Pointer<ffi.Uint64> sub, ffi.Pointer<TsBuf> out);
+
 /// Where mutation `seq` is: `{"v":1, "state": "queued" | "sending" | "acked" | "confirmed" |
 /// "rejected" | null, "version"?, "code"?, "message"?}` (`null`: no such seq yet).
 ///

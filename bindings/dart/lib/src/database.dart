@@ -24,6 +24,8 @@ class TidesyncOptions {
     this.requestTimeoutMs,
     this.startOnline = true,
     this.tokenWaitMs,
+    this.indexes = const <TidesyncIndex>[],
+    this.liveQueryThrottleMs,
   });
 
   /// `full` (a returned write survives power loss) or `normal` (survives an app crash).
@@ -34,6 +36,25 @@ class TidesyncOptions {
   final int? requestTimeoutMs;
   final bool startOnline;
   final int? tokenWaitMs;
+
+  /// Indexes for the app's queries (the file's are made exactly these at open).
+  final List<TidesyncIndex> indexes;
+
+  /// How long live queries gather changes before running again (default 5 ms).
+  final int? liveQueryThrottleMs;
+}
+
+/// An index on [fields] of [collection] (in every space): a field name (ascending) or
+/// `{field: 'desc'}`, in order. Declare one for each query a screen runs often: equality
+/// fields first, then the sort field.
+class TidesyncIndex {
+  const TidesyncIndex(this.collection, this.fields);
+
+  final String collection;
+  final List<Object> fields;
+
+  Map<String, Object?> toJson() =>
+      <String, Object?>{'collection': collection, 'fields': fields};
 }
 
 /// Writes (and restoration changes) of one [TidesyncDatabase.writeTransaction].
@@ -109,11 +130,14 @@ class TidesyncDatabase {
   int _subscription = 0;
   ReceivePort? _doorbell;
   final StreamController<SyncStatus> _status = StreamController<SyncStatus>.broadcast();
-  final StreamController<Set<String>> _changes = StreamController<Set<String>>.broadcast();
   final StreamController<Conflict> _conflicts = StreamController<Conflict>.broadcast();
   final StreamController<Map<String, Object?>> _rejections =
       StreamController<Map<String, Object?>>.broadcast();
   SyncStatus? _last;
+
+  /// Open live queries and how to stop each: stopped with the database.
+  final Map<StreamController<QueryResult>, void Function()> _live =
+      <StreamController<QueryResult>, void Function()>{};
 
   /// Opens (creating it) the database at [path]. Without [serverUrl] it works locally only.
   /// [restorationId]: the session id the platform handed back after it killed the app
@@ -139,6 +163,10 @@ class TidesyncDatabase {
       if (options.requestTimeoutMs != null) 'request_timeout_ms': options.requestTimeoutMs,
       'start_online': options.startOnline,
       if (options.tokenWaitMs != null) 'token_wait_ms': options.tokenWaitMs,
+      if (options.indexes.isNotEmpty)
+        'indexes': options.indexes.map((TidesyncIndex i) => i.toJson()).toList(),
+      if (options.liveQueryThrottleMs != null)
+        'live_query_throttle_ms': options.liveQueryThrottleMs,
       if (restorationId != null) 'session': restorationId,
     };
     int handle = 0;
@@ -272,15 +300,87 @@ class TidesyncDatabase {
   Future<SyncStatus> waitForSync({Duration timeout = const Duration(minutes: 2)}) =>
       statusStream.firstWhere((SyncStatus s) => s.synced).timeout(timeout);
 
-  /// The records of [collection], now and again whenever they change (a local write, a
-  /// download, a rolled-back rejection, a resolved conflict).
-  Stream<List<TidesyncRecord>> watch(String collection, {int limit = 1000}) async* {
-    yield list(collection, limit: limit).records;
-    await for (final Set<String> changed in _changes.stream) {
-      if (changed.contains('*') || changed.contains(collection)) {
-        yield list(collection, limit: limit).records;
+  // ---- queries --------------------------------------------------------------------------
+
+  /// One page of [query] over [collection] (`SPACE/COLLECTION`), from the local view.
+  QueryPage query(String collection, [TidesyncQuery query = const TidesyncQuery()]) =>
+      QueryPage.fromJson(_query(native.ts_query, collection, query));
+
+  /// How many records [query] selects (its sort, limit and cursor do not matter).
+  int count(String collection, [TidesyncQuery query = const TidesyncQuery()]) =>
+      _query(native.ts_count, collection, query)['count']! as int;
+
+  Map<String, Object?> _query(
+    int Function(int, ffi.Pointer<ffi.Uint8>, int, ffi.Pointer<ffi.Uint8>, int,
+            ffi.Pointer<native.TsBuf>)
+        f,
+    String collection,
+    TidesyncQuery query,
+  ) =>
+      call((arena, ffi.Pointer<native.TsBuf> out) {
+        final (ffi.Pointer<ffi.Uint8> c, int clen) = span(arena, collection);
+        final (ffi.Pointer<ffi.Uint8> q, int qlen) = jsonSpan(arena, query.toJson());
+        return f(_db(), c, clen, q, qlen, out);
+      });
+
+  /// [query] over [collection], live: the result now, then again whenever a local write, a
+  /// download, a rolled-back rejection, a resolved conflict or a base reset changes it, each
+  /// time with the ids added, removed and changed. Results are computed on a native thread
+  /// (never this isolate); a burst of changes costs one evaluation, an unchanged result is
+  /// not delivered, and results the stream has not taken yet merge into one. Cancel the
+  /// subscription (a `StreamBuilder` does) to stop it. An invalid query throws
+  /// [TidesyncException] at once, naming the offending part.
+  Stream<QueryResult> watch(String collection, [TidesyncQuery query = const TidesyncQuery()]) {
+    final ReceivePort port = ReceivePort('tidesync query $collection');
+    int sub = 0;
+    try {
+      call((arena, ffi.Pointer<native.TsBuf> out) {
+        final (ffi.Pointer<ffi.Uint8> c, int clen) = span(arena, collection);
+        final (ffi.Pointer<ffi.Uint8> q, int qlen) = jsonSpan(arena, query.toJson());
+        final ffi.Pointer<ffi.Uint64> handle = arena<ffi.Uint64>();
+        final int status = native.ts_watch_query(_db(), c, clen, q, qlen, ffi.nullptr,
+            ffi.nullptr, ffi.NativeApi.postCObject.cast(), port.sendPort.nativePort, handle, out);
+        sub = handle.value;
+        return status;
+      });
+    } catch (_) {
+      port.close();
+      rethrow;
+    }
+    late final StreamController<QueryResult> results;
+    void stop() {
+      if (sub != 0) {
+        call((arena, ffi.Pointer<native.TsBuf> out) => native.ts_unsubscribe(sub, out));
+        sub = 0;
+      }
+      port.close();
+      _live.remove(results);
+    }
+
+    void drain() {
+      if (sub == 0 || results.isPaused) {
+        return; // a paused stream drains when it resumes; results merge meanwhile
+      }
+      final Map<String, Object?> body =
+          call((arena, ffi.Pointer<native.TsBuf> out) => native.ts_poll_events(sub, 0, out));
+      for (final Object? event in body['events']! as List) {
+        final Map<String, Object?> e = (event! as Map).cast<String, Object?>();
+        if (e['type'] == 'query_result') {
+          results.add(QueryResult.fromJson(e));
+        }
       }
     }
+
+    results = StreamController<QueryResult>(
+      onListen: () {
+        port.listen((Object? _) => drain());
+        drain();
+      },
+      onResume: drain,
+      onCancel: stop,
+    );
+    _live[results] = stop;
+    return results.stream;
   }
 
   // ---- what the server decided ----------------------------------------------------------
@@ -362,15 +462,12 @@ class TidesyncDatabase {
     }
     final Map<String, Object?> body = call((arena, ffi.Pointer<native.TsBuf> out) =>
         native.ts_poll_events(_subscription, 0, out));
-    final Set<String> changed = <String>{};
     for (final Object? raw in body['events']! as List) {
       final Map<String, Object?> event = (raw! as Map).cast<String, Object?>();
       switch (event['type']) {
         case 'status':
           _last = SyncStatus.fromJson((event['status']! as Map).cast<String, Object?>());
           _status.add(_last!);
-        case 'records_changed':
-          changed.add('${event['space']}/${event['collection']}');
         case 'conflict':
           // The event names the change; the recorded conflict (with its id) is in the store.
           for (final Conflict conflict in conflicts()) {
@@ -382,12 +479,7 @@ class TidesyncDatabase {
           _rejections.add(event);
         case 'token_expired':
           _refreshToken();
-        case 'resync':
-          changed.add('*');
       }
-    }
-    if (changed.isNotEmpty) {
-      _changes.add(changed);
     }
   }
 
@@ -412,11 +504,15 @@ class TidesyncDatabase {
     call((arena, ffi.Pointer<native.TsBuf> out) => native.ts_unsubscribe(_subscription, out));
     _subscription = 0;
     _doorbell?.close();
+    for (final MapEntry<StreamController<QueryResult>, void Function()> live
+        in _live.entries.toList()) {
+      live.value(); // unsubscribes
+      unawaited(live.key.close()); // completes once a listener took the done event
+    }
     call((arena, ffi.Pointer<native.TsBuf> out) => native.ts_close(_handle, out));
     _handle = 0;
     await Future.wait(<Future<void>>[
       _status.close(),
-      _changes.close(),
       _conflicts.close(),
       _rejections.close(),
     ]);

@@ -33,6 +33,100 @@ class RecordPage {
   final String? next;
 }
 
+/// A query over one collection: the Mango selector subset of docs/queries.md.
+///
+/// ```dart
+/// const TidesyncQuery(
+///   selector: {'project': 'p1', 'done': false, 'due': {r'$lt': 20}},
+///   sort: ['due', {'title': 'desc'}],
+///   limit: 50,
+/// )
+/// ```
+class TidesyncQuery {
+  const TidesyncQuery({this.selector, this.sort, this.limit, this.fields, this.after});
+
+  /// Which records (`{}` or `null`: all). Operators: `$eq $ne $gt $gte $lt $lte $in $nin
+  /// $exists $beginsWith $and $or $not`; dotted names reach into nested objects.
+  final Map<String, Object?>? selector;
+
+  /// Sort keys: a field name (ascending) or `{field: 'asc' | 'desc'}`; ties by id.
+  final List<Object>? sort;
+
+  /// At most this many records (default 100, at most 10,000).
+  final int? limit;
+
+  /// Only these fields of each document.
+  final List<String>? fields;
+
+  /// The [QueryPage.next] of the previous page.
+  final String? after;
+
+  /// This query continuing after [next].
+  TidesyncQuery continueAfter(String next) =>
+      TidesyncQuery(selector: selector, sort: sort, limit: limit, fields: fields, after: next);
+
+  Map<String, Object?> toJson() => <String, Object?>{
+        if (selector != null) 'selector': selector,
+        if (sort != null) 'sort': sort,
+        if (limit != null) 'limit': limit,
+        if (fields != null) 'fields': fields,
+        if (after != null) 'after': after,
+      };
+}
+
+/// One page of a query's result.
+class QueryPage {
+  const QueryPage(this.records, this.next);
+
+  factory QueryPage.fromJson(Map<String, Object?> json) => QueryPage(
+        (json['records']! as List)
+            .map((Object? r) => TidesyncRecord.fromJson((r! as Map).cast<String, Object?>()))
+            .toList(),
+        json['next'] as String?,
+      );
+
+  final List<TidesyncRecord> records;
+
+  /// Pass to [TidesyncQuery.continueAfter] for the next page; `null` on the last.
+  final String? next;
+}
+
+/// A live query's result: the records now, and how they differ from the result delivered
+/// before (the first result lists every record as added).
+class QueryResult {
+  const QueryResult({
+    required this.records,
+    required this.next,
+    required this.added,
+    required this.removed,
+    required this.changed,
+  });
+
+  factory QueryResult.fromJson(Map<String, Object?> json) {
+    List<String> ids(String name) => (json[name]! as List).cast<String>();
+    final QueryPage page = QueryPage.fromJson(json);
+    return QueryResult(
+      records: page.records,
+      next: page.next,
+      added: ids('added'),
+      removed: ids('removed'),
+      changed: ids('changed'),
+    );
+  }
+
+  final List<TidesyncRecord> records;
+  final String? next;
+
+  /// Ids of records now in the result that were not.
+  final List<String> added;
+
+  /// Ids of records no longer in it.
+  final List<String> removed;
+
+  /// Ids of records still in it whose document or pending flag changed.
+  final List<String> changed;
+}
+
 /// Where a local write went in the outbox.
 class WriteReceipt {
   const WriteReceipt({required this.seq, required this.tx, required this.hlc});

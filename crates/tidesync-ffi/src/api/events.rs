@@ -41,25 +41,8 @@ pub unsafe extern "C" fn ts_subscribe(
         let engine = handles::db(db)?;
         let client = engine.client()?;
         engine.start_events(&client)?;
-        let bell = match (doorbell, dart_post) {
-            (Some(ring), _) => Doorbell::C {
-                ring,
-                context: doorbell_context,
-            },
-            (None, Some(post)) => Doorbell::Dart {
-                post,
-                port: dart_port,
-            },
-            (None, None) => Doorbell::None,
-        };
-        let capacity = if capacity == 0 {
-            1_024
-        } else {
-            capacity as usize
-        };
-        let subscription = Arc::new(Subscription::new(capacity, bell));
-        let handle = handles::add_sub(subscription.clone());
-        subscription.set_handle(handle);
+        let bell = doorbell_of(doorbell, doorbell_context, dart_post, dart_port);
+        let (subscription, handle) = new_subscription(capacity, bell);
         engine.hub().add(&subscription);
         if let Some(status) = client.status() {
             engine
@@ -70,6 +53,36 @@ pub unsafe extern "C" fn ts_subscribe(
         unsafe { sub.write(handle) };
         Ok(json!({"v": 1, "subscription": handle}))
     })
+}
+
+/// Where a new subscription rings: the C doorbell if given, else the Dart port if given.
+pub(crate) fn doorbell_of(
+    doorbell: TsDoorbell,
+    context: *mut c_void,
+    dart_post: TsDartPostCObject,
+    dart_port: i64,
+) -> Doorbell {
+    match (doorbell, dart_post) {
+        (Some(ring), _) => Doorbell::C { ring, context },
+        (None, Some(post)) => Doorbell::Dart {
+            post,
+            port: dart_port,
+        },
+        (None, None) => Doorbell::None,
+    }
+}
+
+/// A subscription with its handle (`capacity` 0: 1,024 events).
+pub(crate) fn new_subscription(capacity: u32, bell: Doorbell) -> (Arc<Subscription>, u64) {
+    let capacity = if capacity == 0 {
+        1_024
+    } else {
+        capacity as usize
+    };
+    let subscription = Arc::new(Subscription::new(capacity, bell));
+    let handle = handles::add_sub(subscription.clone());
+    subscription.set_handle(handle);
+    (subscription, handle)
 }
 
 fn events(events: Vec<Value>) -> Value {
@@ -107,7 +120,8 @@ pub unsafe extern "C" fn ts_wait_events(
     })
 }
 
-/// Ends a subscription: no more events, no more doorbell calls once this returns.
+/// Ends a subscription (of events or of a query): no more events, no more doorbell calls
+/// once this returns.
 ///
 /// # Safety
 /// `out` is NULL or points to a writable `TsBuf`.

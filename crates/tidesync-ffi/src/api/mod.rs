@@ -4,6 +4,7 @@
 mod data;
 mod events;
 mod open;
+mod query;
 mod queue;
 mod restore;
 mod sync;
@@ -11,6 +12,7 @@ mod sync;
 pub use data::*;
 pub use events::*;
 pub use open::*;
+pub use query::*;
 pub use queue::*;
 pub use restore::*;
 pub use sync::*;

@@ -2,7 +2,8 @@
  * The offline-to-online story through the C ABI, against a real server on loopback:
  * client A writes offline (records, and a draft in the same batch), goes online and syncs;
  * client B opens a fresh file and converges; B subscribes with a C doorbell and sees A's next
- * write arrive as an event; every handle is closed, every buffer freed once.
+ * write arrive as an event, and a live query of B's sees it arrive as a query result; every
+ * handle is closed, every buffer freed once.
  *
  * Run by crates/tidesync-ffi/tests/c.rs (also under valgrind):
  *   TIDESYNC_URL, TIDESYNC_TOKEN, TIDESYNC_DIR give the server, a token for space
@@ -150,6 +151,38 @@ int main(void) {
   CHECK(seen, "B was told its todos changed");
   CHECK(atomic_load(&rings) > 0, "the doorbell rang");
 
+  /* A query, and a live query that sees A's next write arrive. */
+  status = ts_query(b, SPAN("team:c/todos"), SPAN("{\"selector\": {\"done\": true}, \"fields\": [\"title\"]}"), &out);
+  CHECK(status == TS_OK && has(&out, "\"doc\":{\"title\":\"milk\"}") && !has(&out, "bread"),
+        "query: %d %.*s", status, (int)out.len, (const char *)out.ptr);
+  ts_buf_free(&out);
+  status = ts_count(b, SPAN("team:c/todos"), NULL, 0, &out);
+  CHECK(status == TS_OK && has(&out, "\"count\":3"), "count: %.*s", (int)out.len, (const char *)out.ptr);
+  ts_buf_free(&out);
+  uint64_t live = 0;
+  atomic_int live_rings = 0;
+  status = ts_watch_query(b, SPAN("team:c/todos"), SPAN("{\"selector\": {\"title\": {\"$beginsWith\": \"j\"}}}"),
+                          doorbell, &live_rings, NULL, 0, &live, &out);
+  CHECK(status == TS_OK && live != 0, "watch: %d %.*s", status, (int)out.len, (const char *)out.ptr);
+  ts_buf_free(&out);
+  status = ts_wait_events(live, 10000, 0, &out);
+  CHECK(status == TS_OK && has(&out, "\"type\":\"query_result\"") && has(&out, "\"records\":[]"),
+        "the first result: %.*s", (int)out.len, (const char *)out.ptr);
+  ts_buf_free(&out);
+  ok(ts_put(a, SPAN("team:c/todos/t4"), SPAN("{\"title\": \"jam\"}"), &out), &out, "put t4");
+  int arrived = 0;
+  for (int i = 0; i < 100 && !arrived; i++) {
+    status = ts_wait_events(live, 300, 0, &out);
+    arrived = status == TS_OK && has(&out, "\"added\":[\"t4\"]");
+    ts_buf_free(&out);
+  }
+  CHECK(arrived, "the live query saw t4 arrive");
+  CHECK(atomic_load(&live_rings) > 0, "the live query's doorbell rang");
+  status = ts_watch_query(b, SPAN("team:c/todos"), SPAN("{\"selector\": {\"title\": {\"$near\": 1}}}"),
+                          NULL, NULL, NULL, 0, &live, &out);
+  CHECK(status == TS_ERR_INVALID_ARGUMENT && has(&out, "$near"), "a bad live query: %d", status);
+  ts_buf_free(&out);
+
   /* Bad input changes nothing and says why. */
   status = ts_put(b, SPAN("no-slashes"), SPAN("{}"), &out);
   CHECK(status == TS_ERR_INVALID_ARGUMENT && has(&out, "\"code\":\"invalid_argument\""),
@@ -160,6 +193,7 @@ int main(void) {
   ts_buf_free(&out);
 
   /* Everything closes once; a closed handle is TS_ERR_CLOSED, not a crash. */
+  ok(ts_unsubscribe(live, &out), &out, "unwatch");
   ok(ts_unsubscribe(sub, &out), &out, "unsubscribe");
   CHECK(ts_unsubscribe(sub, &out) == TS_ERR_CLOSED, "unsubscribe twice");
   ts_buf_free(&out);
