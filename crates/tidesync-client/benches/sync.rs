@@ -29,19 +29,15 @@
 
 #![allow(clippy::expect_used)] // a bench aborts on setup failures
 
-use std::path::Path;
-use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+mod common;
 
+use std::path::Path;
+use std::time::Instant;
+
+use common::*;
 use rusqlite::params;
 use serde_json::{json, Value};
-use tidesync_client::{
-    BackoffPolicy, Client, ClientConfig, ClientEvent, ClientId, CollectionName, Doc, Hlc,
-    ListOptions, Mutation, Op, RecordKey, SpaceName, StaticToken, SyncConfig,
-};
-use tidesync_server::auth::Grants;
-use tidesync_server::storage::{PushInput, Storage};
-use tidesync_server::{EmbeddedServer, MergeRules};
+use tidesync_client::{Client, ClientEvent, Doc, SpaceName};
 
 /// Mutations in the A → B run.
 const E2E_MUTATIONS: u64 = 100_000;
@@ -49,145 +45,14 @@ const E2E_MUTATIONS: u64 = 100_000;
 const LOCAL_TX: u64 = 1_000;
 /// Records in the bootstrap run (`BENCH_BOOTSTRAP_RECORDS` overrides).
 const BOOTSTRAP_RECORDS: u64 = 1_000_000;
-/// Batch size of the server fill.
-const FILL_BATCH: u64 = 5_000;
 /// Measured repetitions (after one warm-up).
 const REPS: usize = 3;
-/// Longest any single wait may take.
-const WAIT: Duration = Duration::from_secs(300);
-const COLLECTION: &str = "todos";
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
-fn space(name: &str) -> SpaceName {
-    SpaceName::new(name).expect("valid space")
-}
-
-fn record_id(i: u64) -> String {
-    format!("t{i:08}")
-}
 
 /// A small todo (~60 bytes of JSON), the same for every path that writes record `i`.
 fn todo(i: u64) -> Doc {
     match json!({"title": format!("Buy milk #{i}"), "done": i % 3 == 0, "priority": i % 5}) {
         Value::Object(doc) => doc,
         _ => unreachable!("an object literal"),
-    }
-}
-
-// ---- the server --------------------------------------------------------------------------
-
-/// A tidesync server on a free loopback port of this process.
-struct Server(EmbeddedServer);
-
-impl Server {
-    fn start(db: &Path) -> Server {
-        Server(EmbeddedServer::sqlite(db, MergeRules::default()).expect("server"))
-    }
-
-    /// A token for user `bench`, writing `spaces`.
-    fn token(&self, spaces: &[SpaceName]) -> String {
-        let grants = Grants {
-            user: "bench".into(),
-            read: Default::default(),
-            write: spaces.iter().cloned().collect(),
-        };
-        self.0.storage().create_token(&grants).expect("token")
-    }
-
-    /// Pushes `n` puts of records `0..n` into `space` through the storage, in batches of
-    /// [`FILL_BATCH`] (what a server receives from a busy writer, without HTTP).
-    fn fill(&self, space: &SpaceName, n: u64) {
-        let client = ClientId::new("filler").expect("valid client");
-        let collection = CollectionName::new(COLLECTION).expect("valid collection");
-        for from in (0..n).step_by(FILL_BATCH as usize) {
-            let mutations = (from..(from + FILL_BATCH).min(n))
-                .map(|i| Mutation {
-                    seq: i + 1,
-                    tx: i + 1,
-                    key: RecordKey::new(
-                        space.clone(),
-                        collection.clone(),
-                        record_id(i).try_into().expect("valid id"),
-                    ),
-                    op: Op::Put { doc: todo(i) },
-                    hlc: Hlc::new(now_ms(), (i % 60_000) as u16).unwrap_or_default(),
-                    base_version: 0,
-                })
-                .collect();
-            let input = PushInput {
-                user: "bench".into(),
-                client_id: client.clone(),
-                mutations,
-            };
-            self.0.run(self.0.storage().push(input)).expect("fill push");
-        }
-    }
-
-    fn url(&self) -> String {
-        self.0.url()
-    }
-
-    fn stop(self) {
-        if let Err(e) = self.0.stop() {
-            eprintln!("server: {e}");
-        }
-    }
-}
-
-// ---- clients -----------------------------------------------------------------------------
-
-/// The bench clients' configuration: bulk-sized batches (see the module docs), short timers
-/// so no measurement waits for a poll, default durability (`Full`).
-fn config(db: &Path, url: &str, space: &SpaceName, token: &str) -> ClientConfig {
-    let mut config = ClientConfig::new(
-        db,
-        url,
-        vec![space.clone()],
-        Arc::new(StaticToken(token.into())),
-    );
-    config.push_batch = 5_000;
-    config.pull_limit = 10_000;
-    config.request_timeout = Duration::from_secs(60);
-    config.sync = SyncConfig {
-        backoff: BackoffPolicy {
-            base_ms: 20,
-            cap_ms: 500,
-        },
-        idle_poll_ms: 1_000,
-        stream_retry_ms: 300,
-        ..SyncConfig::default()
-    };
-    config.seed = Some(1);
-    config
-}
-
-/// Waits (woken by each status, no polling delay) until `client` is synced.
-fn wait_synced(client: &Client) {
-    if let Err(e) = client.wait_synced(WAIT) {
-        panic!("waiting for a client to sync: {e}");
-    }
-}
-
-/// How many records `client` shows in `space`, through the public API.
-fn count_records(client: &Client, space: &SpaceName) -> u64 {
-    let collection = CollectionName::new(COLLECTION).expect("valid collection");
-    let mut options = ListOptions {
-        after: None,
-        limit: 10_000,
-    };
-    let mut n = 0;
-    loop {
-        let page = client.list(space, &collection, &options).expect("list");
-        n += page.records.len() as u64;
-        match page.next {
-            Some(next) => options.after = Some(next),
-            None => return n,
-        }
     }
 }
 
@@ -243,13 +108,10 @@ fn a_to_b(dir: &Path, server: &Server, token: &str, space: &SpaceName, n: u64) -
     );
     a_config.start_online = false;
     let a = Client::open(a_config).expect("open A");
-    let collection = CollectionName::new(COLLECTION).expect("valid collection");
     for from in (0..n).step_by(LOCAL_TX as usize) {
         a.transaction(|tx| {
             for i in from..(from + LOCAL_TX).min(n) {
-                let key =
-                    RecordKey::new(space.clone(), collection.clone(), record_id(i).try_into()?);
-                tx.put(&key, todo(i))?;
+                tx.put(&key(space, i), todo(i))?;
             }
             Ok(())
         })
@@ -344,7 +206,7 @@ fn bench_bootstrap(dir: &Path, server: &Server) {
     let boot = space("boot");
     let token = server.token(std::slice::from_ref(&boot));
     let fill = Instant::now();
-    server.fill(&boot, n);
+    server.fill(&boot, n, todo);
     eprintln!(
         "  filled the server with {n} records in {:.1} s",
         fill.elapsed().as_secs_f64()
@@ -373,29 +235,15 @@ fn bench_bootstrap(dir: &Path, server: &Server) {
     );
 }
 
-// ---- output --------------------------------------------------------------------------------
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
-
-fn row(name: &str, measured: String, baseline: String, ratio: f64, target: &str, pass: bool) {
-    println!(
-        "| {name:<56} | {measured:>10} | {baseline:>14} | {ratio:>6.2}× | {target:<9} | {:<6} |",
-        if pass { "PASS" } else { "MISS" }
-    );
-}
-
 fn main() {
     let only = std::env::var("BENCH_ONLY").unwrap_or_default();
     let run = |name: &str| only.is_empty() || only.split(',').any(|o| o.trim() == name);
     let dir = tempfile::tempdir().expect("tempdir");
     let server = Server::start(&dir.path().join("server.db"));
     // Lines go to stdout once measured; progress goes to stderr.
-    println!("tidesync-client benchmarks (medians of {REPS}; ratio = our time ÷ raw SQLite time, same run)\n");
-    println!("| benchmark                                                |   measured |       baseline |   ratio | target    | result |");
-    println!("|----------------------------------------------------------|------------|----------------|---------|-----------|--------|");
+    header(&format!(
+        "tidesync-client benchmarks (medians of {REPS}; ratio = our time ÷ raw SQLite time, same run)"
+    ));
     if run("e2e") {
         bench_e2e(dir.path(), &server);
     }

@@ -1,0 +1,170 @@
+//! What the client benches share: a server on loopback filled through its storage, the bench
+//! clients' configuration, and the table output.
+#![allow(dead_code, clippy::expect_used)] // each bench uses part of it; setup failures abort
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tidesync_client::{
+    BackoffPolicy, Client, ClientConfig, ClientId, CollectionName, Doc, Hlc, ListOptions, Mutation,
+    Op, RecordKey, SpaceName, StaticToken, SyncConfig,
+};
+use tidesync_server::auth::Grants;
+use tidesync_server::storage::{PushInput, Storage};
+use tidesync_server::{EmbeddedServer, MergeRules};
+
+/// Batch size of the server fill.
+pub const FILL_BATCH: u64 = 5_000;
+/// Longest any single wait may take.
+pub const WAIT: Duration = Duration::from_secs(300);
+/// The collection every bench writes.
+pub const COLLECTION: &str = "todos";
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+pub fn space(name: &str) -> SpaceName {
+    SpaceName::new(name).expect("valid space")
+}
+
+pub fn collection() -> CollectionName {
+    CollectionName::new(COLLECTION).expect("valid collection")
+}
+
+pub fn record_id(i: u64) -> String {
+    format!("t{i:08}")
+}
+
+pub fn key(space: &SpaceName, i: u64) -> RecordKey {
+    RecordKey::new(
+        space.clone(),
+        collection(),
+        record_id(i).try_into().expect("valid id"),
+    )
+}
+
+/// A tidesync server on a free loopback port of this process.
+pub struct Server(pub EmbeddedServer);
+
+impl Server {
+    pub fn start(db: &Path) -> Server {
+        Server(EmbeddedServer::sqlite(db, MergeRules::default()).expect("server"))
+    }
+
+    /// A token for user `bench`, writing `spaces`.
+    pub fn token(&self, spaces: &[SpaceName]) -> String {
+        let grants = Grants {
+            user: "bench".into(),
+            read: Default::default(),
+            write: spaces.iter().cloned().collect(),
+        };
+        self.0.storage().create_token(&grants).expect("token")
+    }
+
+    /// Pushes `n` puts of records `0..n` (documents from `doc`) into `space` through the
+    /// storage, in batches of [`FILL_BATCH`] (what a server receives from a busy writer,
+    /// without HTTP).
+    pub fn fill(&self, space: &SpaceName, n: u64, doc: impl Fn(u64) -> Doc) {
+        let client = ClientId::new("filler").expect("valid client");
+        for from in (0..n).step_by(FILL_BATCH as usize) {
+            let mutations = (from..(from + FILL_BATCH).min(n))
+                .map(|i| Mutation {
+                    seq: i + 1,
+                    tx: i + 1,
+                    key: key(space, i),
+                    op: Op::Put { doc: doc(i) },
+                    hlc: Hlc::new(now_ms(), (i % 60_000) as u16).unwrap_or_default(),
+                    base_version: 0,
+                })
+                .collect();
+            let input = PushInput {
+                user: "bench".into(),
+                client_id: client.clone(),
+                mutations,
+            };
+            self.0.run(self.0.storage().push(input)).expect("fill push");
+        }
+    }
+
+    pub fn url(&self) -> String {
+        self.0.url()
+    }
+
+    pub fn stop(self) {
+        if let Err(e) = self.0.stop() {
+            eprintln!("server: {e}");
+        }
+    }
+}
+
+/// The bench clients' configuration: bulk-sized batches (`push_batch` 5,000 and
+/// `pull_limit` 10,000: the server's maxima), short timers so no measurement waits for a
+/// poll, default durability (`Full`).
+pub fn config(db: &Path, url: &str, space: &SpaceName, token: &str) -> ClientConfig {
+    let mut config = ClientConfig::new(
+        db,
+        url,
+        vec![space.clone()],
+        Arc::new(StaticToken(token.into())),
+    );
+    config.push_batch = 5_000;
+    config.pull_limit = 10_000;
+    config.request_timeout = Duration::from_secs(60);
+    config.sync = SyncConfig {
+        backoff: BackoffPolicy {
+            base_ms: 20,
+            cap_ms: 500,
+        },
+        idle_poll_ms: 1_000,
+        stream_retry_ms: 300,
+        ..SyncConfig::default()
+    };
+    config.seed = Some(1);
+    config
+}
+
+/// Waits (woken by each status, no polling delay) until `client` is synced.
+pub fn wait_synced(client: &Client) {
+    if let Err(e) = client.wait_synced(WAIT) {
+        panic!("waiting for a client to sync: {e}");
+    }
+}
+
+/// How many records `client` shows in `space`, through the public API.
+pub fn count_records(client: &Client, space: &SpaceName) -> u64 {
+    let mut options = ListOptions {
+        after: None,
+        limit: 10_000,
+    };
+    let mut n = 0;
+    loop {
+        let page = client.list(space, &collection(), &options).expect("list");
+        n += page.records.len() as u64;
+        match page.next {
+            Some(next) => options.after = Some(next),
+            None => return n,
+        }
+    }
+}
+
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+pub fn header(title: &str) {
+    println!("{title}\n");
+    println!("| benchmark                                                |   measured |       baseline |   ratio | target    | result |");
+    println!("|----------------------------------------------------------|------------|----------------|---------|-----------|--------|");
+}
+
+pub fn row(name: &str, measured: String, baseline: String, ratio: f64, target: &str, pass: bool) {
+    println!(
+        "| {name:<56} | {measured:>10} | {baseline:>14} | {ratio:>6.2}× | {target:<9} | {:<6} |",
+        if pass { "PASS" } else { "MISS" }
+    );
+}
