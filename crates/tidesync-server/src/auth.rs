@@ -28,6 +28,51 @@ pub fn new_token() -> String {
     format!("{TOKEN_PREFIX}{a}{b}")
 }
 
+/// A token being issued: the token (shown once), and the row a backend stores for it.
+#[derive(Debug, Clone)]
+pub(crate) struct NewToken {
+    /// The token itself; never stored.
+    pub token: String,
+    /// Its hash, the stored key.
+    pub hash: TokenHash,
+    /// The grants as stored (JSON).
+    pub grants_json: String,
+    /// When it was issued (ms since the epoch).
+    pub created_at: i64,
+}
+
+impl NewToken {
+    /// Issues a token for `grants`, after checking the user name.
+    pub(crate) fn issue(grants: &Grants) -> Result<NewToken, crate::storage::StorageError> {
+        use crate::storage::StorageError;
+        let user = grants.user.as_str();
+        if user.is_empty() || user.len() > 128 || user.chars().any(char::is_control) {
+            return Err(StorageError::Internal(format!(
+                "invalid user {user:?}: 1..=128 bytes without control characters"
+            )));
+        }
+        let token = new_token();
+        let grants_json = serde_json::to_string(grants)
+            .map_err(|e| StorageError::Internal(format!("serialize grants: {e}")))?;
+        let created_at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        Ok(NewToken {
+            hash: TokenHash::of(&token),
+            token,
+            grants_json,
+            created_at,
+        })
+    }
+}
+
+/// Stored grants (JSON) back as grants.
+pub(crate) fn stored_grants(json: &str) -> Result<Grants, crate::storage::StorageError> {
+    serde_json::from_str(json).map_err(|e| {
+        crate::storage::StorageError::Internal(format!("stored grants do not parse: {e}"))
+    })
+}
+
 /// What a token allows.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Grants {

@@ -22,7 +22,8 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Also here: [`free_port`] and [`wait_until`], two small helpers most socket tests want.
+//! Also here: [`free_port`] and [`wait_until`], two small helpers most socket tests want, and
+//! [`TestDatabase`], a PostgreSQL schema of its own for one test.
 //!
 //! What this crate is **not**:
 //! - **Not for production.** It is `publish = false`, has no TLS, no HTTP parsing and no
@@ -47,6 +48,7 @@ mod conn;
 mod faults;
 mod plan;
 mod ports;
+pub mod postgres;
 mod proxy;
 mod stats;
 mod wait;
@@ -54,6 +56,7 @@ mod wait;
 pub use faults::{CutMode, Faults, Refuse};
 pub use plan::{ConnectionPlan, DirectionDice, FaultPlan, SEED_ENV};
 pub use ports::free_port;
+pub use postgres::TestDatabase;
 pub use proxy::FaultProxy;
 pub use stats::{Fault, FaultEvent, ProxyStats};
 pub use wait::wait_until;

@@ -14,6 +14,9 @@
 //!   are read in one read transaction; cost follows the changes returned (index on
 //!   `(space, version)`), never the size of the space.
 
+mod page;
+mod plan;
+pub mod postgres;
 pub mod sqlite;
 
 use async_trait::async_trait;

@@ -9,19 +9,19 @@ mod writer;
 
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension};
 use tidesync_protocol::{PullResponse, PushResponse, RawChange, SpaceName};
 use tokio::sync::{broadcast, oneshot, Semaphore};
 
-use crate::auth::{new_token, Grants, TokenHash};
+use crate::auth::{stored_grants, Grants, NewToken, TokenHash};
 use crate::config::MergeRules;
 use crate::storage::{Poke, PullInput, PushInput, Storage, StorageError};
 
+pub use crate::storage::page::EXACT_REMAINING;
 pub use engine::{EngineClock, EngineStorage, SyncEngine};
-pub use pull::EXACT_REMAINING;
 pub use schema::APPLICATION_ID;
 
 /// How many reader connections serve pulls at once.
@@ -120,24 +120,18 @@ impl SqliteStorage {
 }
 
 fn insert_token(conn: &Connection, grants: &Grants) -> Result<String, StorageError> {
-    let user = grants.user.as_str();
-    if user.is_empty() || user.len() > 128 || user.chars().any(char::is_control) {
-        return Err(StorageError::Internal(format!(
-            "invalid user {user:?}: 1..=128 bytes without control characters"
-        )));
-    }
-    let token = new_token();
-    let grants_json = serde_json::to_string(grants)
-        .map_err(|e| StorageError::Internal(format!("serialize grants: {e}")))?;
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64);
+    let new = NewToken::issue(grants)?;
     conn.execute(
         "INSERT INTO tokens (hash, user_id, grants, created_at) VALUES (?1, ?2, ?3, ?4)",
-        params![TokenHash::of(&token).0.to_vec(), user, grants_json, now],
+        params![
+            new.hash.0.to_vec(),
+            grants.user,
+            new.grants_json,
+            new.created_at
+        ],
     )
     .map_err(|e| StorageError::Internal(format!("store the token: {e}")))?;
-    Ok(token)
+    Ok(new.token)
 }
 
 /// The grants of the token whose hash is `token`.
@@ -146,10 +140,7 @@ fn lookup_token(conn: &Connection, token: &TokenHash) -> Result<Option<Grants>, 
         .prepare_cached("SELECT grants FROM tokens WHERE hash = ?1")
         .and_then(|mut s| s.query_row([token.0.to_vec()], |r| r.get(0)).optional())
         .map_err(|e| StorageError::Internal(format!("look up a token: {e}")))?;
-    grants
-        .map(|g| serde_json::from_str(&g))
-        .transpose()
-        .map_err(|e| StorageError::Internal(format!("stored grants do not parse: {e}")))
+    grants.as_deref().map(stored_grants).transpose()
 }
 
 #[async_trait]

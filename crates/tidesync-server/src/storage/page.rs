@@ -1,0 +1,158 @@
+//! The rules of a pull page, for every backend: who may pull as a client, when a cursor is
+//! ahead of its space, where the new cursor goes, how `remaining` is counted or estimated,
+//! and how a stored row becomes a change. A backend runs the reads in one snapshot and asks
+//! these functions what they mean.
+
+use serde_json::value::RawValue;
+use tidesync_protocol::{CollectionName, RawChange, RecordId, SpaceName};
+
+use crate::storage::plan::ClientRow;
+use crate::storage::{PullInput, StorageError};
+
+/// `remaining` is counted exactly when a space's version distance (its version minus the new
+/// cursor) is at most this; beyond it, it is estimated from the page just read, so a large
+/// pull never pays for counting.
+pub const EXACT_REMAINING: u64 = 1_000;
+
+/// The pulling client's `acked_through`: its `last_seq`, 0 if it never pushed. A client id
+/// registered to another user is refused.
+pub(crate) fn acked_through(
+    row: Option<ClientRow>,
+    input: &PullInput,
+) -> Result<u64, StorageError> {
+    match row {
+        Some(row) if row.user != input.user => {
+            Err(StorageError::ForeignClient(input.client_id.clone()))
+        }
+        Some(row) => Ok(row.last_seq),
+        None => Ok(0),
+    }
+}
+
+/// A cursor ahead of its space (a server restored from an older backup, another server)
+/// means the client must bootstrap again.
+pub(crate) fn check_cursor(space: &SpaceName, from: u64, current: u64) -> Result<(), StorageError> {
+    if from > current {
+        return Err(StorageError::CursorReset {
+            space: space.clone(),
+            cursor: from,
+            current,
+        });
+    }
+    Ok(())
+}
+
+/// What one space's part of a page says, once its rows were read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SpaceRead {
+    /// The space's new cursor.
+    pub next: u64,
+    /// Changes waiting after `next`.
+    pub remaining: Remaining,
+}
+
+/// How many changes wait after a space's new cursor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Remaining {
+    /// Known without reading: none, or this estimate.
+    Known(u64),
+    /// Close enough to count exactly: the backend counts rows with `version > next`.
+    Count,
+}
+
+/// A space read from `from` (its version is `current`) with a budget of `budget` rows, which
+/// gave `taken` rows, the last at version `last` (`from` if none).
+///
+/// If the page did not fill, everything up to `current` was read and the cursor skips the
+/// gap. Beyond [`EXACT_REMAINING`] versions, counting would cost as much as reading the
+/// changes, so the page just read (`taken` changes over its span of versions) gives the
+/// density of live versions (a record changed twice keeps only its last version): the
+/// estimate is exact when no record changed twice, and never above the distance.
+pub(crate) fn after_read(from: u64, current: u64, budget: u64, taken: u64, last: u64) -> SpaceRead {
+    let next = if taken < budget { current } else { last };
+    let distance = current - next.min(current);
+    let remaining = if distance == 0 {
+        Remaining::Known(0)
+    } else if distance > EXACT_REMAINING {
+        let span = (last - from).max(1);
+        let estimate = (u128::from(distance) * u128::from(taken)).div_ceil(u128::from(span));
+        Remaining::Known((estimate as u64).clamp(1, distance))
+    } else {
+        Remaining::Count
+    };
+    SpaceRead { next, remaining }
+}
+
+/// One stored row of `space` as a change. Documents and stamps are handed out as stored
+/// (checked to be JSON, never parsed into a record state); `doc` is `None` for a deleted
+/// record.
+pub(crate) fn raw_change(
+    space: &SpaceName,
+    collection: String,
+    id: String,
+    version: u64,
+    doc: Option<String>,
+    stamps: String,
+) -> Result<RawChange, StorageError> {
+    let invalid = |what: &str, e: &dyn std::fmt::Display| {
+        StorageError::Internal(format!(
+            "stored {what} of the record at version {version} of space {space} is invalid: {e}"
+        ))
+    };
+    let collection = CollectionName::new(collection).map_err(|e| invalid("collection", &e))?;
+    let id = RecordId::new(id).map_err(|e| invalid("id", &e))?;
+    let bad = |what: &str, e: serde_json::Error| {
+        StorageError::Internal(format!(
+            "stored {what} of {space}/{collection}/{id} is not JSON: {e}"
+        ))
+    };
+    // `from_string` checks the text is one JSON value and keeps the allocation (no copy).
+    let doc = doc
+        .map(RawValue::from_string)
+        .transpose()
+        .map_err(|e| bad("document", e))?;
+    let stamps = RawValue::from_string(stamps).map_err(|e| bad("stamps", e))?;
+    Ok(RawChange {
+        space: space.clone(),
+        collection,
+        id,
+        version,
+        deleted: doc.is_none(),
+        doc,
+        stamps,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_page_that_did_not_fill_skips_to_the_space_version() {
+        let read = after_read(10, 50, 100, 3, 20);
+        assert_eq!(
+            read,
+            SpaceRead {
+                next: 50,
+                remaining: Remaining::Known(0)
+            }
+        );
+    }
+
+    #[test]
+    fn a_full_page_counts_when_close_and_estimates_when_far() {
+        assert_eq!(
+            after_read(0, 500, 100, 100, 100).remaining,
+            Remaining::Count
+        );
+        // 100 rows over 200 versions: half the versions are live.
+        let far = after_read(0, 10_200, 100, 100, 200);
+        assert_eq!(
+            far,
+            SpaceRead {
+                next: 200,
+                remaining: Remaining::Known(5_000)
+            }
+        );
+    }
+}

@@ -1,0 +1,109 @@
+//! One page of changes in one `REPEATABLE READ READ ONLY` transaction: the changes, the new
+//! cursor, `remaining` and `acked_through` all come from one snapshot.
+
+use tidesync_protocol::{Cursor, PullResponse, RawChange};
+use tokio_postgres::IsolationLevel;
+
+use crate::storage::page::{self, Remaining};
+use crate::storage::plan::ClientRow;
+use crate::storage::postgres::db_error;
+use crate::storage::{PullInput, StorageError};
+
+/// Reads one page.
+pub(crate) async fn pull(
+    client: &mut deadpool_postgres::Client,
+    input: &PullInput,
+) -> Result<PullResponse<RawChange>, StorageError> {
+    let tx = client
+        .build_transaction()
+        .isolation_level(IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await
+        .map_err(db_error("begin a read"))?;
+    let stmt = tx
+        .prepare_cached("SELECT user_id, last_seq FROM ts_clients WHERE client_id = $1")
+        .await
+        .map_err(db_error("read the client"))?;
+    let owner = tx
+        .query_opt(&stmt, &[&input.client_id.as_str()])
+        .await
+        .map_err(db_error("read the client"))?
+        .map(|r| ClientRow {
+            user: r.get(0),
+            last_seq: r.get::<_, i64>(1) as u64,
+        });
+    let acked_through = page::acked_through(owner, input)?;
+    let version = tx
+        .prepare_cached("SELECT version FROM ts_spaces WHERE space = $1")
+        .await
+        .map_err(db_error("read a space version"))?;
+    let changes_stmt = tx
+        .prepare_cached(
+            "SELECT collection, id, version, doc, stamps FROM ts_records
+             WHERE space = $1 AND version > $2 ORDER BY version LIMIT $3",
+        )
+        .await
+        .map_err(db_error("read changes"))?;
+    let mut changes = Vec::new();
+    let mut cursor = Cursor::new();
+    let mut remaining = 0u64;
+    let mut budget = u64::from(input.limit.max(1));
+    for space in &input.spaces {
+        let current = tx
+            .query_opt(&version, &[&space.as_str()])
+            .await
+            .map_err(db_error("read a space version"))?
+            .map_or(0, |r| r.get::<_, i64>(0) as u64);
+        let from = input.cursor.get(space).copied().unwrap_or(0);
+        page::check_cursor(space, from, current)?;
+        let rows = tx
+            .query(
+                &changes_stmt,
+                &[&space.as_str(), &(from as i64), &(budget as i64)],
+            )
+            .await
+            .map_err(db_error("read changes"))?;
+        let taken = rows.len() as u64;
+        let mut last = from;
+        for row in rows {
+            let change = page::raw_change(
+                space,
+                row.get(0),
+                row.get(1),
+                row.get::<_, i64>(2) as u64,
+                row.get(3),
+                row.get(4),
+            )?;
+            last = change.version;
+            changes.push(change);
+        }
+        let read = page::after_read(from, current, budget, taken, last);
+        budget -= taken;
+        cursor.insert(space.clone(), read.next);
+        remaining += match read.remaining {
+            Remaining::Known(n) => n,
+            Remaining::Count => {
+                let stmt = tx
+                    .prepare_cached(
+                        "SELECT count(*) FROM ts_records WHERE space = $1 AND version > $2",
+                    )
+                    .await
+                    .map_err(db_error("count remaining changes"))?;
+                let row = tx
+                    .query_one(&stmt, &[&space.as_str(), &(read.next as i64)])
+                    .await
+                    .map_err(db_error("count remaining changes"))?;
+                row.get::<_, i64>(0) as u64
+            }
+        };
+    }
+    tx.commit().await.map_err(db_error("end a read"))?;
+    Ok(PullResponse {
+        changes,
+        cursor,
+        has_more: remaining > 0,
+        remaining,
+        acked_through,
+    })
+}
