@@ -17,7 +17,7 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
 use crate::config::ClientConfig;
 use crate::driver::{Driver, DriverConfig, Input, Reachability};
 use crate::error::ClientError;
-use crate::live::{Deliver, Live, LiveQuery, LiveQueryStats, LiveTiming, QueryUpdate, Watch};
+use crate::live::{Deliver, Live, LiveQuery, LiveQueryStats, QueryUpdate, Watch};
 use crate::notify::Notifier;
 use crate::runtime::{lock, now_ms, Command, HttpIo, Runtime};
 use crate::status::{ClientEvent, Status};
@@ -51,7 +51,7 @@ pub struct Client {
 struct LiveSetup {
     db_path: PathBuf,
     store: StoreConfig,
-    timing: LiveTiming,
+    throttle: Duration,
 }
 
 /// The contents of one restoration bucket.
@@ -87,10 +87,7 @@ impl Client {
         let live_setup = LiveSetup {
             db_path: config.db_path.clone(),
             store: config.store.clone(),
-            timing: LiveTiming {
-                throttle: config.live_query_throttle,
-                external_poll: config.external_writes_poll,
-            },
+            throttle: config.live_query_throttle,
         };
         let client_id = store.client_id().clone();
         let store = Arc::new(Mutex::new(store));
@@ -114,6 +111,7 @@ impl Client {
             commands: receiver,
             start_online: config.start_online,
             timer: None,
+            elsewhere_poll: config.external_writes_poll,
         };
         let thread = std::thread::Builder::new()
             .name("tidesync-sync".into())
@@ -233,7 +231,7 @@ impl Client {
             &setup.db_path,
             &setup.store,
             &self.notifier,
-            setup.timing,
+            setup.throttle,
         )?);
         *live = Some(started.clone());
         Ok(started)

@@ -82,10 +82,12 @@ pub struct ClientConfig {
     /// How long live queries gather changes before running again: a burst of writes or
     /// pulled pages within it costs one evaluation per query. Default 5 ms.
     pub live_query_throttle: Duration,
-    /// Also re-run live queries when another process commits to the database file, checked
-    /// this often. Default `None`: every write of the app goes through its client, which
-    /// tells its live queries at once; a tool watching a file others write (the CLI's
-    /// `query --watch`) sets it.
+    /// How often the client checks whether another connection to its database file
+    /// (another process, an app extension, a widget, a background task) committed: such
+    /// writes are then pushed like the app's own, live queries re-run, and
+    /// [`ClientEvent::ChangedElsewhere`](crate::ClientEvent::ChangedElsewhere) is sent. One
+    /// `PRAGMA data_version` per check. Default 1 s; `None` never checks (every write goes
+    /// through this client).
     pub external_writes_poll: Option<Duration>,
 }
 
@@ -134,7 +136,7 @@ impl ClientConfig {
             seed: None,
             start_online: true,
             live_query_throttle: Duration::from_millis(5),
-            external_writes_poll: None,
+            external_writes_poll: Some(Duration::from_secs(1)),
         }
     }
 }

@@ -133,15 +133,6 @@ enum Msg {
     Stop,
 }
 
-/// When the live thread runs a pass.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct LiveTiming {
-    /// How long changes are gathered after the first one.
-    pub throttle: Duration,
-    /// How often to look for commits of other processes (`None`: never).
-    pub external_poll: Option<Duration>,
-}
-
 /// The live-query thread of one client.
 pub(crate) struct Live {
     watchers: Arc<Mutex<BTreeMap<u64, Shared>>>,
@@ -163,7 +154,7 @@ impl Live {
         path: &std::path::Path,
         config: &StoreConfig,
         notifier: &Notifier,
-        timing: LiveTiming,
+        throttle: Duration,
     ) -> Result<Live, ClientError> {
         let reader = Reader::open(path, config)?;
         let (tx, rx) = channel();
@@ -173,7 +164,7 @@ impl Live {
                 ClientEvent::RecordsChanged {
                     space, collection, ..
                 } => Msg::Changed(space.clone(), collection.clone()),
-                ClientEvent::BaseReset => Msg::Everything,
+                ClientEvent::BaseReset | ClientEvent::ChangedElsewhere => Msg::Everything,
                 _ => return true,
             };
             events.send(msg).is_ok()
@@ -183,7 +174,7 @@ impl Live {
         let (shared, counting) = (watchers.clone(), counters.clone());
         let thread = std::thread::Builder::new()
             .name("tidesync-live".into())
-            .spawn(move || run(&reader, &shared, &counting, &rx, timing))
+            .spawn(move || run(&reader, &shared, &counting, &rx, throttle))
             .map_err(|e| ClientError::Thread(e.to_string()))?;
         Ok(Live {
             watchers,
@@ -252,21 +243,18 @@ fn run(
     watchers: &Mutex<BTreeMap<u64, Shared>>,
     counters: &Counters,
     rx: &Receiver<Msg>,
-    timing: LiveTiming,
+    throttle: Duration,
 ) {
     let mut pending = Pending::default();
     // The end of the current window: the first change opens it, its end runs the pass.
     let mut window: Option<Instant> = None;
     // A window lasts the throttle, or as long as the last pass took if that was longer:
     // however fast changes come, live queries take at most about half of one core.
-    let mut gather = timing.throttle;
-    // The file's data version at the last pass (for commits of other processes).
-    let mut seen_version = None;
+    let mut gather = throttle;
     loop {
-        let msg = match (window, timing.external_poll) {
-            (Some(end), _) => rx.recv_timeout(end.saturating_duration_since(Instant::now())),
-            (None, Some(poll)) => rx.recv_timeout(poll),
-            (None, None) => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+        let msg = match window {
+            Some(end) => rx.recv_timeout(end.saturating_duration_since(Instant::now())),
+            None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
         };
         match msg {
             Ok(Msg::Stop) | Err(RecvTimeoutError::Disconnected) => return,
@@ -283,23 +271,9 @@ fn run(
                 pending.fresh.insert(id);
                 window = Some(Instant::now());
             }
-            Err(RecvTimeoutError::Timeout) if window.is_none() => {
-                // Idle: has another process committed since the last pass?
-                let version = reader.data_version().ok();
-                if version.is_some() && version != seen_version {
-                    pending.everything = seen_version.is_some();
-                    seen_version = version;
-                    if pending.everything {
-                        window = Some(Instant::now());
-                    }
-                }
-            }
             Err(RecvTimeoutError::Timeout) => {}
         }
         if window.is_some_and(|end| Instant::now() >= end) {
-            if timing.external_poll.is_some() {
-                seen_version = reader.data_version().ok();
-            }
             let snapshot: Vec<(u64, Shared)> = lock(watchers)
                 .iter()
                 .map(|(id, w)| (*id, w.clone()))
@@ -307,7 +281,7 @@ fn run(
             counters.passes.fetch_add(1, Ordering::Relaxed);
             let started = Instant::now();
             let gone = evaluate(reader, &snapshot, counters, &std::mem::take(&mut pending));
-            gather = timing.throttle.max(started.elapsed());
+            gather = throttle.max(started.elapsed());
             let mut watchers = lock(watchers);
             for id in gone {
                 watchers.remove(&id);

@@ -115,4 +115,8 @@ pub enum ClientEvent {
     /// being downloaded again (pending local changes are kept). Any collection may change:
     /// refresh everything shown.
     BaseReset,
+    /// Another connection to the database file (another process, an app extension, a
+    /// background task) committed: its writes are pushed like the app's own, and anything
+    /// shown may have changed (live queries re-run by themselves).
+    ChangedElsewhere,
 }

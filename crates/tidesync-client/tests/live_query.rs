@@ -460,7 +460,7 @@ fn a_callback_that_returns_false_is_forgotten() {
 }
 
 #[test]
-fn commits_of_other_processes_reach_live_queries_when_asked_to_look() {
+fn commits_of_other_connections_reach_live_queries() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = ClientConfig::local(dir.path().join("shared.db"));
     config.external_writes_poll = Some(Duration::from_millis(20));

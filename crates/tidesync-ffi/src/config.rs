@@ -63,6 +63,11 @@ pub(crate) struct OpenConfig {
     /// How long live queries gather changes before running again (default 5).
     #[serde(default)]
     pub live_query_throttle_ms: Option<u64>,
+    /// How often to check whether another connection to the file committed (an app
+    /// extension, a background isolate with its own engine, another process); 0 never
+    /// checks (default 1,000).
+    #[serde(default)]
+    pub external_writes_poll_ms: Option<u64>,
 }
 
 /// One declared index.
@@ -190,6 +195,9 @@ impl OpenConfig {
         config.store.indexes = Indexes::Declared(indexes);
         if let Some(ms) = self.live_query_throttle_ms {
             config.live_query_throttle = Duration::from_millis(ms);
+        }
+        if let Some(ms) = self.external_writes_poll_ms {
+            config.external_writes_poll = (ms > 0).then(|| Duration::from_millis(ms));
         }
         Ok(config)
     }

@@ -182,6 +182,7 @@ pub(crate) fn event(event: &ClientEvent) -> Value {
             "collection": collection.as_str(), "count": count,
         }),
         ClientEvent::BaseReset => json!({"v": 1, "type": "base_reset"}),
+        ClientEvent::ChangedElsewhere => json!({"v": 1, "type": "changed_elsewhere"}),
     }
 }
 

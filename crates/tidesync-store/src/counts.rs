@@ -126,7 +126,7 @@ impl CountsCache {
     }
 }
 
-fn data_version(conn: &Connection) -> Result<i64> {
+pub(crate) fn data_version(conn: &Connection) -> Result<i64> {
     conn.prepare_cached("PRAGMA data_version")
         .and_then(|mut s| s.query_row([], |r| r.get(0)))
         .map_err(StoreError::sql("read the data version"))

@@ -37,6 +37,8 @@ pub struct Store {
     restoration: RestorationTree,
     restoration_issues: Vec<RestorationIssue>,
     counts: CountsCache,
+    /// `PRAGMA data_version` at the last [`Store::committed_elsewhere`].
+    elsewhere_seen: i64,
     /// Collections written by this handle's local writes since [`Store::take_written`].
     written: BTreeMap<(SpaceName, CollectionName), usize>,
     /// When the planner's statistics are refreshed next.
@@ -88,6 +90,7 @@ impl Store {
             restoration_store::load(&tx, &config.restoration_schema, config.restoration_limits)?;
         tx.commit().map_err(StoreError::sql("finish opening"))?;
         let counts = CountsCache::load(&conn)?;
+        let elsewhere_seen = crate::counts::data_version(&conn)?;
         Ok(Store {
             conn,
             path,
@@ -97,6 +100,7 @@ impl Store {
             restoration: loaded.tree,
             restoration_issues: loaded.issues,
             counts,
+            elsewhere_seen,
             written: BTreeMap::new(),
             planner: crate::planner::Freshness::default(),
         })
@@ -249,6 +253,16 @@ impl Store {
     /// tables only when another connection (another process) committed since.
     pub fn counts(&mut self) -> Result<StoreCounts> {
         self.counts.current(&self.conn)
+    }
+
+    /// Whether another connection to the file (another process, an app extension, a
+    /// background task) committed since the last call: one `PRAGMA data_version`, so cheap
+    /// enough to poll. Commits of this handle never count.
+    pub fn committed_elsewhere(&mut self) -> Result<bool> {
+        let version = crate::counts::data_version(&self.conn)?;
+        let changed = version != self.elsewhere_seen;
+        self.elsewhere_seen = version;
+        Ok(changed)
     }
 
     /// The same figures as [`Store::counts`], read from the tables (what `counts` avoids;

@@ -26,6 +26,7 @@ class TidesyncOptions {
     this.tokenWaitMs,
     this.indexes = const <TidesyncIndex>[],
     this.liveQueryThrottleMs,
+    this.externalWritesPollMs,
   });
 
   /// `full` (a returned write survives power loss) or `normal` (survives an app crash).
@@ -42,6 +43,11 @@ class TidesyncOptions {
 
   /// How long live queries gather changes before running again (default 5 ms).
   final int? liveQueryThrottleMs;
+
+  /// How often to check whether another connection committed to the file (an app
+  /// extension, a background isolate's own engine): its changes are then pushed and live
+  /// queries re-run (default 1000 ms; 0 never checks).
+  final int? externalWritesPollMs;
 }
 
 /// An index on [fields] of [collection] (in every space): a field name (ascending) or
@@ -167,6 +173,8 @@ class TidesyncDatabase {
         'indexes': options.indexes.map((TidesyncIndex i) => i.toJson()).toList(),
       if (options.liveQueryThrottleMs != null)
         'live_query_throttle_ms': options.liveQueryThrottleMs,
+      if (options.externalWritesPollMs != null)
+        'external_writes_poll_ms': options.externalWritesPollMs,
       if (restorationId != null) 'session': restorationId,
     };
     int handle = 0;

@@ -18,6 +18,7 @@ use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::driver::{Driver, Input, Output};
 use crate::notify::Notifier;
+use crate::status::ClientEvent;
 pub(crate) use net::HttpIo;
 
 /// What the app sends the sync thread.
@@ -53,6 +54,8 @@ pub(crate) struct Runtime {
     pub commands: UnboundedReceiver<Command>,
     pub start_online: bool,
     pub timer: Option<(u64, Instant)>,
+    /// How often to look for commits of other connections to the file (`None`: never).
+    pub elsewhere_poll: Option<Duration>,
 }
 
 impl Runtime {
@@ -65,6 +68,11 @@ impl Runtime {
         if self.net.is_some() {
             self.handle(Input::Start);
         }
+        let mut elsewhere = self.elsewhere_poll.map(|every| {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick
+        });
         loop {
             let timer = self.timer.map(|(_, at)| at);
             tokio::select! {
@@ -82,9 +90,26 @@ impl Runtime {
                         self.handle(Input::TimerFired(id));
                     }
                 }
+                () = tick(&mut elsewhere) => self.look_elsewhere(),
             }
         }
         tracing::debug!("sync thread stopped");
+    }
+
+    /// Another connection (a process, an extension) may have written the file: its outbox
+    /// entries are pushed like the app's own, and every live query runs again.
+    fn look_elsewhere(&mut self) {
+        let changed = lock(&self.store).committed_elsewhere();
+        match changed {
+            Ok(false) => {}
+            Ok(true) => {
+                tracing::debug!("another connection committed to the database file");
+                self.handle(Input::LocalWrite);
+                self.notifier.send(ClientEvent::ChangedElsewhere);
+            }
+            // The next store call reports it through the driver; nothing to do here.
+            Err(e) => tracing::debug!(error = %e, "cannot read the data version"),
+        }
     }
 
     /// Hands one input to the driver, then carries out what it says.
@@ -122,6 +147,15 @@ impl Runtime {
 async fn next_completion(net: &mut Option<HttpIo>) -> Input {
     match net {
         Some(net) => net.next().await,
+        None => futures::future::pending().await,
+    }
+}
+
+async fn tick(every: &mut Option<tokio::time::Interval>) {
+    match every {
+        Some(every) => {
+            every.tick().await;
+        }
         None => futures::future::pending().await,
     }
 }
