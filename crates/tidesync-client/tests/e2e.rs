@@ -11,8 +11,8 @@ use std::time::Duration;
 use common::*;
 use serde_json::json;
 use tidesync_client::{Client, ClientEvent, Connectivity, Phase, Reachability, TokenProvider};
-use tidesync_protocol::{CollectionName, ErrorCode, Winner};
-use tidesync_server::{MergeRules, Policies, Policy};
+use tidesync_protocol::{ErrorCode, Winner};
+use tidesync_server::MergeRules;
 use tidesync_store::{MutationState, Resolution};
 
 const T: Duration = Duration::from_secs(20);
@@ -134,16 +134,7 @@ fn a_same_field_edit_is_a_visible_conflict_that_the_app_resolves() {
 #[test]
 fn a_strict_rejection_surfaces_and_later_mutations_keep_flowing() {
     let dir = tempfile::tempdir().unwrap();
-    let rules = MergeRules {
-        policies: Policies {
-            default: Policy::Lww,
-            per_collection: [(CollectionName::new("orders").unwrap(), Policy::Strict)]
-                .into_iter()
-                .collect(),
-        },
-        ..MergeRules::default()
-    };
-    let server = TestServer::start(dir.path(), rules);
+    let server = TestServer::start(dir.path(), strict_orders());
     let token = server.token("alice");
     let a = open_client(dir.path(), "a", &server.url(), &token);
     let b = open_client(dir.path(), "b", &server.url(), &token);

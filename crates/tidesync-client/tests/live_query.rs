@@ -15,7 +15,7 @@ use tidesync_client::{
     Client, ClientConfig, ClientEvent, CollectionName, Durability, LiveQuery, Query, QueryUpdate,
     Reachability, RecordId, Resolution, StaticToken, StoreError,
 };
-use tidesync_server::{MergeRules, Policies, Policy};
+use tidesync_server::MergeRules;
 
 const T: Duration = Duration::from_secs(20);
 /// How long "nothing more is delivered" is watched for.
@@ -261,16 +261,7 @@ fn a_pulled_page_updates_the_live_query_and_confirmation_clears_pending() {
 #[test]
 fn a_rejected_write_rolled_back_leaves_the_result() {
     let dir = tempfile::tempdir().unwrap();
-    let rules = MergeRules {
-        policies: Policies {
-            default: Policy::Lww,
-            per_collection: [(CollectionName::new("orders").unwrap(), Policy::Strict)]
-                .into_iter()
-                .collect(),
-        },
-        ..MergeRules::default()
-    };
-    let server = TestServer::start(dir.path(), rules);
+    let server = TestServer::start(dir.path(), strict_orders());
     let token = server.token("alice");
     let a = open_client(dir.path(), "a", &server.url(), &token);
     let b = open_client(dir.path(), "b", &server.url(), &token);

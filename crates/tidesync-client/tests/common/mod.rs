@@ -152,6 +152,22 @@ pub fn block_on<T: Send + 'static>(f: impl std::future::Future<Output = T> + Sen
 }
 
 /// Fast timers for tests: retries within tens of milliseconds, polls every second.
+/// `orders` under the `strict` policy, everything else `lww`.
+pub fn strict_orders() -> MergeRules {
+    MergeRules {
+        policies: tidesync_server::Policies {
+            default: tidesync_server::Policy::Lww,
+            per_collection: [(
+                tidesync_protocol::CollectionName::new("orders").expect("valid"),
+                tidesync_server::Policy::Strict,
+            )]
+            .into_iter()
+            .collect(),
+        },
+        ..MergeRules::default()
+    }
+}
+
 pub fn fast_sync() -> SyncConfig {
     SyncConfig {
         backoff: BackoffPolicy {
