@@ -16,6 +16,8 @@
 //! nothing about HTTP. The embedded default backend is SQLite
 //! ([`storage::sqlite::SqliteStorage`]): one file, WAL, a writer thread that commits pushes in
 //! groups, a pool of reader connections, all off the async executor.
+//! [`storage::postgres::PostgresStorage`] runs several stateless nodes on one PostgreSQL
+//! database, poking each other's event streams with LISTEN/NOTIFY.
 //!
 //! What it does not do: no TLS (put it behind a reverse proxy), no record-level access rules
 //! beyond spaces.

@@ -1,6 +1,8 @@
 //! The storage seam: everything the HTTP layer needs from a database, and nothing about
-//! HTTP. The SQLite backend ([`sqlite`]) is the embedded default; a PostgreSQL backend
-//! implements the same trait.
+//! HTTP. The SQLite backend ([`sqlite`]) is the embedded default; the PostgreSQL backend
+//! ([`postgres`]) is the system of record for several server nodes. Both decide pushes with
+//! one algorithm (`plan`) and pages with one set of rules (`page`); a backend only reads
+//! and writes.
 //!
 //! Contract for every backend:
 //! - **Exactly-once**: a client's `last_seq` is updated in the same database transaction as
