@@ -96,7 +96,12 @@ impl TestDatabase {
 
 impl Drop for TestDatabase {
     fn drop(&mut self) {
-        let sql = format!("DROP SCHEMA IF EXISTS \"{}\" CASCADE", self.schema);
+        // Bounded: a connection of the test still holding locks in the schema must not hang
+        // the drop (the schema is then left behind, which is only litter).
+        let sql = format!(
+            "SET lock_timeout = '10s'; DROP SCHEMA IF EXISTS \"{}\" CASCADE",
+            self.schema
+        );
         let url = self.admin_url.clone();
         // Never panic in drop (it may run during a panic): a schema left behind is only
         // litter in the test database.

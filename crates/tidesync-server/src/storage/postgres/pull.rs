@@ -21,6 +21,25 @@ pub(crate) async fn pull(
         .start()
         .await
         .map_err(db_error("begin a read"))?;
+    // Ended explicitly either way (see `push`: a dropped transaction's ROLLBACK waits for
+    // the connection task).
+    match read(&tx, input).await {
+        Ok(page) => {
+            tx.commit().await.map_err(db_error("end a read"))?;
+            Ok(page)
+        }
+        Err(e) => {
+            let _ = tx.rollback().await;
+            Err(e)
+        }
+    }
+}
+
+/// The reads of one page, inside its transaction.
+async fn read(
+    tx: &deadpool_postgres::Transaction<'_>,
+    input: &PullInput,
+) -> Result<PullResponse<RawChange>, StorageError> {
     let stmt = tx
         .prepare_cached("SELECT user_id, last_seq FROM ts_clients WHERE client_id = $1")
         .await
@@ -98,7 +117,6 @@ pub(crate) async fn pull(
             }
         };
     }
-    tx.commit().await.map_err(db_error("end a read"))?;
     Ok(PullResponse {
         changes,
         cursor,

@@ -9,7 +9,7 @@ use tidesync_core::HlcClock;
 use tidesync_protocol::RecordKey;
 
 use crate::config::MergeRules;
-use crate::storage::plan::{self, ClientRow, Loaded, PushPlan, Stamping};
+use crate::storage::plan::{self, ClientRow, Loaded, PushPlan, RecordWrite, Stamping};
 use crate::storage::postgres::storage_error;
 use crate::storage::{PushInput, StorageError};
 
@@ -46,7 +46,10 @@ impl From<StorageError> for Failed {
     }
 }
 
-/// Applies `input` in one transaction on `client` and returns what it did.
+/// Applies `input` in one transaction on `client` and returns what it did. A refused or
+/// failed push is rolled back before this returns (not left to the transaction's drop, whose
+/// `ROLLBACK` is only sent when the connection task runs next: until then the transaction
+/// would hold the client's and the spaces' row locks).
 pub(crate) async fn push(
     client: &mut deadpool_postgres::Client,
     input: &PushInput,
@@ -54,6 +57,27 @@ pub(crate) async fn push(
     clock: &Mutex<HlcClock>,
 ) -> Result<PushPlan, Failed> {
     let tx = client.transaction().await.context("begin a push")?;
+    match apply(&tx, input, rules, clock).await {
+        Ok(planned) => {
+            tx.commit().await.context("commit a push")?;
+            Ok(planned)
+        }
+        Err(e) => {
+            if let Err(rollback) = tx.rollback().await {
+                tracing::debug!(error = %rollback, "rollback of a failed push failed");
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Everything of a push inside its transaction but the commit.
+async fn apply(
+    tx: &Transaction<'_>,
+    input: &PushInput,
+    rules: &MergeRules,
+    clock: &Mutex<HlcClock>,
+) -> Result<PushPlan, Failed> {
     let id = input.client_id.as_str();
     let row = match lock_client(&tx, id).await? {
         Some(row) => Some(row),
@@ -159,18 +183,27 @@ pub(crate) async fn push(
     let now_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
-    let planned = {
-        let mut clock = clock
-            .lock()
-            .map_err(|_| StorageError::Internal("the server clock is poisoned".into()))?;
-        let mut stamping = Stamping {
-            clock: &mut clock,
+    // Planned on a copy of the node's clock: the mutex is held for a copy and a merge, not
+    // for the whole plan, so the pushes of one node plan in parallel instead of queueing on
+    // it (and parking executor threads). The copy is merged back before the commit, so a
+    // later push of the same client or spaces, which waits for this one's row locks, starts
+    // from a clock past every stamp given here. Pushes planning at the same moment may give
+    // equal HLCs, as two nodes can; a stamp also carries its client id, which tells them
+    // apart.
+    let poisoned = |_| StorageError::Internal("the server clock is poisoned".into());
+    let mut local = *clock.lock().map_err(poisoned)?;
+    let planned = plan::plan(
+        input,
+        standing,
+        loaded,
+        rules,
+        &mut Stamping {
+            clock: &mut local,
             now_ms,
-        };
-        plan::plan(input, standing, loaded, rules, &mut stamping)
-    };
-    write(&tx, input, &planned).await?;
-    tx.commit().await.context("commit a push")?;
+        },
+    );
+    clock.lock().map_err(poisoned)?.observe(local.last());
+    write(tx, input, &planned).await?;
     Ok(planned)
 }
 
@@ -189,58 +222,32 @@ async fn lock_client(tx: &Transaction<'_>, id: &str) -> Result<Option<ClientRow>
     }))
 }
 
-/// Writes `planned`: one statement for the records, one for new refusals, one for
-/// `last_seq`, one for the space versions.
+/// Inserts records never stored before. Plain `INSERT`, not an upsert (a third cheaper per
+/// row in PostgreSQL): a record the push's read did not find cannot have appeared since,
+/// because every write to a space's records holds the space's row lock, which this
+/// transaction holds.
+const INSERT_RECORDS: &str =
+    "INSERT INTO ts_records (space, collection, id, version, doc, stamps, versions)
+     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[],
+                          $5::text[], $6::text[], $7::text[])";
+
+/// Rewrites records stored before (an upsert: index lookups by key, whatever the planner
+/// thinks of the unnest's size).
+const UPSERT_RECORDS: &str =
+    "INSERT INTO ts_records (space, collection, id, version, doc, stamps, versions)
+     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[],
+                          $5::text[], $6::text[], $7::text[])
+     ON CONFLICT (space, collection, id) DO UPDATE SET
+         version = excluded.version, doc = excluded.doc,
+         stamps = excluded.stamps, versions = excluded.versions";
+
+/// Writes `planned`: at most two statements for the records (new ones, rewritten ones), one
+/// for new refusals, one for `last_seq`, one for the space versions.
 async fn write(tx: &Transaction<'_>, input: &PushInput, planned: &PushPlan) -> Result<(), Failed> {
-    if !planned.writes.is_empty() {
-        let n = planned.writes.len();
-        let (mut spaces, mut collections, mut ids) = (
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-        );
-        let (mut versions, mut docs, mut stamps, mut registers) = (
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-        );
-        for w in &planned.writes {
-            let (wire, register_versions) = plan::encode_record(&w.key, &w.record)?;
-            spaces.push(w.key.space.as_str());
-            collections.push(w.key.collection.as_str());
-            ids.push(w.key.id.as_str());
-            versions.push(w.record.version as i64);
-            docs.push(wire.doc);
-            stamps.push(wire.stamps);
-            registers.push(register_versions);
-        }
-        let stmt = tx
-            .prepare_cached(
-                "INSERT INTO ts_records (space, collection, id, version, doc, stamps, versions)
-                 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[],
-                                      $5::text[], $6::text[], $7::text[])
-                 ON CONFLICT (space, collection, id) DO UPDATE SET
-                     version = excluded.version, doc = excluded.doc,
-                     stamps = excluded.stamps, versions = excluded.versions",
-            )
-            .await
-            .context("write the records")?;
-        tx.execute(
-            &stmt,
-            &[
-                &spaces,
-                &collections,
-                &ids,
-                &versions,
-                &docs,
-                &stamps,
-                &registers,
-            ],
-        )
-        .await
-        .context("write the records")?;
-    }
+    let (new, stored): (Vec<&RecordWrite>, Vec<&RecordWrite>) =
+        planned.writes.iter().partition(|w| w.stored_at == 0);
+    write_records(tx, &new, INSERT_RECORDS).await?;
+    write_records(tx, &stored, UPSERT_RECORDS).await?;
     let id = input.client_id.as_str();
     if !planned.refusals.is_empty() {
         let seqs: Vec<i64> = planned.refusals.iter().map(|r| r.seq as i64).collect();
@@ -285,5 +292,54 @@ async fn write(tx: &Transaction<'_>, input: &PushInput, planned: &PushPlan) -> R
             .await
             .context("bump the space versions")?;
     }
+    Ok(())
+}
+
+/// Writes `writes` (if any) with `sql`, one array parameter per column.
+async fn write_records(
+    tx: &Transaction<'_>,
+    writes: &[&RecordWrite],
+    sql: &str,
+) -> Result<(), Failed> {
+    if writes.is_empty() {
+        return Ok(());
+    }
+    let n = writes.len();
+    let (mut spaces, mut collections, mut ids) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    let (mut versions, mut docs, mut stamps, mut registers) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    for w in writes {
+        let (wire, register_versions) = plan::encode_record(&w.key, &w.record)?;
+        spaces.push(w.key.space.as_str());
+        collections.push(w.key.collection.as_str());
+        ids.push(w.key.id.as_str());
+        versions.push(w.record.version as i64);
+        docs.push(wire.doc);
+        stamps.push(wire.stamps);
+        registers.push(register_versions);
+    }
+    let stmt = tx.prepare_cached(sql).await.context("write the records")?;
+    tx.execute(
+        &stmt,
+        &[
+            &spaces,
+            &collections,
+            &ids,
+            &versions,
+            &docs,
+            &stamps,
+            &registers,
+        ],
+    )
+    .await
+    .context("write the records")?;
     Ok(())
 }
