@@ -1,6 +1,7 @@
 //! `tidesync`: run the sync server (`tidesync serve`), issue API tokens (`tidesync token
-//! create`), watch the whole offline-to-online story (`tidesync demo`), and inspect or sync a
-//! client database (`tidesync client`).
+//! create`), move an embedded server's data into PostgreSQL (`tidesync migrate-storage`),
+//! watch the whole offline-to-online story (`tidesync demo`), and inspect or sync a client
+//! database (`tidesync client`).
 //!
 //! Errors end the process with one line on stderr (`error: ...`) and exit code 1; bad flags
 //! give one `error: ...` line too, with exit code 2. This is the only crate that uses
@@ -9,6 +10,7 @@
 
 mod client;
 mod demo;
+mod migrate;
 mod serve;
 mod table;
 mod time;
@@ -60,6 +62,9 @@ enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// Copy an embedded server's data (its --data-dir) into an empty PostgreSQL database, so
+    /// clients carry on with their cursors against `serve --database-url`.
+    MigrateStorage(migrate::MigrateArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -74,6 +79,46 @@ struct DataDir {
     /// Where the server keeps its database.
     #[arg(long = "data-dir", env = "TIDESYNC_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
     path: PathBuf,
+}
+
+/// The PostgreSQL flag shared by `serve` and `token create`. Its `Debug` hides the URL (it
+/// may hold a password).
+#[derive(Clone, clap::Args)]
+struct DatabaseUrl {
+    /// Keep the server's data in PostgreSQL instead of the SQLite file in --data-dir:
+    /// postgres://USER[:PASSWORD]@HOST:PORT/DATABASE (add ?options=-csearch_path%3DSCHEMA for
+    /// a schema of its own). --data-dir is then ignored.
+    #[arg(
+        long = "database-url",
+        env = "TIDESYNC_DATABASE_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    url: Option<String>,
+}
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let shown = self.url.as_ref().map(|_| "<hidden>");
+        f.debug_struct("DatabaseUrl").field("url", &shown).finish()
+    }
+}
+
+impl DatabaseUrl {
+    /// The URL, if one was given (an empty environment variable counts as none).
+    fn get(&self) -> Option<&str> {
+        self.url.as_deref().filter(|u| !u.trim().is_empty())
+    }
+}
+
+/// A storage error's message without the "storage unavailable:" prefix: the CLI's own
+/// `error:` line says it already.
+fn storage_message(e: tidesync_server::storage::StorageError) -> String {
+    use tidesync_server::storage::StorageError;
+    match e {
+        StorageError::Unavailable(m) | StorageError::Internal(m) => m,
+        other => other.to_string(),
+    }
 }
 
 impl DataDir {
@@ -96,7 +141,7 @@ fn main() -> ExitCode {
     let default_level = match cli.command {
         Command::Serve(_) => "info",
         Command::Demo(_) => "error",
-        Command::Token { .. } | Command::Client(_) => "off",
+        Command::Token { .. } | Command::Client(_) | Command::MigrateStorage(_) => "off",
     };
     init_logging(cli.log_format, default_level);
     let result = match cli.command {
@@ -106,14 +151,24 @@ fn main() -> ExitCode {
         Command::Token {
             command: TokenCommand::Create(args),
         } => token::create(args),
+        Command::MigrateStorage(args) => migrate::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", one_line(&format!("{err:#}")));
             ExitCode::FAILURE
         }
     }
+}
+
+/// `text` on one line: a database's DETAIL and HINT lines are joined with "; ".
+fn one_line(text: &str) -> String {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// Help and version go out as clap prints them; any other flag error becomes one line.

@@ -1,19 +1,23 @@
-//! `tidesync token create`: issue an API token straight into the database file (the server
-//! may be running; SQLite serializes the write).
+//! `tidesync token create`: issue an API token straight into the server's database, the
+//! SQLite file in `--data-dir` or PostgreSQL with `--database-url` (the server may be
+//! running: SQLite serializes the write, PostgreSQL nodes read tokens from the database).
 
-use anyhow::{bail, Context};
+use anyhow::{anyhow, bail, Context};
 use clap::Args;
 use tidesync_protocol::SpaceName;
 use tidesync_server::auth::Grants;
+use tidesync_server::storage::postgres::PostgresStorage;
 use tidesync_server::storage::sqlite::SqliteStorage;
 
-use crate::DataDir;
+use crate::{storage_message, DataDir, DatabaseUrl};
 
 /// Flags of `tidesync token create`.
 #[derive(Debug, Args)]
 pub struct CreateArgs {
     #[command(flatten)]
     data_dir: DataDir,
+    #[command(flatten)]
+    database_url: DatabaseUrl,
     /// The user the token acts for.
     #[arg(long)]
     user: String,
@@ -30,14 +34,27 @@ pub fn create(args: CreateArgs) -> anyhow::Result<()> {
     if args.spaces.is_empty() && args.read_only_spaces.is_empty() {
         bail!("give the token at least one --space or --read-only-space");
     }
-    let database = args.data_dir.database()?;
     let grants = Grants {
         user: args.user,
         read: args.read_only_spaces.into_iter().collect(),
         write: args.spaces.into_iter().collect(),
     };
-    let token = SqliteStorage::create_token_at(&database, &grants)
-        .with_context(|| format!("cannot create a token in {}", database.display()))?;
+    let token = match args.database_url.get() {
+        Some(url) => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            runtime
+                .block_on(PostgresStorage::create_token_at(url, &grants))
+                .map_err(|e| anyhow!("cannot create a token: {}", storage_message(e)))?
+        }
+        None => {
+            let database = args.data_dir.database()?;
+            SqliteStorage::create_token_at(&database, &grants)
+                .with_context(|| format!("cannot create a token in {}", database.display()))?
+        }
+    };
     let list = |spaces: &std::collections::BTreeSet<SpaceName>| {
         let names: Vec<&str> = spaces.iter().map(SpaceName::as_str).collect();
         if names.is_empty() {

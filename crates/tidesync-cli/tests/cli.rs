@@ -13,6 +13,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_tidesync");
 
 fn tidesync(args: &[&str]) -> Output {
     Command::new(BIN)
+        .env_remove("TIDESYNC_DATABASE_URL")
         .args(args)
         .env_remove("TIDESYNC_DATA_DIR")
         .output()
@@ -84,6 +85,7 @@ async fn token_create_then_serve_then_push_then_sigterm() {
     let port = free_port();
     let mut server = Server(
         Command::new(BIN)
+            .env_remove("TIDESYNC_DATABASE_URL")
             .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
             .args(["--policy", "accounts=strict", "--default-policy", "lww"])
             .env("TIDESYNC_DATA_DIR", &data_dir)

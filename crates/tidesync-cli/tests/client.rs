@@ -444,7 +444,7 @@ fn query_watch_prints_each_new_result_as_other_processes_write() {
         "user:alice/todos/a",
         r#"{"done":false}"#,
     ]));
-    let mut watcher = std::process::Command::new(BIN)
+    let mut watcher = common::command()
         .args([
             "client",
             "--db",

@@ -240,6 +240,7 @@ struct ServerProcess {
 
 fn start_server(data: &Path, port: u16, log: &Path) -> ServerProcess {
     let mut child = Command::new(BIN)
+        .env_remove("TIDESYNC_DATABASE_URL")
         .args([
             "serve",
             "--data-dir",
@@ -620,6 +621,7 @@ fn free_port() -> u16 {
 
 fn token(data: &Path) -> String {
     let out = Command::new(BIN)
+        .env_remove("TIDESYNC_DATABASE_URL")
         .args(["token", "create", "--data-dir", data.to_str().unwrap()])
         .args(["--user", "looper", "--space", SPACE])
         .env_remove("TIDESYNC_DATA_DIR")

@@ -7,17 +7,26 @@ use std::process::{Child, Command, Output, Stdio};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_tidesync");
 
+/// `tidesync` with no tidesync environment inherited (a developer's
+/// `TIDESYNC_DATABASE_URL` must not redirect a test to PostgreSQL).
+pub fn command() -> Command {
+    let mut command = Command::new(BIN);
+    for var in [
+        "TIDESYNC_DATA_DIR",
+        "TIDESYNC_DATABASE_URL",
+        "TIDESYNC_CLIENT_DB",
+        "TIDESYNC_SERVER",
+        "TIDESYNC_TOKEN",
+        "RUST_LOG",
+    ] {
+        command.env_remove(var);
+    }
+    command
+}
+
 /// Runs `tidesync args...` with no inherited tidesync environment.
 pub fn tidesync(args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .env_remove("TIDESYNC_DATA_DIR")
-        .env_remove("TIDESYNC_CLIENT_DB")
-        .env_remove("TIDESYNC_SERVER")
-        .env_remove("TIDESYNC_TOKEN")
-        .env_remove("RUST_LOG")
-        .output()
-        .expect("run tidesync")
+    command().args(args).output().expect("run tidesync")
 }
 
 pub fn stdout(out: &Output) -> String {
@@ -91,7 +100,7 @@ pub struct Server {
 
 impl Server {
     pub fn start(data_dir: &Path) -> Server {
-        let mut child = Command::new(BIN)
+        let mut child = command()
             .args([
                 "serve",
                 "--data-dir",

@@ -23,6 +23,7 @@
 //! piece of node state is the HLC used to re-stamp mutations from clocks far in the future,
 //! which observes the stored stamps of every record it plans over.
 
+pub mod import;
 mod listen;
 mod pull;
 mod push;
@@ -115,7 +116,10 @@ impl PostgresStorage {
         let config = parse_url(url)?;
         let target = describe(&config);
         let unreachable = |e: tokio_postgres::Error| {
-            StorageError::Unavailable(format!("cannot connect to PostgreSQL at {target}: {e}"))
+            StorageError::Unavailable(format!(
+                "cannot connect to PostgreSQL at {target}: {}",
+                with_causes(&e)
+            ))
         };
         let (mut client, connection) = config.connect(NoTls).await.map_err(unreachable)?;
         let driver = tokio::spawn(connection);
@@ -219,8 +223,9 @@ impl PostgresStorage {
                 self.options.pool_wait, self.options.pool_size
             )),
             PoolError::Backend(e) => StorageError::Unavailable(format!(
-                "cannot connect to PostgreSQL at {}: {e}",
-                self.target
+                "cannot connect to PostgreSQL at {}: {}",
+                self.target,
+                with_causes(&e)
             )),
             PoolError::Closed => StorageError::Unavailable("the server is shutting down".into()),
             other => StorageError::Internal(format!("connection pool: {other}")),
@@ -415,11 +420,27 @@ pub(crate) fn storage_error(context: &str, e: &tokio_postgres::Error) -> Storage
             e.is_closed() || std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>())
         }
     };
+    let text = format!("PostgreSQL: {context}: {}", with_causes(e));
     if unavailable {
-        StorageError::Unavailable(format!("PostgreSQL: {context}: {e}"))
+        StorageError::Unavailable(text)
     } else {
-        StorageError::Internal(format!("PostgreSQL: {context}: {e}"))
+        StorageError::Internal(text)
     }
+}
+
+/// The error's text with its causes (tokio-postgres says "db error" and keeps PostgreSQL's
+/// own message, detail and hint in its source).
+pub(crate) fn with_causes(e: &tokio_postgres::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text = format!("{text}: {cause_text}");
+        }
+        source = cause.source();
+    }
+    text
 }
 
 /// [`storage_error`] as a closure for `map_err`.

@@ -79,7 +79,7 @@ async fn apply(
     clock: &Mutex<HlcClock>,
 ) -> Result<PushPlan, Failed> {
     let id = input.client_id.as_str();
-    let row = match lock_client(&tx, id).await? {
+    let row = match lock_client(tx, id).await? {
         Some(row) => Some(row),
         None => {
             // Registered inside the transaction: rolled back with it if the push is refused;
@@ -94,7 +94,7 @@ async fn apply(
             tx.execute(&insert, &[&id, &input.user])
                 .await
                 .context("register the client")?;
-            lock_client(&tx, id).await?
+            lock_client(tx, id).await?
         }
     };
     let standing = plan::standing(row, input)?;
