@@ -5,12 +5,15 @@
 //!
 //! - [`the_catalogue`]: one table of cases, run in order against one server through
 //!   `app().oneshot` (no socket), so damage from one case would show in the next.
-//! - The socket tests: a 100 MB body (declared and chunked), a `Content-Length` that lies,
-//!   slow-loris clients (headers or body one byte a second, or silence), and a header line
-//!   ended by a bare newline, against `tidesync_server::serve` on loopback.
 //! - The accepted-input tests: inputs that look hostile but are allowed by docs/protocol.md
 //!   (zero-width joiners and RTL marks in ids, NFC vs NFD, duplicate keys inside a document,
 //!   extreme but legal numbers, a clock stamp from the far future) and what they store.
+//! - The socket tests: a 100 MB body (declared and chunked), a `Content-Length` that lies,
+//!   slow-loris clients (headers or body one byte a second, or silence), and a header line
+//!   ended by a bare newline, against `tidesync_server::serve` on loopback.
+//!
+//! The catalogue and the accepted-input tests run on SQLite and on PostgreSQL
+//! (`sqlite::…`, `postgres::…`); the socket tests test the server loop, on SQLite only.
 //!
 //! Behaviour this file pins down (and docs/protocol.md states):
 //! - serde_json's recursion limit (128 levels, counting the request's own nesting) refuses a
@@ -33,7 +36,7 @@ use tidesync_server::{serve, Limits, MergeRules};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use common::{hlc, Reply, TestServer};
+use common::{hlc, on_both_backends, Backend, Reply, TestServer};
 
 /// Alice writes it; her client `c1` wrote seq 1 and 2 there.
 const ALICE: &str = "user:alice";
@@ -70,21 +73,14 @@ struct World {
 }
 
 impl World {
-    async fn new(limits: Limits) -> World {
-        let server = TestServer::with(limits, MergeRules::default());
+    /// The fixture on `backend`; `None` when PostgreSQL is asked for and not configured.
+    async fn new(backend: Backend, limits: Limits) -> Option<World> {
+        let server = TestServer::with_on(backend, limits, MergeRules::default()).await?;
         let alice = server.token("alice", &[ALICE, PROBE], &[SHARED, EMPTY]);
         let bob = server.token("bob", &[BOB, SHARED], &[]);
         let auditor = server.token("auditor", &[], &SPACES);
         let revoked = server.token("alice", &[ALICE], &[]);
-        let conn = rusqlite::Connection::open(server.storage.path()).expect("open");
-        let deleted = conn
-            .execute(
-                "DELETE FROM tokens WHERE hash = ?1",
-                [tidesync_server::auth::TokenHash::of(&revoked).0.to_vec()],
-            )
-            .expect("delete the token");
-        assert_eq!(deleted, 1);
-        drop(conn);
+        server.delete_token(&revoked);
         let mut world = World {
             server,
             alice,
@@ -130,7 +126,7 @@ impl World {
             .filter_map(|c| c["version"].as_u64())
             .max()
             .expect("alice wrote");
-        world
+        Some(world)
     }
 
     /// Everything a hostile request could have changed, the health probe's own space and
@@ -163,8 +159,9 @@ impl World {
             assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
             acked.push((client, reply.json["acked_through"].clone()));
         }
-        let probe_rows = [format!("{:?}", text(PROBE)), format!("{:?}", text("probe"))];
-        let tables = self
+        // Rows keyed by the probe's space or client (the key is the first column).
+        let probe_rows = [Some(PROBE.to_owned()), Some("probe".to_owned())];
+        let tables: Vec<(&'static str, Vec<Vec<Option<String>>>)> = self
             .server
             .dump_tables()
             .into_iter()
@@ -176,6 +173,12 @@ impl World {
                 (table, rows)
             })
             .collect();
+        assert!(
+            tables
+                .iter()
+                .any(|(table, rows)| *table == "records" && rows.len() >= 3),
+            "the table dump sees the fixture's records: {tables:?}"
+        );
         Snapshot {
             changes: reply.json["changes"].clone(),
             cursor: reply.json["cursor"].clone(),
@@ -217,26 +220,22 @@ impl World {
     }
 }
 
-fn text(s: &str) -> rusqlite::types::Value {
-    rusqlite::types::Value::Text(s.to_owned())
-}
-
 /// What "no data changed" compares.
 #[derive(Debug, PartialEq)]
 struct Snapshot {
     changes: Value,
     cursor: Value,
     acked: Vec<(&'static str, Value)>,
-    tables: Vec<(&'static str, Vec<Vec<String>>)>,
+    tables: Vec<(&'static str, Vec<Vec<Option<String>>>)>,
 }
 
 impl Snapshot {
-    /// Without the server's persisted clock, which every legitimate write moves: for
-    /// comparisons across the health probe's concurrent pushes.
+    /// Without the server's persisted clock (SQLite's `meta` row `hlc`), which every
+    /// legitimate write moves: for comparisons across the health probe's concurrent pushes.
     fn without_clock(mut self) -> Snapshot {
         for (table, rows) in &mut self.tables {
             if *table == "meta" {
-                rows.retain(|row| row[0] != format!("{:?}", text("hlc")));
+                rows.retain(|row| row[0].as_deref() != Some("hlc"));
             }
         }
         self
@@ -1176,9 +1175,10 @@ fn catalogue() -> Vec<Case> {
     .collect()
 }
 
-#[tokio::test]
-async fn the_catalogue() {
-    let mut world = World::new(Limits::default()).await;
+async fn the_catalogue(backend: Backend) {
+    let Some(mut world) = World::new(backend, Limits::default()).await else {
+        return;
+    };
     let cases = catalogue();
     assert!(cases.len() >= 50, "{} cases", cases.len());
     let mut names = std::collections::BTreeSet::new();
@@ -1229,9 +1229,12 @@ fn short(reply: &Reply) -> String {
 
 // ---- inputs that look hostile but are allowed -------------------------------------------
 
-#[tokio::test]
-async fn unicode_ids_the_rules_allow_are_stored_verbatim_and_nfc_nfd_stay_distinct() {
-    let mut world = World::new(Limits::default()).await;
+async fn unicode_ids_the_rules_allow_are_stored_verbatim_and_nfc_nfd_stay_distinct(
+    backend: Backend,
+) {
+    let Some(mut world) = World::new(backend, Limits::default()).await else {
+        return;
+    };
     let ids = [
         "\u{e9}t\u{e9}",                        // "été", NFC
         "e\u{301}te\u{301}",                    // "été", NFD: another id
@@ -1293,9 +1296,10 @@ async fn unicode_ids_the_rules_allow_are_stored_verbatim_and_nfc_nfd_stay_distin
     world.assert_healthy("unicode ids").await;
 }
 
-#[tokio::test]
-async fn duplicate_keys_inside_a_document_keep_the_last_value() {
-    let mut world = World::new(Limits::default()).await;
+async fn duplicate_keys_inside_a_document_keep_the_last_value(backend: Backend) {
+    let Some(mut world) = World::new(backend, Limits::default()).await else {
+        return;
+    };
     let body = splice(
         &push_body("c1", vec![next_with("doc", json!(RAW))]),
         r#"{"a": 1, "b": 2, "a": 3}"#,
@@ -1308,9 +1312,10 @@ async fn duplicate_keys_inside_a_document_keep_the_last_value() {
     world.assert_healthy("duplicate keys").await;
 }
 
-#[tokio::test]
-async fn extreme_legal_values_are_stored_and_a_far_future_clock_does_not_win() {
-    let mut world = World::new(Limits::default()).await;
+async fn extreme_legal_values_are_stored_and_a_far_future_clock_does_not_win(backend: Backend) {
+    let Some(mut world) = World::new(backend, Limits::default()).await else {
+        return;
+    };
     // The deepest document allowed: the doc object plus 63 levels (`Limits::max_doc_depth`,
     // docs/protocol.md). One level more is refused and changes nothing.
     let deepest = Limits::default().max_doc_depth - 1;
@@ -1365,7 +1370,16 @@ async fn extreme_legal_values_are_stored_and_a_far_future_clock_does_not_win() {
     world.assert_healthy("extreme values").await;
 }
 
-// ---- real sockets -------------------------------------------------------------------------
+// The catalogue and the accepted inputs run on both backends: what is stored, and that
+// nothing changes, is the storage's business.
+on_both_backends! {
+    the_catalogue,
+    unicode_ids_the_rules_allow_are_stored_verbatim_and_nfc_nfd_stay_distinct,
+    duplicate_keys_inside_a_document_keep_the_last_value,
+    extreme_legal_values_are_stored_and_a_far_future_clock_does_not_win,
+}
+
+// ---- real sockets (SQLite only: they test the server loop, not storage) -------------------
 
 /// [`World`] served on a loopback socket by `tidesync_server::serve`.
 struct Live {
@@ -1377,7 +1391,10 @@ struct Live {
 
 impl Live {
     async fn start(limits: Limits) -> Live {
-        let world = World::new(limits).await;
+        // The socket tests are about the server loop, not storage: SQLite only.
+        let world = World::new(Backend::Sqlite, limits)
+            .await
+            .expect("SQLite is always there");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");

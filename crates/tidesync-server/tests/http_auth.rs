@@ -1,17 +1,21 @@
 //! Authentication (401) and space permissions (403): a user never reads, writes or gets
 //! pokes for another user's space.
+//!
+//! Each test runs on SQLite and on PostgreSQL (`sqlite::…`, `postgres::…`, see
+//! `common::on_both_backends`).
 
 mod common;
 
 use axum::body::Body;
 use axum::http::{header, Method, Request, StatusCode};
-use common::{push_body, put, TestServer};
+use common::{on_both_backends, push_body, put, Backend, TestServer};
 use serde_json::json;
 use tower::ServiceExt;
 
-#[tokio::test]
-async fn missing_malformed_and_unknown_tokens_are_401_with_a_challenge() {
-    let server = TestServer::new();
+async fn missing_malformed_and_unknown_tokens_are_401_with_a_challenge(backend: Backend) {
+    let Some(server) = TestServer::new_on(backend).await else {
+        return;
+    };
     let alice = server.token("alice", &["user:alice"], &[]);
     let body = push_body(
         "c1",
@@ -76,9 +80,10 @@ async fn missing_malformed_and_unknown_tokens_are_401_with_a_challenge() {
     assert_eq!(response.status(), StatusCode::OK);
 }
 
-#[tokio::test]
-async fn cross_user_reads_writes_and_streams_are_403() {
-    let server = TestServer::new();
+async fn cross_user_reads_writes_and_streams_are_403(backend: Backend) {
+    let Some(server) = TestServer::new_on(backend).await else {
+        return;
+    };
     let alice = server.token("alice", &["user:alice"], &["team:1"]);
     let bob = server.token("bob", &["user:bob", "team:1"], &[]);
     let seed = vec![put(
@@ -148,4 +153,9 @@ async fn cross_user_reads_writes_and_streams_are_403() {
     );
     let visible = server.pull_all(&alice, &["team:1"]).await;
     assert_eq!(visible.len(), 1);
+}
+
+on_both_backends! {
+    missing_malformed_and_unknown_tokens_are_401_with_a_challenge,
+    cross_user_reads_writes_and_streams_are_403,
 }

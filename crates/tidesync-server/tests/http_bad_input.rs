@@ -1,10 +1,13 @@
 //! Every class of bad input gets its 4xx with a JSON `{code, message}`, and changes nothing.
+//!
+//! Each test runs on SQLite and on PostgreSQL (`sqlite::…`, `postgres::…`, see
+//! `common::on_both_backends`).
 
 mod common;
 
 use axum::body::Body;
 use axum::http::{header, Method, StatusCode};
-use common::{push_body, put, Reply, TestServer};
+use common::{on_both_backends, push_body, put, Backend, Reply, TestServer};
 use serde_json::{json, Value};
 use tidesync_server::{Limits, MergeRules};
 
@@ -21,15 +24,15 @@ fn limits() -> Limits {
 }
 
 /// A server where alice already wrote one record (so "nothing changed" is visible).
-async fn server() -> (TestServer, String) {
-    let server = TestServer::with(limits(), MergeRules::default());
+async fn server(backend: Backend) -> Option<(TestServer, String)> {
+    let server = TestServer::with_on(backend, limits(), MergeRules::default()).await?;
     let token = server.token("alice", &[SPACE], &["shared"]);
     let first = vec![put(1, 1, SPACE, "todos", "t1", json!({"title": "milk"}))];
     assert_eq!(
         server.push(&token, "c1", first).await.status,
         StatusCode::OK
     );
-    (server, token)
+    Some((server, token))
 }
 
 /// Asserts the server still holds exactly alice's first write and `c1` is at seq 1.
@@ -59,9 +62,10 @@ fn next(seq: u64) -> Value {
     )
 }
 
-#[tokio::test]
-async fn malformed_json_is_400_malformed_request_with_the_position() {
-    let (server, token) = server().await;
+async fn malformed_json_is_400_malformed_request_with_the_position(backend: Backend) {
+    let Some((server, token)) = server(backend).await else {
+        return;
+    };
     for body in ["{\"client_id\": \"c1\", ", "", "not json", "[1, 2]"] {
         let reply = raw(&server, "/v1/push", &token, body).await;
         reply.assert_error(400, "malformed_request");
@@ -75,9 +79,10 @@ async fn malformed_json_is_400_malformed_request_with_the_position() {
     assert_unchanged(&server, &token).await;
 }
 
-#[tokio::test]
-async fn wrong_types_and_missing_fields_are_400_malformed_request() {
-    let (server, token) = server().await;
+async fn wrong_types_and_missing_fields_are_400_malformed_request(backend: Backend) {
+    let Some((server, token)) = server(backend).await else {
+        return;
+    };
     let mut wrong_seq = next(2);
     wrong_seq["seq"] = json!("two");
     let mut negative = next(2);
@@ -122,9 +127,10 @@ async fn wrong_types_and_missing_fields_are_400_malformed_request() {
     assert_unchanged(&server, &token).await;
 }
 
-#[tokio::test]
-async fn an_unknown_protocol_is_400_unsupported_protocol() {
-    let (server, token) = server().await;
+async fn an_unknown_protocol_is_400_unsupported_protocol(backend: Backend) {
+    let Some((server, token)) = server(backend).await else {
+        return;
+    };
     let mut body = push_body("c1", vec![next(2)]);
     body["protocol"] = json!(2);
     server
@@ -142,9 +148,10 @@ async fn an_unknown_protocol_is_400_unsupported_protocol() {
     assert_unchanged(&server, &token).await;
 }
 
-#[tokio::test]
-async fn oversized_bodies_batches_and_documents_are_413_too_large() {
-    let (server, token) = server().await;
+async fn oversized_bodies_batches_and_documents_are_413_too_large(backend: Backend) {
+    let Some((server, token)) = server(backend).await else {
+        return;
+    };
     // Body over max_body_bytes (64 KiB), even though every single doc would fit.
     let huge = push_body(
         "c1",
@@ -194,9 +201,10 @@ async fn oversized_bodies_batches_and_documents_are_413_too_large() {
     assert_unchanged(&server, &token).await;
 }
 
-#[tokio::test]
-async fn a_body_streamed_without_content_length_is_still_limited() {
-    let (server, token) = server().await;
+async fn a_body_streamed_without_content_length_is_still_limited(backend: Backend) {
+    let Some((server, token)) = server(backend).await else {
+        return;
+    };
     let chunks: Vec<Result<String, std::io::Error>> =
         (0..100).map(|_| Ok("x".repeat(1024))).collect();
     let body = Body::from_stream(futures::stream::iter(chunks));
@@ -207,9 +215,10 @@ async fn a_body_streamed_without_content_length_is_still_limited() {
     assert_unchanged(&server, &token).await;
 }
 
-#[tokio::test]
-async fn names_and_ids_that_break_their_rules_are_400_invalid_input() {
-    let (server, token) = server().await;
+async fn names_and_ids_that_break_their_rules_are_400_invalid_input(backend: Backend) {
+    let Some((server, token)) = server(backend).await else {
+        return;
+    };
     let mut bad_id = next(2);
     bad_id["id"] = json!("tab\there");
     let mut empty_id = next(2);
@@ -250,9 +259,10 @@ async fn names_and_ids_that_break_their_rules_are_400_invalid_input() {
     assert_unchanged(&server, &token).await;
 }
 
-#[tokio::test]
-async fn bad_sequences_and_split_transactions_are_400_invalid_input() {
-    let (server, token) = server().await;
+async fn bad_sequences_and_split_transactions_are_400_invalid_input(backend: Backend) {
+    let Some((server, token)) = server(backend).await else {
+        return;
+    };
     let skip = vec![next(2), next(4)];
     let backwards = vec![next(3), next(2)];
     let repeated = vec![next(2), next(2)];
@@ -269,9 +279,10 @@ async fn bad_sequences_and_split_transactions_are_400_invalid_input() {
     assert_unchanged(&server, &token).await;
 }
 
-#[tokio::test]
-async fn pull_space_lists_must_be_non_empty_and_without_duplicates() {
-    let (server, token) = server().await;
+async fn pull_space_lists_must_be_non_empty_and_without_duplicates(backend: Backend) {
+    let Some((server, token)) = server(backend).await else {
+        return;
+    };
     for spaces in [json!([]), json!([SPACE, SPACE])] {
         server
             .post(
@@ -285,9 +296,10 @@ async fn pull_space_lists_must_be_non_empty_and_without_duplicates() {
     assert_unchanged(&server, &token).await;
 }
 
-#[tokio::test]
-async fn unknown_routes_are_404_and_wrong_methods_405_as_json() {
-    let (server, token) = server().await;
+async fn unknown_routes_are_404_and_wrong_methods_405_as_json(backend: Backend) {
+    let Some((server, token)) = server(backend).await else {
+        return;
+    };
     let reply = raw(&server, "/v2/push", &token, "{}").await;
     reply.assert_error(404, "not_found");
     let reply = server.call(Method::GET, "/nope", None, Body::empty()).await;
@@ -303,9 +315,10 @@ async fn unknown_routes_are_404_and_wrong_methods_405_as_json() {
     assert_unchanged(&server, &token).await;
 }
 
-#[tokio::test]
-async fn a_missing_content_type_is_tolerated() {
-    let (server, token) = server().await;
+async fn a_missing_content_type_is_tolerated(backend: Backend) {
+    let Some((server, token)) = server(backend).await else {
+        return;
+    };
     let request = axum::http::Request::builder()
         .method(Method::POST)
         .uri("/v1/push")
@@ -316,4 +329,17 @@ async fn a_missing_content_type_is_tolerated() {
         .await
         .expect("infallible");
     assert_eq!(response.status(), StatusCode::OK);
+}
+
+on_both_backends! {
+    malformed_json_is_400_malformed_request_with_the_position,
+    wrong_types_and_missing_fields_are_400_malformed_request,
+    an_unknown_protocol_is_400_unsupported_protocol,
+    oversized_bodies_batches_and_documents_are_413_too_large,
+    a_body_streamed_without_content_length_is_still_limited,
+    names_and_ids_that_break_their_rules_are_400_invalid_input,
+    bad_sequences_and_split_transactions_are_400_invalid_input,
+    pull_space_lists_must_be_non_empty_and_without_duplicates,
+    unknown_routes_are_404_and_wrong_methods_405_as_json,
+    a_missing_content_type_is_tolerated,
 }

@@ -1,4 +1,7 @@
 //! `GET /v1/events`: pokes, filtering by space, the stream limit, disconnect and shutdown.
+//!
+//! Each test runs on SQLite and on PostgreSQL (`sqlite::…`, `postgres::…`, see
+//! `common::on_both_backends`).
 
 mod common;
 
@@ -7,7 +10,7 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::{header, Method, Request, StatusCode};
 use axum::response::Response;
-use common::{put, SseReader, TestServer};
+use common::{on_both_backends, put, Backend, SseReader, TestServer};
 use serde_json::json;
 use tidesync_server::{Limits, MergeRules};
 use tower::ServiceExt;
@@ -33,9 +36,10 @@ fn poke(space: &str) -> Option<(String, String)> {
     Some(("poke".to_owned(), space.to_owned()))
 }
 
-#[tokio::test]
-async fn a_subscriber_is_poked_for_its_spaces_only() {
-    let server = TestServer::new();
+async fn a_subscriber_is_poked_for_its_spaces_only(backend: Backend) {
+    let Some(server) = TestServer::new_on(backend).await else {
+        return;
+    };
     let alice = server.token("alice", &["user:alice", "shared"], &[]);
     let bob = server.token("bob", &["user:bob"], &[]);
     let response = open(&server, &alice, "user:alice").await;
@@ -78,9 +82,10 @@ async fn a_subscriber_is_poked_for_its_spaces_only() {
     );
 }
 
-#[tokio::test]
-async fn on_connect_every_space_with_changes_is_poked_once() {
-    let server = TestServer::new();
+async fn on_connect_every_space_with_changes_is_poked_once(backend: Backend) {
+    let Some(server) = TestServer::new_on(backend).await else {
+        return;
+    };
     let alice = server.token("alice", &["user:alice", "empty", "team:1"], &[]);
     let seed = vec![
         put(1, 1, "user:alice", "todos", "a", json!({})),
@@ -95,13 +100,14 @@ async fn on_connect_every_space_with_changes_is_poked_once() {
     assert!(events.try_next(Duration::from_millis(200)).await.is_err());
 }
 
-#[tokio::test]
-async fn the_stream_limit_answers_503_and_a_disconnect_frees_a_slot() {
+async fn the_stream_limit_answers_503_and_a_disconnect_frees_a_slot(backend: Backend) {
     let limits = Limits {
         max_event_streams: 1,
         ..Limits::default()
     };
-    let server = TestServer::with(limits, MergeRules::default());
+    let Some(server) = TestServer::with_on(backend, limits, MergeRules::default()).await else {
+        return;
+    };
     let alice = server.token("alice", &["user:alice"], &[]);
     let first = open(&server, &alice, "user:alice").await;
     assert_eq!(first.status(), StatusCode::OK);
@@ -139,9 +145,10 @@ async fn the_stream_limit_answers_503_and_a_disconnect_frees_a_slot() {
     );
 }
 
-#[tokio::test]
-async fn shutdown_ends_open_streams_and_refuses_new_ones() {
-    let server = TestServer::new();
+async fn shutdown_ends_open_streams_and_refuses_new_ones(backend: Backend) {
+    let Some(server) = TestServer::new_on(backend).await else {
+        return;
+    };
     let alice = server.token("alice", &["user:alice"], &[]);
     let response = open(&server, &alice, "user:alice").await;
     let mut events = SseReader::new(response.into_body());
@@ -158,9 +165,10 @@ async fn shutdown_ends_open_streams_and_refuses_new_ones() {
         .assert_error(503, "unavailable");
 }
 
-#[tokio::test]
-async fn bad_space_lists_are_400() {
-    let server = TestServer::new();
+async fn bad_space_lists_are_400(backend: Backend) {
+    let Some(server) = TestServer::new_on(backend).await else {
+        return;
+    };
     let alice = server.token("alice", &["user:alice"], &[]);
     for query in [
         "",
@@ -181,13 +189,14 @@ async fn bad_space_lists_are_400() {
     }
 }
 
-#[tokio::test]
-async fn heartbeats_keep_an_idle_stream_alive() {
+async fn heartbeats_keep_an_idle_stream_alive(backend: Backend) {
     let limits = Limits {
         heartbeat: Duration::from_millis(100),
         ..Limits::default()
     };
-    let server = TestServer::with(limits, MergeRules::default());
+    let Some(server) = TestServer::with_on(backend, limits, MergeRules::default()).await else {
+        return;
+    };
     let alice = server.token("alice", &["user:alice"], &[]);
     let response = open(&server, &alice, "user:alice").await;
     let mut body = response.into_body();
@@ -201,4 +210,13 @@ async fn heartbeats_keep_an_idle_stream_alive() {
     .expect("no error");
     let bytes = frame.into_data().expect("data");
     assert!(bytes.starts_with(b":"), "a comment line: {bytes:?}");
+}
+
+on_both_backends! {
+    a_subscriber_is_poked_for_its_spaces_only,
+    on_connect_every_space_with_changes_is_poked_once,
+    the_stream_limit_answers_503_and_a_disconnect_frees_a_slot,
+    shutdown_ends_open_streams_and_refuses_new_ones,
+    bad_space_lists_are_400,
+    heartbeats_keep_an_idle_stream_alive,
 }

@@ -1,4 +1,7 @@
 //! `POST /v1/pull` pagination while writes continue.
+//!
+//! Each test runs on SQLite and on PostgreSQL (`sqlite::…`, `postgres::…`, see
+//! `common::on_both_backends`).
 
 mod common;
 
@@ -6,14 +9,16 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use axum::http::StatusCode;
-use common::{put, TestServer};
+use common::{on_both_backends, put, Backend, TestServer};
 use serde_json::{json, Value};
 
 const SPACES: [&str; 2] = ["user:alice", "team:1"];
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pagination_returns_every_change_exactly_once_while_writes_continue() {
-    let server = Arc::new(TestServer::new());
+async fn pagination_returns_every_change_exactly_once_while_writes_continue(backend: Backend) {
+    let Some(server) = TestServer::new_on(backend).await else {
+        return;
+    };
+    let server = Arc::new(server);
     let token = server.token("alice", &SPACES, &[]);
 
     // The writer: 60 pushes of 3 mutations over 20 record ids, so records are rewritten
@@ -102,9 +107,10 @@ async fn pagination_returns_every_change_exactly_once_while_writes_continue() {
     }
 }
 
-#[tokio::test]
-async fn remaining_counts_down_and_the_limit_is_clamped() {
-    let server = TestServer::new();
+async fn remaining_counts_down_and_the_limit_is_clamped(backend: Backend) {
+    let Some(server) = TestServer::new_on(backend).await else {
+        return;
+    };
     let token = server.token("alice", &["user:alice"], &[]);
     let mutations = (1..=10)
         .map(|seq| {
@@ -154,9 +160,10 @@ async fn remaining_counts_down_and_the_limit_is_clamped() {
     assert_eq!(third["cursor"], json!({"user:alice": 10}));
 }
 
-#[tokio::test]
-async fn a_cursor_from_the_future_is_409_cursor_reset() {
-    let server = TestServer::new();
+async fn a_cursor_from_the_future_is_409_cursor_reset(backend: Backend) {
+    let Some(server) = TestServer::new_on(backend).await else {
+        return;
+    };
     let token = server.token("alice", &["user:alice"], &[]);
     server
         .post(
@@ -167,4 +174,10 @@ async fn a_cursor_from_the_future_is_409_cursor_reset() {
         )
         .await
         .assert_error(409, "cursor_reset");
+}
+
+on_both_backends! {
+    pagination_returns_every_change_exactly_once_while_writes_continue(flavor = "multi_thread", worker_threads = 2),
+    remaining_counts_down_and_the_limit_is_clamped,
+    a_cursor_from_the_future_is_409_cursor_reset,
 }

@@ -1,16 +1,20 @@
 //! `POST /v1/push` through the router: exactly-once, gaps, whole transactions.
+//!
+//! Each test runs on SQLite and on PostgreSQL (`sqlite::…`, `postgres::…`, see
+//! `common::on_both_backends`).
 
 mod common;
 
 use axum::http::StatusCode;
-use common::{put, put_on, TestServer};
+use common::{on_both_backends, put, put_on, Backend, TestServer};
 use serde_json::json;
 use tidesync_protocol::CollectionName;
 use tidesync_server::{Limits, MergeRules, Policies, Policy};
 
-#[tokio::test]
-async fn the_same_push_sent_twice_is_applied_once() {
-    let server = TestServer::new();
+async fn the_same_push_sent_twice_is_applied_once(backend: Backend) {
+    let Some(server) = TestServer::new_on(backend).await else {
+        return;
+    };
     let token = server.token("alice", &["user:alice"], &[]);
     let mutations = vec![
         put(1, 1, "user:alice", "todos", "t1", json!({"title": "milk"})),
@@ -35,9 +39,10 @@ async fn the_same_push_sent_twice_is_applied_once() {
     assert_eq!(max_version, Some(2), "the space moved once per mutation");
 }
 
-#[tokio::test]
-async fn an_empty_push_reports_how_far_the_server_is() {
-    let server = TestServer::new();
+async fn an_empty_push_reports_how_far_the_server_is(backend: Backend) {
+    let Some(server) = TestServer::new_on(backend).await else {
+        return;
+    };
     let token = server.token("alice", &["user:alice"], &[]);
     let empty = server.push(&token, "c1", vec![]).await;
     assert_eq!(empty.status, StatusCode::OK, "{}", empty.text);
@@ -48,9 +53,10 @@ async fn an_empty_push_reports_how_far_the_server_is() {
     assert_eq!(empty.json["acked_through"], 1);
 }
 
-#[tokio::test]
-async fn a_gap_is_refused_with_409_and_changes_nothing() {
-    let server = TestServer::new();
+async fn a_gap_is_refused_with_409_and_changes_nothing(backend: Backend) {
+    let Some(server) = TestServer::new_on(backend).await else {
+        return;
+    };
     let token = server.token("alice", &["user:alice"], &[]);
     let first = vec![put(1, 1, "user:alice", "todos", "t1", json!({"n": 1}))];
     assert_eq!(
@@ -72,8 +78,9 @@ async fn a_gap_is_refused_with_409_and_changes_nothing() {
     assert_eq!(acked.json["acked_through"], 1, "last_seq did not move");
 }
 
-#[tokio::test]
-async fn a_transaction_with_one_refused_mutation_is_rejected_whole_and_the_next_one_applies() {
+async fn a_transaction_with_one_refused_mutation_is_rejected_whole_and_the_next_one_applies(
+    backend: Backend,
+) {
     let policies = Policies {
         default: Policy::Lww,
         per_collection: [(
@@ -82,13 +89,18 @@ async fn a_transaction_with_one_refused_mutation_is_rejected_whole_and_the_next_
         )]
         .into(),
     };
-    let server = TestServer::with(
+    let Some(server) = TestServer::with_on(
+        backend,
         Limits::default(),
         MergeRules {
             policies,
             ..MergeRules::default()
         },
-    );
+    )
+    .await
+    else {
+        return;
+    };
     let token = server.token("alice", &["user:alice"], &[]);
     // Another device of alice's writes the account at version 1.
     let other = vec![put(
@@ -162,9 +174,10 @@ async fn a_transaction_with_one_refused_mutation_is_rejected_whole_and_the_next_
     );
 }
 
-#[tokio::test]
-async fn a_client_id_of_another_user_is_refused() {
-    let server = TestServer::new();
+async fn a_client_id_of_another_user_is_refused(backend: Backend) {
+    let Some(server) = TestServer::new_on(backend).await else {
+        return;
+    };
     let alice = server.token("alice", &["user:alice"], &[]);
     let bob = server.token("bob", &["user:bob"], &[]);
     let mine = vec![put(1, 1, "user:alice", "todos", "t1", json!({}))];
@@ -178,4 +191,12 @@ async fn a_client_id_of_another_user_is_refused() {
         .await
         .assert_error(403, "forbidden");
     assert!(server.pull_all(&bob, &["user:bob"]).await.is_empty());
+}
+
+on_both_backends! {
+    the_same_push_sent_twice_is_applied_once,
+    an_empty_push_reports_how_far_the_server_is,
+    a_gap_is_refused_with_409_and_changes_nothing,
+    a_transaction_with_one_refused_mutation_is_rejected_whole_and_the_next_one_applies,
+    a_client_id_of_another_user_is_refused,
 }

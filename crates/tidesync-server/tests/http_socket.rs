@@ -1,5 +1,8 @@
 //! The server over a real loopback socket (reqwest): a lost response retried, live pokes,
 //! graceful shutdown, `/healthz` and `/metrics`.
+//!
+//! Each test runs on SQLite and on PostgreSQL (`sqlite::…`, `postgres::…`, see
+//! `common::on_both_backends`).
 
 mod common;
 
@@ -13,13 +16,12 @@ use futures::StreamExt;
 use serde_json::{json, Value};
 use tidesync_protocol::{PullResponse, PushResponse, RawChange, SpaceName};
 use tidesync_server::auth::{Grants, TokenHash};
-use tidesync_server::storage::sqlite::SqliteStorage;
 use tidesync_server::storage::{Poke, PullInput, PushInput, Storage, StorageError};
 use tidesync_server::{serve, AppState, Limits, MergeRules};
 use tokio::sync::{oneshot, Notify};
 use tokio::task::JoinHandle;
 
-use common::{grants, push_body, put};
+use common::{on_both_backends, push_body, put, Backend, Store};
 
 /// When the wrapped storage holds a push.
 #[derive(Debug, Clone, Copy)]
@@ -32,9 +34,9 @@ enum Hold {
     AfterCommit,
 }
 
-/// A storage seam: SQLite, with a push that can be held before or after its commit.
+/// A storage seam: either backend, with a push that can be held before or after its commit.
 struct Hooked {
-    inner: Arc<SqliteStorage>,
+    inner: Arc<dyn Storage>,
     hold: Hold,
     held: AtomicBool,
     /// Notified when the held push reached its hold point.
@@ -91,19 +93,15 @@ struct Running {
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<std::io::Result<()>>,
     http: reqwest::Client,
-    _dir: tempfile::TempDir,
+    _store: Store,
 }
 
-async fn start(hold: Hold) -> Running {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let sqlite = Arc::new(
-        SqliteStorage::open(&dir.path().join("server.db"), MergeRules::default()).expect("open"),
-    );
-    let token = sqlite
-        .create_token(&grants("alice", &["user:alice"], &[]))
-        .expect("token");
+/// `None` when PostgreSQL is asked for and not configured.
+async fn start(backend: Backend, hold: Hold) -> Option<Running> {
+    let store = Store::open(backend, MergeRules::default()).await?;
+    let token = store.token("alice", &["user:alice"], &[]);
     let hooks = Arc::new(Hooked {
-        inner: sqlite,
+        inner: store.storage.clone(),
         hold,
         held: AtomicBool::new(false),
         reached: Notify::new(),
@@ -118,7 +116,7 @@ async fn start(hold: Hold) -> Running {
     let task = tokio::spawn(serve(listener, state, async move {
         let _ = stopped.await;
     }));
-    Running {
+    Some(Running {
         base: format!("http://{addr}"),
         addr,
         token,
@@ -126,8 +124,8 @@ async fn start(hold: Hold) -> Running {
         stop: Some(stop),
         task,
         http: reqwest::Client::new(),
-        _dir: dir,
-    }
+        _store: store,
+    })
 }
 
 impl Running {
@@ -156,9 +154,10 @@ impl Running {
     }
 }
 
-#[tokio::test]
-async fn a_response_lost_after_commit_then_retried_is_applied_once() {
-    let server = start(Hold::AfterCommit).await;
+async fn a_response_lost_after_commit_then_retried_is_applied_once(backend: Backend) {
+    let Some(server) = start(backend, Hold::AfterCommit).await else {
+        return;
+    };
     let body = push_body(
         "c1",
         vec![put(1, 1, "user:alice", "todos", "t1", json!({"n": 1}))],
@@ -200,9 +199,10 @@ async fn a_response_lost_after_commit_then_retried_is_applied_once() {
     server.hooks.release.notify_one();
 }
 
-#[tokio::test]
-async fn graceful_shutdown_lets_an_in_flight_push_finish_and_ends_event_streams() {
-    let mut server = start(Hold::BeforeCommit).await;
+async fn graceful_shutdown_lets_an_in_flight_push_finish_and_ends_event_streams(backend: Backend) {
+    let Some(mut server) = start(backend, Hold::BeforeCommit).await else {
+        return;
+    };
     let events = server
         .http
         .get(format!("{}/v1/events?spaces=user:alice", server.base))
@@ -274,9 +274,10 @@ async fn graceful_shutdown_lets_an_in_flight_push_finish_and_ends_event_streams(
     );
 }
 
-#[tokio::test]
-async fn pokes_arrive_over_the_socket() {
-    let server = start(Hold::Never).await;
+async fn pokes_arrive_over_the_socket(backend: Backend) {
+    let Some(server) = start(backend, Hold::Never).await else {
+        return;
+    };
     let events = server
         .http
         .get(format!("{}/v1/events?spaces=user:alice", server.base))
@@ -303,9 +304,10 @@ async fn pokes_arrive_over_the_socket() {
     assert_eq!(text, "event: poke\ndata: user:alice\n\n");
 }
 
-#[tokio::test]
-async fn healthz_and_metrics_respond() {
-    let server = start(Hold::Never).await;
+async fn healthz_and_metrics_respond(backend: Backend) {
+    let Some(server) = start(backend, Hold::Never).await else {
+        return;
+    };
     let health = server
         .http
         .get(format!("{}/healthz", server.base))
@@ -361,4 +363,11 @@ async fn healthz_and_metrics_respond() {
     ] {
         assert!(text.contains(line), "{line} missing from\n{text}");
     }
+}
+
+on_both_backends! {
+    a_response_lost_after_commit_then_retried_is_applied_once,
+    graceful_shutdown_lets_an_in_flight_push_finish_and_ends_event_streams,
+    pokes_arrive_over_the_socket,
+    healthz_and_metrics_respond,
 }

@@ -1,7 +1,15 @@
-//! The SQLite storage against its contract (storage/mod.rs), without HTTP.
+//! The storage contract (storage/mod.rs), without HTTP, on every backend.
+//!
+//! Each contract test is written once, as `async fn name(backend: Backend)`, and
+//! [`contract!`] makes two tests of it: `sqlite::name` (a fresh file in a temporary
+//! directory) and `postgres::name` (a fresh schema in the database named by
+//! `TIDESYNC_TEST_DATABASE_URL`; without it the test passes without running, and the test
+//! binary says so once). What only SQLite has (its file, its synchronous engine) is tested
+//! in [`sqlite_only`].
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,9 +18,155 @@ use tidesync_protocol::{
     ClientId, CollectionName, Cursor, Doc, ErrorCode, Hlc, Mutation, Op, PullResponse, PushOutcome,
     RecordKey, SpaceName, Winner,
 };
+use tidesync_server::auth::Grants;
+use tidesync_server::storage::postgres::PostgresStorage;
 use tidesync_server::storage::sqlite::SqliteStorage;
 use tidesync_server::storage::{PullInput, PushInput, Storage, StorageError};
 use tidesync_server::{MergeRules, Policies, Policy};
+use tidesync_testkit::TestDatabase;
+
+/// For each `async fn name(backend: Backend)` listed, `sqlite::name` and `postgres::name`.
+macro_rules! contract {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name(super::Backend::Sqlite).await;
+                }
+            )*
+        }
+        // Multi-threaded: the schema is dropped, blocking, when the test ends; the pool's
+        // connection tasks keep running on the workers meanwhile, so nothing they still
+        // have to send (a ROLLBACK that releases locks) waits for the blocked thread.
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Backend::Postgres).await;
+                }
+            )*
+        }
+    };
+}
+
+/// Which backend a contract test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A storage under test over a fresh database, which lives as long as this.
+struct Server {
+    storage: Arc<dyn Storage>,
+    home: Home,
+}
+
+// Field order matters: the storage (for PostgreSQL, its pool) goes before its database.
+enum Home {
+    Sqlite {
+        storage: Arc<SqliteStorage>,
+        path: PathBuf,
+        _dir: tempfile::TempDir,
+    },
+    Postgres {
+        storage: Arc<PostgresStorage>,
+        db: TestDatabase,
+    },
+}
+
+impl Server {
+    /// A fresh storage on `backend` with `rules`; `None` for PostgreSQL when no test
+    /// database is configured.
+    async fn open(backend: Backend, rules: MergeRules) -> Option<Server> {
+        Some(match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().unwrap();
+                let path = dir.path().join("server.db");
+                let storage = Arc::new(SqliteStorage::open(&path, rules).unwrap());
+                Server {
+                    storage: storage.clone(),
+                    home: Home::Sqlite {
+                        storage,
+                        path,
+                        _dir: dir,
+                    },
+                }
+            }
+            Backend::Postgres => {
+                let db = TestDatabase::create("storage")?;
+                let storage = Arc::new(PostgresStorage::connect(db.url(), rules).await.unwrap());
+                Server {
+                    storage: storage.clone(),
+                    home: Home::Postgres { storage, db },
+                }
+            }
+        })
+    }
+
+    /// Another storage over the same data, as after a restart of the server: the SQLite
+    /// file opened again, or a new connection to the same PostgreSQL schema.
+    async fn reopen(&self, rules: MergeRules) -> Box<dyn Storage> {
+        match &self.home {
+            Home::Sqlite { path, .. } => Box::new(SqliteStorage::open(path, rules).unwrap()),
+            Home::Postgres { db, .. } => {
+                Box::new(PostgresStorage::connect(db.url(), rules).await.unwrap())
+            }
+        }
+    }
+
+    async fn create_token(&self, grants: &Grants) -> String {
+        match &self.home {
+            Home::Sqlite { storage, .. } => storage.create_token(grants).unwrap(),
+            Home::Postgres { storage, .. } => storage.create_token(grants).await.unwrap(),
+        }
+    }
+
+    /// Whether `needle` appears anywhere in what the database stores: the SQLite file and
+    /// its WAL, or every row of every table (as text, byte strings as hex).
+    fn stores(&self, needle: &str) -> bool {
+        match &self.home {
+            Home::Sqlite { path, .. } => {
+                let mut raw = std::fs::read(path).unwrap();
+                raw.extend(std::fs::read(path.with_extension("db-wal")).unwrap_or_default());
+                raw.windows(needle.len()).any(|w| w == needle.as_bytes())
+            }
+            Home::Postgres { db, .. } => {
+                let hex: String = needle.bytes().map(|b| format!("{b:02x}")).collect();
+                [
+                    "ts_spaces",
+                    "ts_clients",
+                    "ts_records",
+                    "ts_rejected",
+                    "ts_tokens",
+                ]
+                .iter()
+                .flat_map(|table| db.query(&format!("SELECT t::text FROM {table} t")))
+                .flatten()
+                .flatten()
+                .any(|row| row.contains(needle) || row.contains(&hex))
+            }
+        }
+    }
+
+    /// Runs `sql` on the records table, below the storage (`{records}` names the table).
+    fn tamper(&self, sql: &str) {
+        match &self.home {
+            Home::Sqlite { path, .. } => {
+                let conn = rusqlite::Connection::open(path).unwrap();
+                conn.execute(&sql.replace("{records}", "records"), [])
+                    .unwrap();
+            }
+            Home::Postgres { db, .. } => db.execute(&sql.replace("{records}", "ts_records")),
+        }
+    }
+}
+
+/// [`Server::open`] with the default rules.
+async fn server(backend: Backend) -> Option<Server> {
+    Server::open(backend, MergeRules::default()).await
+}
 
 fn doc(v: serde_json::Value) -> Doc {
     v.as_object().cloned().unwrap()
@@ -52,23 +206,6 @@ fn patch(v: serde_json::Value) -> Op {
     Op::Patch { fields: doc(v) }
 }
 
-struct Server {
-    _dir: tempfile::TempDir,
-    path: std::path::PathBuf,
-    storage: SqliteStorage,
-}
-
-fn server_with(rules: MergeRules) -> Server {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("server.db");
-    let storage = SqliteStorage::open(&path, rules).unwrap();
-    Server {
-        _dir: dir,
-        path,
-        storage,
-    }
-}
-
 /// `todos` under the `strict` policy, everything else `lww`.
 fn strict_todos() -> MergeRules {
     MergeRules {
@@ -82,12 +219,8 @@ fn strict_todos() -> MergeRules {
     }
 }
 
-fn server() -> Server {
-    server_with(MergeRules::default())
-}
-
 async fn push(
-    s: &SqliteStorage,
+    s: &dyn Storage,
     user: &str,
     client: &str,
     mutations: Vec<Mutation>,
@@ -100,7 +233,7 @@ async fn push(
     .await
 }
 
-async fn pull(s: &SqliteStorage, client: &str, cursor: Cursor, limit: u32) -> PullResponse {
+async fn pull(s: &dyn Storage, client: &str, cursor: Cursor, limit: u32) -> PullResponse {
     s.pull(PullInput {
         user: "alice".into(),
         client_id: ClientId::new(client).unwrap(),
@@ -114,14 +247,15 @@ async fn pull(s: &SqliteStorage, client: &str, cursor: Cursor, limit: u32) -> Pu
     .unwrap()
 }
 
-#[tokio::test]
-async fn the_same_push_twice_is_applied_once() {
-    let s = server();
+async fn the_same_push_twice_is_applied_once(backend: Backend) {
+    let Some(s) = server(backend).await else {
+        return;
+    };
     let batch = vec![
         m(1, 1, "a", put(json!({"n": 1})), 0),
         m(2, 2, "a", patch(json!({"n": 2})), 0),
     ];
-    let first = push(&s.storage, "alice", "c1", batch.clone())
+    let first = push(&*s.storage, "alice", "c1", batch.clone())
         .await
         .unwrap();
     assert_eq!(first.acked_through, 2);
@@ -131,23 +265,24 @@ async fn the_same_push_twice_is_applied_once() {
         PushOutcome::Applied { version: 2 }
     ));
     // The response was lost; the client sends the same batch again.
-    let again = push(&s.storage, "alice", "c1", batch).await.unwrap();
+    let again = push(&*s.storage, "alice", "c1", batch).await.unwrap();
     assert_eq!(again.acked_through, 2);
     assert!(
         again.results.is_empty(),
         "duplicates are skipped and acknowledged"
     );
-    let page = pull(&s.storage, "c1", Cursor::new(), 100).await;
+    let page = pull(&*s.storage, "c1", Cursor::new(), 100).await;
     assert_eq!(page.cursor[&space()], 2, "two versions, not four");
     assert_eq!(page.changes[0].doc.as_ref().unwrap()["n"], json!(2));
     assert_eq!(page.acked_through, 2);
 }
 
-#[tokio::test]
-async fn a_push_that_overlaps_what_was_applied_applies_only_the_new_part() {
-    let s = server();
+async fn a_push_that_overlaps_what_was_applied_applies_only_the_new_part(backend: Backend) {
+    let Some(s) = server(backend).await else {
+        return;
+    };
     push(
-        &s.storage,
+        &*s.storage,
         "alice",
         "c1",
         vec![m(1, 1, "a", put(json!({"n": 1})), 0)],
@@ -155,7 +290,7 @@ async fn a_push_that_overlaps_what_was_applied_applies_only_the_new_part() {
     .await
     .unwrap();
     let r = push(
-        &s.storage,
+        &*s.storage,
         "alice",
         "c1",
         vec![
@@ -169,11 +304,12 @@ async fn a_push_that_overlaps_what_was_applied_applies_only_the_new_part() {
     assert_eq!(r.acked_through, 2);
 }
 
-#[tokio::test]
-async fn a_gap_is_refused_and_changes_nothing() {
-    let s = server();
+async fn a_gap_is_refused_and_changes_nothing(backend: Backend) {
+    let Some(s) = server(backend).await else {
+        return;
+    };
     push(
-        &s.storage,
+        &*s.storage,
         "alice",
         "c1",
         vec![m(1, 1, "a", put(json!({})), 0)],
@@ -181,7 +317,7 @@ async fn a_gap_is_refused_and_changes_nothing() {
     .await
     .unwrap();
     let err = push(
-        &s.storage,
+        &*s.storage,
         "alice",
         "c1",
         vec![m(3, 3, "b", put(json!({})), 0)],
@@ -198,16 +334,17 @@ async fn a_gap_is_refused_and_changes_nothing() {
         ),
         "{err}"
     );
-    let page = pull(&s.storage, "c1", Cursor::new(), 100).await;
+    let page = pull(&*s.storage, "c1", Cursor::new(), 100).await;
     assert_eq!(page.changes.len(), 1);
     assert_eq!(page.acked_through, 1);
 }
 
-#[tokio::test]
-async fn a_refused_mutation_rejects_its_whole_transaction_and_the_queue_moves_on() {
-    let s = server_with(strict_todos());
+async fn a_refused_mutation_rejects_its_whole_transaction_and_the_queue_moves_on(backend: Backend) {
+    let Some(s) = Server::open(backend, strict_todos()).await else {
+        return;
+    };
     push(
-        &s.storage,
+        &*s.storage,
         "bob",
         "bob1",
         vec![m(1, 1, "a", put(json!({"n": 0})), 0)],
@@ -216,7 +353,7 @@ async fn a_refused_mutation_rejects_its_whole_transaction_and_the_queue_moves_on
     .unwrap();
     // alice's transaction: a fresh record (fine) and a stale edit of `a` (refused).
     let r = push(
-        &s.storage,
+        &*s.storage,
         "alice",
         "c1",
         vec![
@@ -251,7 +388,7 @@ async fn a_refused_mutation_rejects_its_whole_transaction_and_the_queue_moves_on
         }
     ));
     assert!(matches!(outcome(3), PushOutcome::Applied { version: 2 }));
-    let page = pull(&s.storage, "c1", Cursor::new(), 100).await;
+    let page = pull(&*s.storage, "c1", Cursor::new(), 100).await;
     let ids: BTreeSet<String> = page.changes.iter().map(|c| c.id.to_string()).collect();
     assert_eq!(
         ids,
@@ -270,11 +407,12 @@ async fn a_refused_mutation_rejects_its_whole_transaction_and_the_queue_moves_on
     );
 }
 
-#[tokio::test]
-async fn concurrent_edits_report_conflicts_and_converge() {
-    let s = server();
+async fn concurrent_edits_report_conflicts_and_converge(backend: Backend) {
+    let Some(s) = server(backend).await else {
+        return;
+    };
     push(
-        &s.storage,
+        &*s.storage,
         "alice",
         "c1",
         vec![m(1, 1, "a", put(json!({"title": "t", "done": false})), 0)],
@@ -282,7 +420,7 @@ async fn concurrent_edits_report_conflicts_and_converge() {
     .await
     .unwrap();
     push(
-        &s.storage,
+        &*s.storage,
         "bob",
         "c2",
         vec![m(1, 1, "a", patch(json!({"title": "bob"})), 1)],
@@ -291,7 +429,7 @@ async fn concurrent_edits_report_conflicts_and_converge() {
     .unwrap();
     let mut late = m(2, 2, "a", patch(json!({"title": "alice", "done": true})), 1);
     late.hlc = Hlc::new(now_ms() + 1000, 0).unwrap();
-    let r = push(&s.storage, "alice", "c1", vec![late]).await.unwrap();
+    let r = push(&*s.storage, "alice", "c1", vec![late]).await.unwrap();
     let PushOutcome::Merged { conflicts, .. } = &r.results[0].outcome else {
         panic!("{r:?}")
     };
@@ -299,25 +437,31 @@ async fn concurrent_edits_report_conflicts_and_converge() {
     assert_eq!(conflicts[0].field, "title");
     assert_eq!(conflicts[0].server, Some(json!("bob")));
     assert_eq!(conflicts[0].winner, Winner::Local);
-    let page = pull(&s.storage, "reader", Cursor::new(), 100).await;
+    let page = pull(&*s.storage, "reader", Cursor::new(), 100).await;
     assert_eq!(
         page.changes[0].doc.clone().map(serde_json::Value::Object),
         Some(json!({"title": "alice", "done": true}))
     );
 }
 
-#[tokio::test]
-async fn a_clock_far_ahead_is_restamped_and_cannot_win_every_race() {
-    let s = server_with(MergeRules {
-        max_clock_skew: Duration::from_secs(60),
-        ..MergeRules::default()
-    });
+async fn a_clock_far_ahead_is_restamped_and_cannot_win_every_race(backend: Backend) {
+    let Some(s) = Server::open(
+        backend,
+        MergeRules {
+            max_clock_skew: Duration::from_secs(60),
+            ..MergeRules::default()
+        },
+    )
+    .await
+    else {
+        return;
+    };
     let mut future = m(1, 1, "a", put(json!({"v": "from the future"})), 0);
     future.hlc = Hlc::new(now_ms() + 365 * 24 * 3600 * 1000, 0).unwrap();
-    push(&s.storage, "alice", "skewed", vec![future])
+    push(&*s.storage, "alice", "skewed", vec![future])
         .await
         .unwrap();
-    let page = pull(&s.storage, "skewed", Cursor::new(), 10).await;
+    let page = pull(&*s.storage, "skewed", Cursor::new(), 10).await;
     let stamp = page.changes[0].stamps.fields["v"].clone();
     assert!(
         stamp.hlc.millis() < now_ms() + 60_000,
@@ -326,22 +470,23 @@ async fn a_clock_far_ahead_is_restamped_and_cannot_win_every_race() {
     // An honest later write wins.
     tokio::time::sleep(Duration::from_millis(5)).await;
     push(
-        &s.storage,
+        &*s.storage,
         "bob",
         "honest",
         vec![m(1, 1, "a", patch(json!({"v": "later"})), 1)],
     )
     .await
     .unwrap();
-    let page = pull(&s.storage, "reader", Cursor::new(), 10).await;
+    let page = pull(&*s.storage, "reader", Cursor::new(), 10).await;
     assert_eq!(page.changes[0].doc.as_ref().unwrap()["v"], json!("later"));
 }
 
-#[tokio::test]
-async fn a_client_id_cannot_be_used_by_another_user() {
-    let s = server();
+async fn a_client_id_cannot_be_used_by_another_user(backend: Backend) {
+    let Some(s) = server(backend).await else {
+        return;
+    };
     push(
-        &s.storage,
+        &*s.storage,
         "alice",
         "c1",
         vec![m(1, 1, "a", put(json!({})), 0)],
@@ -349,7 +494,7 @@ async fn a_client_id_cannot_be_used_by_another_user() {
     .await
     .unwrap();
     let err = push(
-        &s.storage,
+        &*s.storage,
         "mallory",
         "c1",
         vec![m(2, 2, "a", put(json!({})), 0)],
@@ -371,18 +516,19 @@ async fn a_client_id_cannot_be_used_by_another_user() {
     assert!(matches!(err, StorageError::ForeignClient(_)), "{err}");
 }
 
-#[tokio::test]
-async fn pull_pages_hand_out_every_change_once_and_count_what_remains() {
-    let s = server();
+async fn pull_pages_hand_out_every_change_once_and_count_what_remains(backend: Backend) {
+    let Some(s) = server(backend).await else {
+        return;
+    };
     let batch: Vec<_> = (1..=25)
         .map(|i| m(i, i, &format!("r{i}"), put(json!({"i": i})), 0))
         .collect();
-    push(&s.storage, "alice", "c1", batch).await.unwrap();
+    push(&*s.storage, "alice", "c1", batch).await.unwrap();
     let mut cursor = Cursor::new();
     let mut seen = Vec::new();
     let mut remaining_seen = Vec::new();
     loop {
-        let page = pull(&s.storage, "c2", cursor.clone(), 10).await;
+        let page = pull(&*s.storage, "c2", cursor.clone(), 10).await;
         seen.extend(page.changes.iter().map(|c| c.version));
         remaining_seen.push(page.remaining);
         cursor = page.cursor;
@@ -392,14 +538,15 @@ async fn pull_pages_hand_out_every_change_once_and_count_what_remains() {
     }
     assert_eq!(seen, (1..=25).collect::<Vec<_>>());
     assert_eq!(remaining_seen, vec![15, 5, 0]);
-    let empty = pull(&s.storage, "c2", cursor.clone(), 10).await;
+    let empty = pull(&*s.storage, "c2", cursor.clone(), 10).await;
     assert!(empty.changes.is_empty());
     assert_eq!(empty.cursor, cursor);
 }
 
-#[tokio::test]
-async fn remaining_is_counted_near_the_end_and_estimated_from_the_page_before() {
-    let s = server();
+async fn remaining_is_counted_near_the_end_and_estimated_from_the_page_before(backend: Backend) {
+    let Some(s) = server(backend).await else {
+        return;
+    };
     let puts = |from: u64, to: u64, seq0: u64| -> Vec<Mutation> {
         (from..=to)
             .map(|i| {
@@ -413,37 +560,38 @@ async fn remaining_is_counted_near_the_end_and_estimated_from_the_page_before() 
             })
             .collect()
     };
-    push(&s.storage, "alice", "c1", puts(1, 3000, 0))
+    push(&*s.storage, "alice", "c1", puts(1, 3000, 0))
         .await
         .unwrap();
     // Dense versions: the estimate is exact.
-    let page = pull(&s.storage, "c2", Cursor::new(), 1000).await;
+    let page = pull(&*s.storage, "c2", Cursor::new(), 1000).await;
     assert_eq!(page.remaining, 2000);
     // Records changed twice leave gaps: r1..r1000 move to versions 3001..4000.
-    push(&s.storage, "alice", "c1", puts(1, 1000, 3000))
+    push(&*s.storage, "alice", "c1", puts(1, 1000, 3000))
         .await
         .unwrap();
-    let first = pull(&s.storage, "c2", Cursor::new(), 1000).await;
+    let first = pull(&*s.storage, "c2", Cursor::new(), 1000).await;
     assert_eq!(first.changes.first().map(|c| c.version), Some(1001));
     // 2000 wait; the estimate (from a page that skipped 1000 versions) stays within the
     // version distance and above zero.
     assert!((1..=2000).contains(&first.remaining), "{}", first.remaining);
     assert!(first.has_more);
     // Within EXACT_REMAINING of the end: counted.
-    let second = pull(&s.storage, "c2", first.cursor, 1000).await;
+    let second = pull(&*s.storage, "c2", first.cursor, 1000).await;
     assert_eq!(second.remaining, 1000);
-    let third = pull(&s.storage, "c2", second.cursor, 1000).await;
+    let third = pull(&*s.storage, "c2", second.cursor, 1000).await;
     assert_eq!(
         (third.changes.len(), third.remaining, third.has_more),
         (1000, 0, false)
     );
 }
 
-#[tokio::test]
-async fn a_cursor_from_the_future_must_rebootstrap() {
-    let s = server();
+async fn a_cursor_from_the_future_must_rebootstrap(backend: Backend) {
+    let Some(s) = server(backend).await else {
+        return;
+    };
     push(
-        &s.storage,
+        &*s.storage,
         "alice",
         "c1",
         vec![m(1, 1, "a", put(json!({})), 0)],
@@ -474,11 +622,12 @@ async fn a_cursor_from_the_future_must_rebootstrap() {
     );
 }
 
-#[tokio::test]
-async fn deletes_travel_as_tombstones() {
-    let s = server();
+async fn deletes_travel_as_tombstones(backend: Backend) {
+    let Some(s) = server(backend).await else {
+        return;
+    };
     push(
-        &s.storage,
+        &*s.storage,
         "alice",
         "c1",
         vec![
@@ -488,16 +637,18 @@ async fn deletes_travel_as_tombstones() {
     )
     .await
     .unwrap();
-    let page = pull(&s.storage, "c9", Cursor::new(), 10).await;
+    let page = pull(&*s.storage, "c9", Cursor::new(), 10).await;
     assert_eq!(page.changes.len(), 1);
     assert!(page.changes[0].deleted);
     assert_eq!(page.changes[0].doc, None);
     assert!(page.changes[0].stamps.liveness.is_some());
 }
 
-#[tokio::test]
-async fn many_clients_pushing_at_once_are_each_applied_exactly_once_in_order() {
-    let s = Arc::new(server());
+async fn many_clients_pushing_at_once_are_each_applied_exactly_once_in_order(backend: Backend) {
+    let Some(s) = server(backend).await else {
+        return;
+    };
+    let s = Arc::new(s);
     let mut tasks = Vec::new();
     for c in 0..8 {
         let s = s.clone();
@@ -515,7 +666,7 @@ async fn many_clients_pushing_at_once_are_each_applied_exactly_once_in_order() {
                         )
                     })
                     .collect();
-                let r = push(&s.storage, "alice", &format!("client{c}"), batch)
+                let r = push(&*s.storage, "alice", &format!("client{c}"), batch)
                     .await
                     .unwrap();
                 assert_eq!(r.acked_through, (round + 1) * 20);
@@ -526,7 +677,7 @@ async fn many_clients_pushing_at_once_are_each_applied_exactly_once_in_order() {
     for t in tasks {
         t.await.unwrap();
     }
-    let page = pull(&s.storage, "reader", Cursor::new(), 10_000).await;
+    let page = pull(&*s.storage, "reader", Cursor::new(), 10_000).await;
     assert_eq!(
         page.cursor[&space()],
         8 * 200,
@@ -548,11 +699,12 @@ async fn many_clients_pushing_at_once_are_each_applied_exactly_once_in_order() {
     }
 }
 
-#[tokio::test]
-async fn state_survives_a_restart_and_shutdown_refuses_new_pushes() {
-    let s = server();
+async fn state_survives_a_restart_and_shutdown_refuses_new_pushes(backend: Backend) {
+    let Some(s) = server(backend).await else {
+        return;
+    };
     push(
-        &s.storage,
+        &*s.storage,
         "alice",
         "c1",
         vec![m(1, 1, "a", put(json!({"n": 1})), 0)],
@@ -561,7 +713,7 @@ async fn state_survives_a_restart_and_shutdown_refuses_new_pushes() {
     .unwrap();
     s.storage.shutdown().await;
     let err = push(
-        &s.storage,
+        &*s.storage,
         "alice",
         "c1",
         vec![m(2, 2, "a", put(json!({})), 0)],
@@ -570,9 +722,9 @@ async fn state_survives_a_restart_and_shutdown_refuses_new_pushes() {
     .unwrap_err();
     assert!(matches!(err, StorageError::Unavailable(_)), "{err}");
     assert!(s.storage.health().await.is_err());
-    let reopened = SqliteStorage::open(&s.path, MergeRules::default()).unwrap();
+    let reopened = s.reopen(MergeRules::default()).await;
     let dup = push(
-        &reopened,
+        &*reopened,
         "alice",
         "c1",
         vec![m(1, 1, "a", put(json!({"n": 1})), 0)],
@@ -581,7 +733,7 @@ async fn state_survives_a_restart_and_shutdown_refuses_new_pushes() {
     .unwrap();
     assert!(dup.results.is_empty(), "last_seq survived the restart");
     let r = push(
-        &reopened,
+        &*reopened,
         "alice",
         "c1",
         vec![m(2, 2, "a", patch(json!({"n": 2})), 1)],
@@ -594,12 +746,13 @@ async fn state_survives_a_restart_and_shutdown_refuses_new_pushes() {
     ));
 }
 
-#[tokio::test]
-async fn pokes_announce_each_moved_space_after_commit() {
-    let s = server();
+async fn pokes_announce_each_moved_space_after_commit(backend: Backend) {
+    let Some(s) = server(backend).await else {
+        return;
+    };
     let mut pokes = s.storage.subscribe();
     push(
-        &s.storage,
+        &*s.storage,
         "alice",
         "c1",
         vec![
@@ -624,16 +777,17 @@ async fn pokes_announce_each_moved_space_after_commit() {
     );
 }
 
-#[tokio::test]
-async fn tokens_are_stored_hashed_and_map_to_their_grants() {
+async fn tokens_are_stored_hashed_and_map_to_their_grants(backend: Backend) {
     use tidesync_server::auth::{Grants, TokenHash};
-    let s = server();
+    let Some(s) = server(backend).await else {
+        return;
+    };
     let grants = Grants {
         user: "alice".into(),
         read: BTreeSet::new(),
         write: [space()].into_iter().collect(),
     };
-    let token = s.storage.create_token(&grants).unwrap();
+    let token = s.create_token(&grants).await;
     assert!(token.starts_with("tsk_"));
     assert_eq!(
         s.storage.authenticate(TokenHash::of(&token)).await.unwrap(),
@@ -646,82 +800,15 @@ async fn tokens_are_stored_hashed_and_map_to_their_grants() {
             .unwrap(),
         None
     );
-    let raw = std::fs::read(&s.path).unwrap();
-    let wal = std::fs::read(s.path.with_extension("db-wal")).unwrap_or_default();
-    let needle = token.as_bytes();
-    assert!(
-        !raw.windows(needle.len()).any(|w| w == needle)
-            && !wal.windows(needle.len()).any(|w| w == needle),
-        "the plaintext token is never stored"
-    );
+    assert!(!s.stores(&token), "the plaintext token is never stored");
 }
 
-#[test]
-fn a_file_that_is_not_a_database_is_refused_untouched() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("server.db");
-    std::fs::write(&path, b"not a database at all, just text").unwrap();
-    let err = SqliteStorage::open(&path, MergeRules::default()).unwrap_err();
-    assert!(err.to_string().contains("not an SQLite database"), "{err}");
-    assert_eq!(
-        std::fs::read(&path).unwrap(),
-        b"not a database at all, just text"
-    );
-}
-
-#[test]
-fn the_synchronous_engine_runs_the_same_logic_and_survives_a_restart() {
-    use tidesync_server::storage::sqlite::SyncEngine;
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("engine.db");
-    let input = |mutations| PushInput {
-        user: "alice".into(),
-        client_id: ClientId::new("c1").unwrap(),
-        mutations,
+async fn a_retried_push_gets_its_rejections_again_not_a_bare_acknowledgement(backend: Backend) {
+    let Some(s) = Server::open(backend, strict_todos()).await else {
+        return;
     };
-    let mut engine = SyncEngine::open(&path, MergeRules::default()).unwrap();
-    let (r, pokes) = engine
-        .push(
-            &input(vec![m(1, 1, "a", put(json!({"n": 1})), 0)]),
-            now_ms(),
-        )
-        .unwrap();
-    assert_eq!(r.acked_through, 1);
-    assert_eq!(pokes.len(), 1);
-    drop(engine); // the server "crashes"
-    let mut engine = SyncEngine::open(&path, MergeRules::default()).unwrap();
-    let (dup, pokes) = engine
-        .push(
-            &input(vec![m(1, 1, "a", put(json!({"n": 1})), 0)]),
-            now_ms(),
-        )
-        .unwrap();
-    assert!(
-        dup.results.is_empty() && pokes.is_empty(),
-        "exactly-once across the restart"
-    );
-    let err = engine
-        .push(&input(vec![m(5, 5, "a", put(json!({})), 0)]), now_ms())
-        .unwrap_err();
-    assert!(matches!(err, StorageError::SeqGap { .. }));
-    let page = engine
-        .pull(&PullInput {
-            user: "alice".into(),
-            client_id: ClientId::new("c1").unwrap(),
-            cursor: Cursor::new(),
-            spaces: vec![space()],
-            limit: 10,
-        })
-        .unwrap();
-    assert_eq!(page.changes.len(), 1);
-    assert_eq!(page.acked_through, 1);
-}
-
-#[tokio::test]
-async fn a_retried_push_gets_its_rejections_again_not_a_bare_acknowledgement() {
-    let s = server_with(strict_todos());
     push(
-        &s.storage,
+        &*s.storage,
         "bob",
         "bob1",
         vec![m(1, 1, "a", put(json!({"n": 0})), 0)],
@@ -732,7 +819,7 @@ async fn a_retried_push_gets_its_rejections_again_not_a_bare_acknowledgement() {
         m(1, 1, "a", patch(json!({"n": 9})), 0), // stale: rejected
         m(2, 2, "b", put(json!({"n": 1})), 1),   // fine
     ];
-    let first = push(&s.storage, "alice", "c1", batch.clone())
+    let first = push(&*s.storage, "alice", "c1", batch.clone())
         .await
         .unwrap();
     assert!(matches!(
@@ -743,7 +830,7 @@ async fn a_retried_push_gets_its_rejections_again_not_a_bare_acknowledgement() {
         }
     ));
     // The answer was lost; the client sends the same batch again.
-    let again = push(&s.storage, "alice", "c1", batch).await.unwrap();
+    let again = push(&*s.storage, "alice", "c1", batch).await.unwrap();
     assert_eq!(again.acked_through, 2);
     assert_eq!(
         again.results.len(),
@@ -760,12 +847,15 @@ async fn a_retried_push_gets_its_rejections_again_not_a_bare_acknowledgement() {
     ));
 }
 
-#[tokio::test]
-async fn a_stored_document_or_stamps_that_is_not_json_is_an_internal_error_naming_the_record() {
+async fn a_stored_document_or_stamps_that_is_not_json_is_an_internal_error_naming_the_record(
+    backend: Backend,
+) {
     for column in ["doc", "stamps"] {
-        let s = server();
+        let Some(s) = server(backend).await else {
+            return;
+        };
         push(
-            &s.storage,
+            &*s.storage,
             "alice",
             "c1",
             vec![
@@ -775,12 +865,9 @@ async fn a_stored_document_or_stamps_that_is_not_json_is_an_internal_error_namin
         )
         .await
         .unwrap();
-        let raw = rusqlite::Connection::open(&s.path).unwrap();
-        raw.execute(
-            &format!("UPDATE records SET {column} = '{{\"n\": 2' WHERE id = 'bad'"),
-            [],
-        )
-        .unwrap();
+        s.tamper(&format!(
+            "UPDATE {{records}} SET {column} = '{{\"n\": 2' WHERE id = 'bad'"
+        ));
         let input = PullInput {
             user: "alice".into(),
             client_id: ClientId::new("c2").unwrap(),
@@ -800,7 +887,7 @@ async fn a_stored_document_or_stamps_that_is_not_json_is_an_internal_error_namin
         assert_eq!(page.changes.len(), 1);
         // A push onto the damaged record is refused without touching it.
         let err = push(
-            &s.storage,
+            &*s.storage,
             "alice",
             "c1",
             vec![m(3, 3, "bad", patch(json!({"n": 3})), 2)],
@@ -809,5 +896,91 @@ async fn a_stored_document_or_stamps_that_is_not_json_is_an_internal_error_namin
         .unwrap_err();
         assert!(matches!(err, StorageError::Internal(_)), "{err}");
         assert!(err.to_string().contains("team:1/todos/bad"), "{err}");
+    }
+}
+
+contract! {
+    the_same_push_twice_is_applied_once,
+    a_push_that_overlaps_what_was_applied_applies_only_the_new_part,
+    a_gap_is_refused_and_changes_nothing,
+    a_refused_mutation_rejects_its_whole_transaction_and_the_queue_moves_on,
+    concurrent_edits_report_conflicts_and_converge,
+    a_clock_far_ahead_is_restamped_and_cannot_win_every_race,
+    a_client_id_cannot_be_used_by_another_user,
+    pull_pages_hand_out_every_change_once_and_count_what_remains,
+    remaining_is_counted_near_the_end_and_estimated_from_the_page_before,
+    a_cursor_from_the_future_must_rebootstrap,
+    deletes_travel_as_tombstones,
+    many_clients_pushing_at_once_are_each_applied_exactly_once_in_order,
+    state_survives_a_restart_and_shutdown_refuses_new_pushes,
+    pokes_announce_each_moved_space_after_commit,
+    tokens_are_stored_hashed_and_map_to_their_grants,
+    a_retried_push_gets_its_rejections_again_not_a_bare_acknowledgement,
+    a_stored_document_or_stamps_that_is_not_json_is_an_internal_error_naming_the_record,
+}
+
+/// What only the SQLite backend has: its file and its synchronous engine.
+mod sqlite_only {
+    use super::*;
+
+    #[test]
+    fn a_file_that_is_not_a_database_is_refused_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("server.db");
+        std::fs::write(&path, b"not a database at all, just text").unwrap();
+        let err = SqliteStorage::open(&path, MergeRules::default()).unwrap_err();
+        assert!(err.to_string().contains("not an SQLite database"), "{err}");
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            b"not a database at all, just text"
+        );
+    }
+
+    #[test]
+    fn the_synchronous_engine_runs_the_same_logic_and_survives_a_restart() {
+        use tidesync_server::storage::sqlite::SyncEngine;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("engine.db");
+        let input = |mutations| PushInput {
+            user: "alice".into(),
+            client_id: ClientId::new("c1").unwrap(),
+            mutations,
+        };
+        let mut engine = SyncEngine::open(&path, MergeRules::default()).unwrap();
+        let (r, pokes) = engine
+            .push(
+                &input(vec![m(1, 1, "a", put(json!({"n": 1})), 0)]),
+                now_ms(),
+            )
+            .unwrap();
+        assert_eq!(r.acked_through, 1);
+        assert_eq!(pokes.len(), 1);
+        drop(engine); // the server "crashes"
+        let mut engine = SyncEngine::open(&path, MergeRules::default()).unwrap();
+        let (dup, pokes) = engine
+            .push(
+                &input(vec![m(1, 1, "a", put(json!({"n": 1})), 0)]),
+                now_ms(),
+            )
+            .unwrap();
+        assert!(
+            dup.results.is_empty() && pokes.is_empty(),
+            "exactly-once across the restart"
+        );
+        let err = engine
+            .push(&input(vec![m(5, 5, "a", put(json!({})), 0)]), now_ms())
+            .unwrap_err();
+        assert!(matches!(err, StorageError::SeqGap { .. }));
+        let page = engine
+            .pull(&PullInput {
+                user: "alice".into(),
+                client_id: ClientId::new("c1").unwrap(),
+                cursor: Cursor::new(),
+                spaces: vec![space()],
+                limit: 10,
+            })
+            .unwrap();
+        assert_eq!(page.changes.len(), 1);
+        assert_eq!(page.acked_through, 1);
     }
 }
