@@ -49,7 +49,6 @@ use tidesync_protocol::{
 use tidesync_store::ListOptions;
 use tidesync_testkit::{FaultProxy, TestDatabase};
 
-
 const SPACE: &str = "team:1";
 const COLLECTION: &str = "todos";
 const ROUNDS_ENV: &str = "TIDESYNC_MULTINODE_ROUNDS";
@@ -286,6 +285,7 @@ async fn push(
         client_id: ClientId::new(client).unwrap(),
         protocol: PROTOCOL_VERSION,
         mutations: mutations.to_vec(),
+        recover_from: None,
     };
     let response = http
         .post(format!("{url}/v1/push"))

@@ -66,8 +66,8 @@ pub use tidesync_protocol::{
 pub use tidesync_store::query::{self, IndexField, IndexSpec, Indexes};
 pub use tidesync_store::restoration;
 pub use tidesync_store::{
-    Conflict, Durability, ListOptions, MutationState, OutboxEntry, Query, QueryError, QueryPage,
-    Record, RecordPage, Rejection, Resolution, SessionRestore, StoreConfig, StoreCounts,
+    Conflict, Durability, HistoryLoss, ListOptions, MutationState, OutboxEntry, Query, QueryError,
+    QueryPage, Record, RecordPage, Rejection, Resolution, SessionRestore, StoreConfig, StoreCounts,
     StoreError, WallClock, WriteReceipt, WriteTx,
 };
 

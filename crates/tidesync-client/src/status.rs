@@ -2,6 +2,7 @@
 
 use tidesync_core::sync::{Connectivity, Phase, SyncError};
 use tidesync_protocol::{CollectionName, ErrorCode, FieldConflict, RecordKey, SpaceName};
+use tidesync_store::HistoryLoss;
 
 /// Progress of the current upload (from the moment local work was found to push).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -52,6 +53,10 @@ pub struct Status {
     pub last_error: Option<SyncError>,
     /// When the next attempt happens, while backing off.
     pub next_retry_at_ms: Option<u64>,
+    /// Set once the server was found to have forgotten part of this device's history in
+    /// this session (restored from an older backup): what was re-sent and what was lost
+    /// (see [`ClientEvent::ServerForgot`]).
+    pub history_loss: Option<HistoryLoss>,
 }
 
 impl Status {
@@ -115,6 +120,13 @@ pub enum ClientEvent {
     /// being downloaded again (pending local changes are kept). Any collection may change:
     /// refresh everything shown.
     BaseReset,
+    /// The server had forgotten part of this device's history (it was restored from an
+    /// older backup; it answered `seq_gap` below what it had acknowledged). Every change
+    /// still held here after the server's `last_seq` is pushed again (applied once), and
+    /// the server's state is downloaded again. `lost` counts changes the server had applied
+    /// and this device had already let go of: they are gone from the server, and leave
+    /// this device's view with the new download. Tell the user if `lost > 0`.
+    ServerForgot(HistoryLoss),
     /// Another connection to the database file (another process, an app extension, a
     /// background task) committed: its writes are pushed like the app's own, and anything
     /// shown may have changed (live queries re-run by themselves).

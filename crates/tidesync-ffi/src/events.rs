@@ -482,6 +482,7 @@ mod tests {
             has_synced: true,
             last_error: None,
             next_retry_at_ms: None,
+            history_loss: None,
         };
         let mut q = Queue {
             events: VecDeque::new(),

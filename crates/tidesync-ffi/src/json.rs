@@ -8,8 +8,9 @@ use serde_json::{json, Value};
 use tidesync_client::restoration::json::{from_json, to_json};
 use tidesync_client::restoration::{BucketPath, Entry, Lifetime};
 use tidesync_client::{
-    ClientEvent, Conflict, Connectivity, Doc, FieldConflict, MutationState, Op, Phase, QueryPage,
-    QueryUpdate, Record, RecordId, Rejection, Resolution, Status, SyncError, Winner, WriteReceipt,
+    ClientEvent, Conflict, Connectivity, Doc, FieldConflict, HistoryLoss, MutationState, Op, Phase,
+    QueryPage, QueryUpdate, Record, RecordId, Rejection, Resolution, Status, SyncError, Winner,
+    WriteReceipt,
 };
 
 use crate::abi::FfiError;
@@ -101,6 +102,14 @@ pub(crate) fn status(s: &Status) -> Value {
         "synced": s.is_synced(),
         "last_error": s.last_error.as_ref().map(sync_error),
         "next_retry_at_ms": s.next_retry_at_ms,
+        "history_loss": s.history_loss.as_ref().map(history_loss),
+    })
+}
+
+fn history_loss(l: &HistoryLoss) -> Value {
+    json!({
+        "server_last_seq": l.server_last_seq, "local_last_seq": l.local_last_seq,
+        "resent": l.resent, "lost": l.lost,
     })
 }
 
@@ -183,6 +192,12 @@ pub(crate) fn event(event: &ClientEvent) -> Value {
         }),
         ClientEvent::BaseReset => json!({"v": 1, "type": "base_reset"}),
         ClientEvent::ChangedElsewhere => json!({"v": 1, "type": "changed_elsewhere"}),
+        ClientEvent::ServerForgot(loss) => {
+            let mut event = history_loss(loss);
+            event["v"] = json!(1);
+            event["type"] = json!("server_forgot");
+            event
+        }
     }
 }
 

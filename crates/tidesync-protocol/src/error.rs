@@ -62,6 +62,11 @@ pub enum ErrorCode {
     /// Per-mutation rejection: another mutation of the same local transaction was
     /// rejected, so this one was not applied either.
     TransactionAborted,
+    /// Per-mutation rejection: the mutation's `base_version` is above its space's current
+    /// version, so it was made on a server state this server does not have (another
+    /// server, or this one before it was restored from an older backup); pull from
+    /// scratch, then decide.
+    BaseAhead,
 }
 
 impl ErrorCode {
@@ -84,6 +89,7 @@ impl ErrorCode {
             Self::StaleBase => "stale_base",
             Self::RuleViolation => "rule_violation",
             Self::TransactionAborted => "transaction_aborted",
+            Self::BaseAhead => "base_ahead",
         }
     }
 }
@@ -101,6 +107,11 @@ pub struct ErrorBody {
     pub code: ErrorCode,
     /// Human-readable explanation; not stable, do not parse.
     pub message: String,
+    /// With `seq_gap`: the last seq the server has processed for this client. A client whose
+    /// own record says the server had processed more knows the server forgot part of its
+    /// history (restored from an older backup) and recovers (docs/protocol.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_seq: Option<u64>,
 }
 
 #[cfg(test)]
@@ -126,6 +137,7 @@ mod tests {
             ErrorCode::StaleBase,
             ErrorCode::RuleViolation,
             ErrorCode::TransactionAborted,
+            ErrorCode::BaseAhead,
         ] {
             let json = serde_json::to_string(&code).expect("serialize");
             assert_eq!(json, format!("\"{}\"", code.as_str()));

@@ -15,6 +15,14 @@ pub struct PushRequest {
     pub protocol: u32,
     /// Mutations in `seq` order, whole transactions only.
     pub mutations: Vec<Mutation>,
+    /// A recovery push: the client learned (from a `seq_gap` answer) that the server has
+    /// processed its mutations only through this seq, fewer than it once acknowledged (the
+    /// server was restored from an older backup). If it is still the server's `last_seq`,
+    /// the seqs may skip those the client no longer holds (strictly increasing instead of
+    /// consecutive), and a `base_version` above its space's version counts as that version
+    /// (the base came from history the server lost). Absent on ordinary pushes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recover_from: Option<u64>,
 }
 
 /// `POST /v1/push` response body.

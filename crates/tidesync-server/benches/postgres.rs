@@ -90,6 +90,7 @@ fn batches(space: &str, client: &str, ids: std::ops::Range<u64>, batch: u64) -> 
             mutations: (from..(from + batch).min(ids.end))
                 .map(|id| mutation(space, id - first + 1, id))
                 .collect(),
+            recover_from: None,
         })
         .collect()
 }
@@ -344,6 +345,7 @@ async fn poke_latency(db: &TestDatabase) -> (Vec<f64>, Vec<f64>) {
             client_id: client.clone(),
             protocol: PROTOCOL_VERSION,
             mutations: vec![mutation(name, seq, seq)],
+            recover_from: None,
         })
         .expect("json");
         let sent = Instant::now();

@@ -65,6 +65,7 @@ fn batches(space: &str, client: &str, n: u64, ids: u64) -> Vec<PushInput> {
             mutations: (from..(from + BATCH).min(n + 1))
                 .map(|s| mutation(space, s, s % ids))
                 .collect(),
+            recover_from: None,
         })
         .collect()
 }
@@ -267,6 +268,7 @@ async fn main() {
                     client_id: b.client_id,
                     protocol: PROTOCOL_VERSION,
                     mutations: b.mutations,
+                    recover_from: None,
                 })
                 .expect("json")
             })

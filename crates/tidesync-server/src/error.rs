@@ -23,6 +23,8 @@ pub struct ApiError {
     code: ErrorCode,
     message: String,
     retry_after: Option<u64>,
+    /// `seq_gap`'s `last_seq`.
+    last_seq: Option<u64>,
 }
 
 /// The HTTP status of each error code. Per-mutation rejection codes (`stale_base`,
@@ -56,6 +58,7 @@ impl ApiError {
             code,
             message: message.into(),
             retry_after,
+            last_seq: None,
         }
     }
 
@@ -123,6 +126,7 @@ impl ApiError {
         ErrorBody {
             code: self.code,
             message: self.message.clone(),
+            last_seq: self.last_seq,
         }
     }
 }
@@ -144,7 +148,10 @@ impl std::error::Error for ApiError {}
 impl From<StorageError> for ApiError {
     fn from(err: StorageError) -> ApiError {
         match err {
-            StorageError::SeqGap { .. } => ApiError::new(ErrorCode::SeqGap, err.to_string()),
+            StorageError::SeqGap { last_seq, .. } => ApiError {
+                last_seq: Some(last_seq),
+                ..ApiError::new(ErrorCode::SeqGap, err.to_string())
+            },
             StorageError::ForeignClient(_) => ApiError::forbidden(err.to_string()),
             StorageError::CursorReset { .. } => {
                 ApiError::new(ErrorCode::CursorReset, err.to_string())
@@ -163,6 +170,7 @@ impl IntoResponse for ApiError {
         let body = ErrorBody {
             code: self.code,
             message: self.message,
+            last_seq: self.last_seq,
         };
         let mut response = (self.status, Json(body)).into_response();
         let headers = response.headers_mut();

@@ -55,11 +55,17 @@ impl SyncService {
         request: PushRequest,
     ) -> Result<PushResponse, ApiError> {
         validate::protocol(request.protocol)?;
-        validate::push(&request.mutations, grants, &self.limits)?;
+        validate::push(
+            &request.mutations,
+            request.recover_from.is_some(),
+            grants,
+            &self.limits,
+        )?;
         let input = PushInput {
             user: grants.user.clone(),
             client_id: request.client_id,
             mutations: request.mutations,
+            recover_from: request.recover_from,
         };
         Ok(self.storage.push(input).await?)
     }

@@ -34,6 +34,7 @@ pub(crate) fn protocol(protocol: u32) -> Result<(), ApiError> {
 /// - every space is writable by the caller (`403 forbidden`).
 pub(crate) fn push(
     mutations: &[Mutation],
+    recovery: bool,
     grants: &Grants,
     limits: &Limits,
 ) -> Result<(), ApiError> {
@@ -51,7 +52,13 @@ pub(crate) fn push(
             return Err(ApiError::invalid("seq numbers start at 1"));
         }
         if let Some(prev) = previous {
-            if prev.seq.checked_add(1) != Some(m.seq) {
+            if recovery && m.seq <= prev.seq {
+                return Err(ApiError::invalid(format!(
+                    "seq must increase within a recovery push: seq {} follows seq {}",
+                    m.seq, prev.seq
+                )));
+            }
+            if !recovery && prev.seq.checked_add(1) != Some(m.seq) {
                 return Err(ApiError::invalid(format!(
                     "seq must increase by exactly 1 within a push: seq {} follows seq {}",
                     m.seq, prev.seq
@@ -254,25 +261,37 @@ mod tests {
             mutation(5, 1, "user:alice"),
             mutation(6, 2, "user:alice"),
         ];
-        assert_eq!(code(push(&ok, &g, &l)), None);
-        assert_eq!(code(push(&[], &g, &l)), None);
+        assert_eq!(code(push(&ok, false, &g, &l)), None);
+        assert_eq!(code(push(&[], false, &g, &l)), None);
         let gap = [mutation(4, 1, "user:alice"), mutation(6, 1, "user:alice")];
-        assert_eq!(code(push(&gap, &g, &l)), Some(ErrorCode::InvalidInput));
+        assert_eq!(
+            code(push(&gap, false, &g, &l)),
+            Some(ErrorCode::InvalidInput)
+        );
         let backwards = [mutation(4, 1, "user:alice"), mutation(3, 1, "user:alice")];
         assert_eq!(
-            code(push(&backwards, &g, &l)),
+            code(push(&backwards, false, &g, &l)),
             Some(ErrorCode::InvalidInput)
         );
         let zero = [mutation(0, 1, "user:alice")];
-        assert_eq!(code(push(&zero, &g, &l)), Some(ErrorCode::InvalidInput));
+        assert_eq!(
+            code(push(&zero, false, &g, &l)),
+            Some(ErrorCode::InvalidInput)
+        );
         let split_tx = [
             mutation(1, 1, "user:alice"),
             mutation(2, 2, "user:alice"),
             mutation(3, 1, "user:alice"),
         ];
-        assert_eq!(code(push(&split_tx, &g, &l)), Some(ErrorCode::InvalidInput));
+        assert_eq!(
+            code(push(&split_tx, false, &g, &l)),
+            Some(ErrorCode::InvalidInput)
+        );
         let foreign = [mutation(1, 1, "user:alice"), mutation(2, 1, "shared")];
-        assert_eq!(code(push(&foreign, &g, &l)), Some(ErrorCode::Forbidden));
+        assert_eq!(
+            code(push(&foreign, false, &g, &l)),
+            Some(ErrorCode::Forbidden)
+        );
     }
 
     #[test]
@@ -288,21 +307,21 @@ mod tests {
             mutation(2, 1, "user:alice"),
             mutation(3, 1, "user:alice"),
         ];
-        assert_eq!(code(push(&three, &g, &l)), Some(ErrorCode::TooLarge));
+        assert_eq!(code(push(&three, false, &g, &l)), Some(ErrorCode::TooLarge));
         // {"title":"x"} is 13 bytes.
-        assert_eq!(code(push(&three[..1], &g, &l)), None);
+        assert_eq!(code(push(&three[..1], false, &g, &l)), None);
         let mut big = mutation(1, 1, "user:alice");
         big.op = Op::Patch {
             fields: json!({"title": "xy"}).as_object().cloned().expect("object"),
         };
-        assert_eq!(code(push(&[big.clone()], &g, &l)), None);
+        assert_eq!(code(push(&[big.clone()], false, &g, &l)), None);
         big.op = Op::Patch {
             fields: json!({"title": "xyz"})
                 .as_object()
                 .cloned()
                 .expect("object"),
         };
-        assert_eq!(code(push(&[big], &g, &l)), Some(ErrorCode::TooLarge));
+        assert_eq!(code(push(&[big], false, &g, &l)), Some(ErrorCode::TooLarge));
     }
 
     #[test]

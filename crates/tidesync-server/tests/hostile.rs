@@ -1335,9 +1335,11 @@ async fn extreme_legal_values_are_stored_and_a_far_future_clock_does_not_win(bac
             "tiny": 5e-324, "zero": -0.0, "deep": {}}}"#,
         nested_arrays(deepest)
     );
+    // The largest base a client may claim is the space's version (beyond it: `base_ahead`,
+    // tested with the storage contract).
     let m = json!({
         "seq": 3, "tx": u64::MAX, "space": ALICE, "collection": "todos", "id": "t1",
-        "kind": "put", "doc": RAW, "hlc": "ffffffffffffffff", "base_version": u64::MAX
+        "kind": "put", "doc": RAW, "hlc": "ffffffffffffffff", "base_version": world.alice_version
     });
     let reply = world
         .server

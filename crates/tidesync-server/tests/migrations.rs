@@ -233,6 +233,7 @@ async fn a_version_1_database_pulls_the_same_changes_after_migration() {
             user: "alice".into(),
             client_id: ClientId::new("old").unwrap(),
             mutations,
+            recover_from: None,
         })
         .await
         .unwrap();

@@ -39,6 +39,7 @@ fn push(client: &str, mutations: Vec<Mutation>) -> PushInput {
         user: "alice".into(),
         client_id: ClientId::new(client).unwrap(),
         mutations,
+        recover_from: None,
     }
 }
 

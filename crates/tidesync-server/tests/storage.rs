@@ -229,6 +229,7 @@ async fn push(
         user: user.into(),
         client_id: ClientId::new(client).unwrap(),
         mutations,
+        recover_from: None,
     })
     .await
 }
@@ -899,7 +900,140 @@ async fn a_stored_document_or_stamps_that_is_not_json_is_an_internal_error_namin
     }
 }
 
+/// Under every policy, a base above the space's version (0 would be stale; 1000, 2^63 and
+/// u64::MAX are from a server state this one never had) is refused with its own code, and
+/// the queue keeps flowing.
+async fn a_base_from_the_future_is_refused_under_every_policy(backend: Backend) {
+    for policy in [Policy::Strict, Policy::Lww, Policy::ServerWins] {
+        let rules = MergeRules {
+            policies: Policies {
+                default: policy,
+                per_collection: Default::default(),
+            },
+            ..MergeRules::default()
+        };
+        let Some(s) = Server::open(backend, rules).await else {
+            return;
+        };
+        // The space is at version 2; another client changed "a" at version 2.
+        push(
+            &*s.storage,
+            "alice",
+            "c1",
+            vec![m(1, 1, "a", put(json!({"n": 1})), 0)],
+        )
+        .await
+        .unwrap();
+        push(
+            &*s.storage,
+            "alice",
+            "c2",
+            vec![m(1, 1, "a", put(json!({"n": 2})), 1)],
+        )
+        .await
+        .unwrap();
+        let bases = [1000, 1 << 63, u64::MAX];
+        let mut batch: Vec<Mutation> = bases
+            .iter()
+            .enumerate()
+            .map(|(i, base)| m(2 + i as u64, 2 + i as u64, "a", put(json!({"n": 9})), *base))
+            .collect();
+        batch.push(m(5, 5, "b", put(json!({"n": 5})), 0));
+        let r = push(&*s.storage, "alice", "c1", batch).await.unwrap();
+        assert_eq!(r.acked_through, 5, "{policy:?}");
+        for result in &r.results[..3] {
+            match &result.outcome {
+                PushOutcome::Rejected { code, message } => {
+                    assert_eq!(*code, ErrorCode::BaseAhead, "{policy:?}");
+                    assert!(message.contains("above the space's version 2"), "{message}");
+                }
+                other => panic!("{policy:?}: seq {} was {other:?}", result.seq),
+            }
+        }
+        assert!(
+            matches!(r.results[3].outcome, PushOutcome::Applied { version: 3 }),
+            "{policy:?}: the queue keeps flowing: {:?}",
+            r.results[3]
+        );
+        let page = pull(&*s.storage, "c3", Cursor::new(), 100).await;
+        let a = page.changes.iter().find(|c| c.id.as_str() == "a").unwrap();
+        assert_eq!(
+            a.doc.as_ref().unwrap()["n"],
+            json!(2),
+            "{policy:?}: a is c2's"
+        );
+    }
+}
+
+/// A client that learned from `seq_gap` where the server stands (a server restored from an
+/// older backup) pushes what it still holds with seqs missing after `last_seq`; a base from
+/// the lost history counts as the space's version. A stale `recover_from` is an ordinary
+/// push (the gap refused); a retried recovery push is answered as duplicates.
+async fn a_recovery_push_may_skip_seqs_the_client_no_longer_holds(backend: Backend) {
+    let Some(s) = Server::open(backend, strict_todos()).await else {
+        return;
+    };
+    push(
+        &*s.storage,
+        "alice",
+        "c1",
+        vec![m(1, 1, "a", put(json!({"n": 1})), 0)],
+    )
+    .await
+    .unwrap();
+    let recovery = |from: u64, mutations: Vec<Mutation>| PushInput {
+        user: "alice".into(),
+        client_id: ClientId::new("c1").unwrap(),
+        mutations,
+        recover_from: Some(from),
+    };
+    // Held: seq 5 (a put on "a" made on version 7 of the lost history) and seq 8.
+    let held = vec![
+        m(5, 5, "a", put(json!({"n": 5})), 7),
+        m(8, 8, "b", put(json!({"n": 8})), 0),
+    ];
+    let stale = s.storage.push(recovery(3, held.clone())).await.unwrap_err();
+    assert!(
+        matches!(
+            stale,
+            StorageError::SeqGap {
+                last_seq: 1,
+                first_seq: 5
+            }
+        ),
+        "{stale:?}"
+    );
+    let r = s.storage.push(recovery(1, held.clone())).await.unwrap();
+    assert_eq!(r.acked_through, 8);
+    assert!(
+        r.results
+            .iter()
+            .all(|x| matches!(x.outcome, PushOutcome::Applied { .. })),
+        "strict accepts the base from the lost history as current: {:?}",
+        r.results
+    );
+    // Its answer lost, the same recovery push again: duplicates, nothing applied twice.
+    let again = s.storage.push(recovery(1, held)).await.unwrap();
+    assert_eq!((again.acked_through, again.results.len()), (8, 0));
+    // Then ordinary pushes continue after 8.
+    let next = push(
+        &*s.storage,
+        "alice",
+        "c1",
+        vec![m(9, 9, "c", put(json!({"n": 9})), 0)],
+    )
+    .await
+    .unwrap();
+    assert_eq!(next.acked_through, 9);
+    let page = pull(&*s.storage, "c2", Cursor::new(), 100).await;
+    let ids: Vec<&str> = page.changes.iter().map(|c| c.id.as_str()).collect();
+    assert_eq!(ids, ["a", "b", "c"]);
+    assert_eq!(page.changes[0].doc.as_ref().unwrap()["n"], json!(5));
+}
+
 contract! {
+    a_base_from_the_future_is_refused_under_every_policy,
+    a_recovery_push_may_skip_seqs_the_client_no_longer_holds,
     the_same_push_twice_is_applied_once,
     a_push_that_overlaps_what_was_applied_applies_only_the_new_part,
     a_gap_is_refused_and_changes_nothing,
@@ -945,6 +1079,7 @@ mod sqlite_only {
             user: "alice".into(),
             client_id: ClientId::new("c1").unwrap(),
             mutations,
+            recover_from: None,
         };
         let mut engine = SyncEngine::open(&path, MergeRules::default()).unwrap();
         let (r, pokes) = engine

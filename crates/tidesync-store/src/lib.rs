@@ -61,5 +61,5 @@ pub use records::{ListOptions, Record, RecordPage};
 pub use rejections::Rejection;
 pub use schema::{Convert, Step, APPLICATION_ID, CURRENT_VERSION, MIGRATIONS};
 pub use store::Store;
-pub use sync::{PullApplied, PushApplied};
+pub use sync::{HistoryLoss, PullApplied, PushApplied};
 pub use write::{WriteReceipt, WriteTx};

@@ -307,6 +307,23 @@ impl Store {
             .map_err(StoreError::sql("count rows"))
     }
 
+    /// The server forgot this client's mutations after `server_last_seq` (it answered
+    /// `seq_gap` with that `last_seq`: restored from an older backup). One transaction: every
+    /// mutation after it still held is queued to be pushed again (acknowledged or not), the
+    /// acknowledged pointer goes back to it, and pushes are recovery pushes
+    /// ([`Store::recovering_from`]) until the server has processed every seq handed out so
+    /// far. Returns what is re-sent and what was lost. The caller also resets the base: it
+    /// holds history the server no longer has.
+    pub fn forget_server_history(&mut self, server_last_seq: u64) -> Result<crate::HistoryLoss> {
+        self.write(|conn, counts| sync::forget_server_history(conn, server_last_seq, counts))
+    }
+
+    /// `Some(server_last_seq)` while the next push must be a recovery push (one the server
+    /// accepts with seqs missing after its `last_seq`, those this client no longer holds).
+    pub fn recovering_from(&self) -> Result<Option<u64>> {
+        sync::recovering_from(&self.conn)
+    }
+
     /// Drops the local base state and the pull cursor, keeping every pending mutation (their
     /// views are recomputed on an empty base). For when the server answers `cursor_reset`:
     /// the next pull bootstraps from scratch.

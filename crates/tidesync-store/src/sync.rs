@@ -463,3 +463,57 @@ mod tests {
         assert!(plan.contains("USING INTEGER PRIMARY KEY"), "{plan}");
     }
 }
+
+/// What a server that forgot part of this client's history (restored from an older backup)
+/// lost, and what the client does about it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HistoryLoss {
+    /// The last seq the server still has processed for this client.
+    pub server_last_seq: u64,
+    /// The highest seq this client had handed out.
+    pub local_last_seq: u64,
+    /// Mutations after `server_last_seq` still held here: queued to be pushed again (once).
+    pub resent: u64,
+    /// Mutations after `server_last_seq` the server had applied and this client had already
+    /// confirmed (dropped from its outbox): the server lost them and nothing here can send
+    /// them again. Their effect leaves the local view when the base is downloaded again.
+    pub lost: u64,
+}
+
+pub(crate) fn forget_server_history(
+    conn: &Connection,
+    server_last_seq: u64,
+    counts: &mut StoreCounts,
+) -> Result<HistoryLoss> {
+    let local_last_seq = Counters::load(conn)?.last_seq;
+    let count = |sql: &str| -> Result<u64> {
+        conn.prepare_cached(sql)
+            .and_then(|mut s| s.query_row([server_last_seq as i64], |r| r.get::<_, i64>(0)))
+            .map(|n| n as u64)
+            .map_err(StoreError::sql("count what the server forgot"))
+    };
+    let rejected = count("SELECT count(*) FROM rejections WHERE seq > ?1")?;
+    let resent = conn
+        .prepare_cached("UPDATE outbox SET state = ?1, acked_version = NULL WHERE seq > ?2")
+        .and_then(|mut s| s.execute(params![QUEUED, server_last_seq as i64]))
+        .map_err(StoreError::sql("queue what the server forgot"))? as u64;
+    meta::set_u64(conn, meta::ACKED_THROUGH, server_last_seq)?;
+    meta::set_u64(conn, meta::RECOVER_THROUGH, local_last_seq)?;
+    *counts = StoreCounts::load(conn)?;
+    Ok(HistoryLoss {
+        server_last_seq,
+        local_last_seq,
+        resent,
+        lost: local_last_seq
+            .saturating_sub(server_last_seq)
+            .saturating_sub(resent)
+            .saturating_sub(rejected),
+    })
+}
+
+/// `Some(acked_through)` while pushes are recovery pushes.
+pub(crate) fn recovering_from(conn: &Connection) -> Result<Option<u64>> {
+    let acked = meta::get_u64(conn, meta::ACKED_THROUGH)?;
+    let until = meta::get_u64(conn, meta::RECOVER_THROUGH)?;
+    Ok((acked < until).then_some(acked))
+}

@@ -633,6 +633,69 @@ fn the_next_push_batch_starts_after_what_the_server_acknowledged() {
 }
 
 #[test]
+fn a_server_that_forgot_history_gets_every_held_mutation_again_and_the_loss_is_counted() {
+    let db = TestDb::new();
+    let mut store = db.open();
+    let mut server = FakeServer::new();
+    // Seqs 1..=3 pushed and acknowledged; a pull confirms what it brings back (those leave
+    // the outbox).
+    for i in 1..=3 {
+        store
+            .put(&key(&format!("r{i}")), doc(json!({"i": i})))
+            .unwrap();
+    }
+    push_all(&mut store, &mut server);
+    let page = server.pull(0, 3);
+    store.apply_pull(&page).unwrap();
+    let held: Vec<u64> = store
+        .outbox_batch(0, 10)
+        .unwrap()
+        .iter()
+        .map(|e| e.mutation.seq)
+        .collect();
+    // Seq 4 is queued, never pushed.
+    store.put(&key("r4"), doc(json!({"i": 4}))).unwrap();
+    assert!(store.recovering_from().unwrap().is_none());
+
+    // The server was restored from a backup that had processed seq 1 only.
+    let loss = store.forget_server_history(1).unwrap();
+    let still_held = held.len() as u64 + 1;
+    assert_eq!(loss.server_last_seq, 1);
+    assert_eq!(loss.local_last_seq, 4);
+    assert_eq!(
+        loss.resent,
+        still_held - held.iter().filter(|s| **s <= 1).count() as u64
+    );
+    assert_eq!(
+        loss.lost,
+        4 - 1 - loss.resent,
+        "confirmed after seq 1 and no longer held"
+    );
+    assert_eq!(store.acked_through().unwrap(), 1);
+    assert_eq!(store.recovering_from().unwrap(), Some(1));
+    let again: Vec<u64> = store
+        .next_push_batch(10)
+        .unwrap()
+        .iter()
+        .map(|e| e.mutation.seq)
+        .collect();
+    let expected: Vec<u64> = held.iter().copied().filter(|s| *s > 1).chain([4]).collect();
+    assert_eq!(
+        again, expected,
+        "every held mutation after seq 1, gaps and all"
+    );
+    assert_eq!(store.unpushed().unwrap().mutations, expected.len() as u64);
+    // Once the server has processed everything handed out, pushes are ordinary again.
+    store
+        .apply_push_response(&PushResponse {
+            acked_through: 4,
+            results: expected.iter().map(|seq| applied(*seq, 10 + seq)).collect(),
+        })
+        .unwrap();
+    assert_eq!(store.recovering_from().unwrap(), None);
+}
+
+#[test]
 fn a_base_reset_keeps_pending_work_and_the_next_pull_rebuilds_the_rest() {
     let db = TestDb::new();
     let mut store = db.open();

@@ -85,6 +85,7 @@ impl Server {
                 user: "bench".into(),
                 client_id: client.clone(),
                 mutations,
+                recover_from: None,
             };
             self.0.run(self.0.storage().push(input)).expect("fill push");
         }

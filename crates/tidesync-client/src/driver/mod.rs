@@ -33,7 +33,7 @@ use tidesync_protocol::{
     CheckedChange, ClientId, PullRequest, PullResponse, PushOutcome, PushRequest, PushResponse,
     SpaceName, PROTOCOL_VERSION,
 };
-use tidesync_store::{Store, StoreError};
+use tidesync_store::{HistoryLoss, Store, StoreError};
 
 use crate::status::{ClientEvent, DownloadProgress, Status};
 use batch::PushBatch;
@@ -89,6 +89,8 @@ pub struct Driver {
     upload: Option<Upload>,
     download: Option<DownloadProgress>,
     published: Option<Status>,
+    /// The last time the server was found to have forgotten this client's history.
+    history_loss: Option<HistoryLoss>,
 }
 
 /// A store failure as the machine sees it.
@@ -113,6 +115,7 @@ impl Driver {
             pull_limit: config.pull_limit.max(1),
             next_id: 0,
             exchange: None,
+            history_loss: None,
             stream: None,
             upload: None,
             download: None,
@@ -205,13 +208,18 @@ impl Driver {
             // A failed base reset must not be followed by a pull with the old cursor (the
             // server would answer `cursor_reset` again, at once, forever).
             let mut reset_failed = None;
+            // Likewise a failed recovery must not push the batch the server just refused.
+            let mut forget_failed = None;
             for instruction in self.machine.handle(now, event) {
                 match instruction {
                     Instruction::Probe => {
                         let id = self.begin(Kind::Probe);
                         out.io.push(Io::Health(id));
                     }
-                    Instruction::Push => match self.push_request(store) {
+                    Instruction::Push => match forget_failed
+                        .take()
+                        .map_or_else(|| self.push_request(store), Err)
+                    {
                         Ok(Some((id, request))) => out.io.push(Io::Push(id, request)),
                         // Nothing was queued: no request is made.
                         Ok(None) => {
@@ -227,6 +235,24 @@ impl Driver {
                         match request {
                             Ok((id, request)) => out.io.push(Io::Pull(id, request)),
                             Err(failure) => events.push_back(Event::PullDone(Err(failure))),
+                        }
+                    }
+                    Instruction::ForgetServerHistory { last_seq } => {
+                        match store.forget_server_history(last_seq) {
+                            Ok(loss) => {
+                                tracing::warn!(
+                                    server_last_seq = loss.server_last_seq,
+                                    local_last_seq = loss.local_last_seq,
+                                    resent = loss.resent,
+                                    lost = loss.lost,
+                                    "the server has forgotten part of this device's history \
+                                     (restored from an older backup?): re-sending what is \
+                                     still held and downloading its state again"
+                                );
+                                self.history_loss = Some(loss);
+                                out.events.push(ClientEvent::ServerForgot(loss));
+                            }
+                            Err(e) => forget_failed = Some(local(e)),
                         }
                     }
                     Instruction::ResetCursor => match store.reset_base() {
@@ -273,6 +299,7 @@ impl Driver {
             client_id: self.client_id.clone(),
             protocol: PROTOCOL_VERSION,
             mutations: entries.into_iter().map(|e| e.mutation).collect(),
+            recover_from: store.recovering_from().map_err(local)?,
         };
         Ok(Some((self.begin(Kind::Push(batch)), request)))
     }

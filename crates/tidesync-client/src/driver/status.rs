@@ -61,6 +61,7 @@ impl Driver {
             has_synced: counts.has_synced,
             last_error: engine.last_error.clone(),
             next_retry_at_ms: engine.next_retry_at_ms,
+            history_loss: self.history_loss,
         };
         if self.published.as_ref() == Some(&status) {
             return;

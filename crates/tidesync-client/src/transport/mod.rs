@@ -53,6 +53,7 @@ pub fn classify_answer(status: u16, retry_after_secs: Option<u64>, body: &[u8]) 
     let retry_after_ms = retry_after_secs.map(|secs| secs.saturating_mul(1000));
     let parsed: Option<ErrorBody> = serde_json::from_slice(body).ok();
     let code = parsed.as_ref().map(|b| b.code);
+    let last_seq = parsed.as_ref().and_then(|b| b.last_seq);
     let message = match parsed {
         Some(body) => body.message,
         None => String::from_utf8_lossy(body).chars().take(200).collect(),
@@ -62,6 +63,9 @@ pub fn classify_answer(status: u16, retry_after_secs: Option<u64>, body: &[u8]) 
         429 => Failure::RateLimited { retry_after_ms },
         503 if retry_after_ms.is_some() => Failure::RateLimited { retry_after_ms },
         409 if code == Some(ErrorCode::CursorReset) => Failure::CursorReset,
+        409 if code == Some(ErrorCode::SeqGap) && last_seq.is_some() => Failure::ServerForgot {
+            last_seq: last_seq.unwrap_or_default(),
+        },
         500..=599 => Failure::Server { status, message },
         _ => Failure::Refused {
             status,
@@ -115,6 +119,14 @@ mod tests {
         assert_eq!(
             classify_answer(409, None, &body("cursor_reset", "again")),
             Failure::CursorReset
+        );
+        assert_eq!(
+            classify_answer(
+                409,
+                None,
+                br#"{"code": "seq_gap", "message": "gap", "last_seq": 4}"#
+            ),
+            Failure::ServerForgot { last_seq: 4 }
         );
         assert_eq!(
             classify_answer(409, None, &body("seq_gap", "gap")),

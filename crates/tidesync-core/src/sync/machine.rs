@@ -77,6 +77,10 @@ pub struct SyncMachine {
     stream: StreamState,
     timer_id: u64,
     emitted: Option<EngineStatus>,
+    /// A recovery from a server that forgot history was started and no push has succeeded
+    /// since: a second `ServerForgot` then is a refusal (a server that does not accept the
+    /// recovery push must not be retried in a tight loop).
+    recovering: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,6 +100,7 @@ impl SyncMachine {
             failures: 0,
             want_push: false,
             want_pull: false,
+            recovering: false,
             device_offline: false,
             connectivity: Connectivity::Unknown,
             last_error: None,
@@ -209,6 +214,7 @@ impl SyncMachine {
             }
             (S::Busy { op: Op::Push, .. }, E::PushDone(Ok(PushProgress { more }))) => {
                 self.succeeded();
+                self.recovering = false;
                 self.want_push |= more;
                 // Pull after every push: it confirms what was pushed and brings others' work.
                 self.want_pull = true;
@@ -485,6 +491,27 @@ impl SyncMachine {
                     op: Op::Pull,
                     refreshed,
                 }
+            }
+            Failure::ServerForgot { last_seq } if !self.recovering => {
+                self.recovering = true;
+                // Nothing is wrong with this client: re-send what the server lost (still
+                // held here), then download the server's state from scratch, since the
+                // base holds history the server no longer has.
+                self.set_connectivity(Connectivity::Online);
+                out.push(Instruction::ForgetServerHistory { last_seq });
+                out.push(Instruction::ResetCursor);
+                self.want_push = true;
+                self.want_pull = true;
+                self.next_work(now, out)
+            }
+            Failure::ServerForgot { last_seq } => {
+                self.set_connectivity(Connectivity::Online);
+                let text = format!(
+                    "the server has forgotten this device's changes after seq {last_seq} and \
+                     refused the recovery push; it may not support recovery (upgrade it)"
+                );
+                self.record_error(now, FailureKind::Refused, Some("seq_gap".into()), text);
+                self.back_off(now, true, None, out)
             }
             Failure::Refused {
                 status,

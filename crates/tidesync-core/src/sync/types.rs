@@ -44,6 +44,13 @@ pub enum Failure {
     Unauthorized,
     /// 409 `cursor_reset`: the pull cursor cannot be served; bootstrap again.
     CursorReset,
+    /// 409 `seq_gap` with the server's `last_seq`: the server has processed fewer of this
+    /// client's mutations than it once acknowledged. It forgot part of its history (it was
+    /// restored from an older backup): recover (re-send what is still held, bootstrap).
+    ServerForgot {
+        /// The last seq the server has processed for this client.
+        last_seq: u64,
+    },
     /// Any other 4xx: retrying the same request would fail the same way.
     Refused {
         /// HTTP status.
@@ -175,6 +182,13 @@ pub enum Instruction {
     Pull,
     /// Drop the local base and cursor (keep pending mutations), then pull from scratch.
     ResetCursor,
+    /// The server forgot this client's mutations after `last_seq`: queue every mutation
+    /// after it that is still held to be pushed again (a recovery push, which may skip the
+    /// seqs no longer held), and report what the server lost that is no longer held.
+    ForgetServerHistory {
+        /// The last seq the server has processed for this client.
+        last_seq: u64,
+    },
     /// Ask the app's token provider for a fresh token, then report [`Event::TokenRefreshed`].
     RefreshToken,
     /// Connect the event stream; report [`Event::StreamOpened`] / [`Event::StreamClosed`].

@@ -35,8 +35,12 @@ pub struct PushInput {
     pub user: String,
     /// The pushing client.
     pub client_id: ClientId,
-    /// Mutations, seq strictly increasing by one, whole transactions.
+    /// Mutations, seq strictly increasing by one (by at least one in a recovery push),
+    /// whole transactions.
     pub mutations: Vec<Mutation>,
+    /// A recovery push: the `last_seq` the client learned from a `seq_gap` answer (see
+    /// `PushRequest::recover_from`).
+    pub recover_from: Option<u64>,
 }
 
 /// A pull, already authenticated and authorized by the HTTP layer.

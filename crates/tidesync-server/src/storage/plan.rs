@@ -55,8 +55,11 @@ pub(crate) fn standing(
             new: true,
         },
     };
+    // A recovery push from a client that knows where this server stands may skip the seqs
+    // it no longer holds (docs/protocol.md, "A server restored from an older backup").
+    let recovery = input.recover_from == Some(standing.last_seq);
     if let Some(first) = input.mutations.first() {
-        if first.seq > standing.last_seq + 1 {
+        if first.seq > standing.last_seq + 1 && !recovery {
             return Err(StorageError::SeqGap {
                 last_seq: standing.last_seq,
                 first_seq: first.seq,
@@ -271,7 +274,36 @@ fn transaction(
         let record = records
             .entry(m.key.clone())
             .or_insert_with(|| state.records.get(&m.key).cloned().unwrap_or_default());
-        match judge(record, &m.op, m.base_version, &input.client_id, policy) {
+        let space_now = versions
+            .get(&m.key.space)
+            .copied()
+            .unwrap_or_else(|| state.version(&m.key.space));
+        // A base above the space's version was seen on a server state this one does not
+        // have: refused under every policy (it would defeat `strict` and skew conflict
+        // detection), except in a recovery push, where it is the client's view of history
+        // this server lost and counts as the current version.
+        let base = match (m.base_version > space_now, input.recover_from.is_some()) {
+            (false, _) => m.base_version,
+            (true, true) => space_now,
+            (true, false) => {
+                let message = format!(
+                    "base_version {} is above the space's version {space_now}: it was made on \
+                     a server state this server does not have (restored from an older backup, \
+                     or another server); pull from scratch, then decide",
+                    m.base_version
+                );
+                refuse(
+                    group,
+                    m.seq,
+                    ErrorCode::BaseAhead,
+                    message,
+                    results,
+                    refusals,
+                );
+                return;
+            }
+        };
+        match judge(record, &m.op, base, &input.client_id, policy) {
             Verdict::Reject { code, message } => {
                 refuse(group, m.seq, code, message, results, refusals);
                 return;

@@ -273,6 +273,46 @@ fn a_refused_request_surfaces_and_never_loops() {
 }
 
 #[test]
+fn a_server_that_forgot_history_is_recovered_from_once_not_in_a_loop() {
+    let mut m = machine();
+    started_idle(&mut m);
+    m.handle(10, Event::LocalWrite);
+    let forgot = || Failure::ServerForgot { last_seq: 3 };
+    let out = m.handle(11, Event::PushDone(Err(forgot())));
+    assert_eq!(
+        work(&out),
+        vec![
+            Instruction::ForgetServerHistory { last_seq: 3 },
+            Instruction::ResetCursor,
+            Instruction::Push
+        ],
+        "re-send what is held at once, then download again"
+    );
+    assert_eq!(m.status().last_error, None, "not an error of this client");
+    // The recovery push is refused the same way: a server that does not take it.
+    let out = m.handle(12, Event::PushDone(Err(forgot())));
+    assert_eq!(work(&out), vec![]);
+    assert_eq!(
+        m.status().last_error.map(|e| (e.kind, e.code)),
+        Some((FailureKind::Refused, Some("seq_gap".into())))
+    );
+    // After a push succeeds, a later loss is recovered from again.
+    m.handle(70_000, Event::SyncNow);
+    m.handle(70_001, Event::ProbeDone(Ok(())));
+    m.handle(70_002, Event::PushDone(Ok(PushProgress { more: false })));
+    m.handle(
+        70_003,
+        Event::PullDone(Ok(PullProgress { has_more: false })),
+    );
+    m.handle(70_004, Event::LocalWrite);
+    let out = m.handle(70_005, Event::PushDone(Err(forgot())));
+    assert_eq!(
+        work(&out)[0],
+        Instruction::ForgetServerHistory { last_seq: 3 }
+    );
+}
+
+#[test]
 fn a_cursor_reset_rebootstraps() {
     let mut m = machine();
     started_idle(&mut m);
