@@ -411,9 +411,12 @@ fn near_valid_requests_are_answered_or_refused_cleanly() {
         let body = mutate(valid, pick, &edit);
         let answer = fx.post(path, body.clone())?;
         let parsed = serde_json::from_slice::<PushResponse>(&answer.bytes);
-        if let (StatusCode::OK, true, Ok(response)) = (answer.status, push, parsed) {
+        let sent: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+        // An edit may replace the client id with a fixed string, which an earlier case may
+        // have used already: only a push still naming its fresh client owes every result.
+        let fresh = sent["client_id"] == json!(client);
+        if let (StatusCode::OK, true, true, Ok(response)) = (answer.status, push, fresh, parsed) {
             // A fresh client: nothing is a duplicate, every mutation has a result.
-            let sent: Value = serde_json::from_str(&body).unwrap();
             let n = sent["mutations"].as_array().map_or(0, Vec::len);
             prop_assert_eq!(response.results.len(), n, "{}", answer.text);
             prop_assert_eq!(
