@@ -213,12 +213,14 @@ class SyncStatus {
     this.lastSyncedAt,
     this.lastError,
     this.nextRetryAt,
+    this.historyLoss,
   });
 
   factory SyncStatus.fromJson(Map<String, Object?> json) {
     final Map<String, Object?>? upload = (json['upload'] as Map?)?.cast<String, Object?>();
     final Map<String, Object?>? download = (json['download'] as Map?)?.cast<String, Object?>();
     final Map<String, Object?>? error = (json['last_error'] as Map?)?.cast<String, Object?>();
+    final Map<String, Object?>? loss = (json['history_loss'] as Map?)?.cast<String, Object?>();
     DateTime? time(String name) {
       final Object? ms = json[name];
       return ms is int ? DateTime.fromMillisecondsSinceEpoch(ms) : null;
@@ -240,6 +242,7 @@ class SyncStatus {
       lastSyncedAt: time('last_synced_at_ms'),
       lastError: error == null ? null : SyncFailure.fromJson(error),
       nextRetryAt: time('next_retry_at_ms'),
+      historyLoss: loss == null ? null : HistoryLoss.fromJson(loss),
     );
   }
 
@@ -272,9 +275,42 @@ class SyncStatus {
   /// When the next attempt happens, while backing off.
   final DateTime? nextRetryAt;
 
+  /// Set once the server was found to have forgotten this device's changes (it was restored
+  /// from an older backup): what was sent again, and what the server lost for good.
+  final HistoryLoss? historyLoss;
+
   bool get isUploading => phase == SyncPhase.uploading;
   bool get isDownloading => phase == SyncPhase.downloading;
   bool get isOffline => connectivity == SyncConnectivity.offline;
+}
+
+/// What a server restored from an older backup had forgotten of this device's changes.
+class HistoryLoss {
+  const HistoryLoss({
+    required this.serverLastSeq,
+    required this.localLastSeq,
+    required this.resent,
+    required this.lost,
+  });
+
+  factory HistoryLoss.fromJson(Map<String, Object?> json) => HistoryLoss(
+        serverLastSeq: (json['server_last_seq'] as int?) ?? 0,
+        localLastSeq: (json['local_last_seq'] as int?) ?? 0,
+        resent: (json['resent'] as int?) ?? 0,
+        lost: (json['lost'] as int?) ?? 0,
+      );
+
+  /// The last change the server still had.
+  final int serverLastSeq;
+
+  /// The last change this device had made.
+  final int localLastSeq;
+
+  /// Changes still held here, sent again (applied once).
+  final int resent;
+
+  /// Changes the server had applied and lost, no longer held here: gone. Tell the user.
+  final int lost;
 }
 
 /// One contested field of a [Conflict].
