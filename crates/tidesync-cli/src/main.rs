@@ -156,10 +156,29 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {}", one_line(&format!("{err:#}")));
+            eprintln!("error: {}", one_line(&chain_text(&err)));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes joined with ": ", each said once. Some library errors print
+/// their source in their own message and return it as the source too ("could not read X:
+/// Is a directory (os error 21)" caused by "Is a directory (os error 21)"): a cause whose text
+/// the message already holds is skipped.
+fn chain_text(err: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in err.chain() {
+        let part = cause.to_string();
+        if part.is_empty() || text.contains(&part) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&part);
+    }
+    text
 }
 
 /// `text` on one line: a database's DETAIL and HINT lines are joined with "; ".
@@ -198,5 +217,37 @@ fn init_logging(format: LogFormat, default_level: &str) {
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug)]
+    struct Repeats(std::io::Error);
+
+    impl std::fmt::Display for Repeats {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "could not read x.db: {}", self.0)
+        }
+    }
+
+    impl std::error::Error for Repeats {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn each_cause_is_said_once() {
+        let io = std::io::Error::other("Is a directory (os error 21)");
+        let err = anyhow::Error::new(Repeats(io)).context("cannot open x.db");
+        assert_eq!(
+            chain_text(&err),
+            "cannot open x.db: could not read x.db: Is a directory (os error 21)"
+        );
+        let err = anyhow::anyhow!("disk gone").context("cannot sync");
+        assert_eq!(chain_text(&err), "cannot sync: disk gone");
     }
 }

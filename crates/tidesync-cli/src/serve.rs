@@ -1,8 +1,15 @@
 //! `tidesync serve`: open the storage (the embedded SQLite file in `--data-dir`, or
 //! PostgreSQL with `--database-url`), listen, serve until Ctrl-C or SIGTERM, then shut down
 //! gracefully.
+//!
+//! An embedded server holds an exclusive lock on `DATA_DIR/server.lock` for its lifetime: a
+//! second server on the same directory would serve the same file without seeing the first
+//! one's writes as pokes, so it refuses to start. `token create` and `migrate-storage` do not
+//! take the lock (they work next to a running server); with `--database-url` there is none.
 
-use std::net::SocketAddr;
+use std::fs::File;
+use std::io::{Read, Seek, Write};
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,9 +34,10 @@ pub struct ServeArgs {
     /// connection comes on top).
     #[arg(long, value_name = "N", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     db_pool_size: u32,
-    /// Address to listen on.
-    #[arg(long, default_value = "127.0.0.1:8787")]
-    listen: SocketAddr,
+    /// Address to listen on, HOST:PORT: an IP address or a host name such as localhost
+    /// (resolved; the first address that can be bound is used). Port 0 picks a free port.
+    #[arg(long, default_value = "127.0.0.1:8787", value_parser = parse_listen)]
+    listen: Listen,
     /// Conflict policy of one collection, COLLECTION=lww|server_wins|strict (repeatable).
     #[arg(long = "policy", value_name = "COLLECTION=POLICY", value_parser = parse_policy)]
     policies: Vec<(CollectionName, Policy)>,
@@ -39,6 +47,27 @@ pub struct ServeArgs {
     /// Client clocks further ahead of the server's than this are re-stamped.
     #[arg(long, default_value_t = 60_000)]
     max_clock_skew_ms: u64,
+}
+
+/// `--listen`: what was given, and the addresses it resolved to.
+#[derive(Debug, Clone)]
+struct Listen {
+    text: String,
+    addrs: Vec<SocketAddr>,
+}
+
+fn parse_listen(s: &str) -> Result<Listen, String> {
+    let addrs: Vec<SocketAddr> = s
+        .to_socket_addrs()
+        .map_err(|e| format!("expected HOST:PORT, e.g. 127.0.0.1:8787 or localhost:8787 ({e})"))?
+        .collect();
+    if addrs.is_empty() {
+        return Err(format!("{s} resolves to no address"));
+    }
+    Ok(Listen {
+        text: s.to_owned(),
+        addrs,
+    })
 }
 
 fn parse_policy_name(s: &str) -> Result<Policy, String> {
@@ -70,11 +99,17 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         },
         None => Backend::Sqlite(args.data_dir.clone()),
     };
+    // Before anything else: a second server on the same directory stops here, having touched
+    // nothing. Held until this function returns.
+    let _lock = match &backend {
+        Backend::Sqlite(data_dir) => Some(lock_data_dir(data_dir)?),
+        Backend::Postgres { .. } => None,
+    };
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(args.listen)
+        let listener = tokio::net::TcpListener::bind(args.listen.addrs.as_slice())
             .await
-            .with_context(|| format!("cannot listen on {}", args.listen))?;
+            .with_context(|| format!("cannot listen on {}", args.listen.text))?;
         let addr = listener.local_addr().context("no local address")?;
         let (storage, banner) = backend.open(rules).await?;
         let state = AppState::new(storage, Limits::default());
@@ -86,6 +121,52 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             .await
             .map_err(|e| anyhow!("the server failed: {e}"))
     })
+}
+
+/// The lock file inside a data directory.
+const LOCK_FILE: &str = "server.lock";
+
+/// Takes the data directory's exclusive lock (creating the directory if needed) and writes
+/// this process's id into the lock file. The operating system releases the lock when the
+/// process ends, however it ends; the file stays.
+fn lock_data_dir(data_dir: &DataDir) -> anyhow::Result<File> {
+    data_dir.database()?; // creates the directory
+    let path = data_dir.path.join(LOCK_FILE);
+    let mut file = File::options()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .with_context(|| format!("cannot open the lock file {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let holder = lock_holder(&mut file)
+                .map(|pid| format!(" (pid {pid})"))
+                .unwrap_or_default();
+            anyhow::bail!(
+                "another tidesync server{holder} is using the data directory {}; stop it, or give this one another --data-dir",
+                data_dir.path.display()
+            );
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            return Err(anyhow!("cannot lock {}: {e}", path.display()));
+        }
+    }
+    file.set_len(0)
+        .and_then(|()| file.rewind())
+        .and_then(|()| writeln!(file, "{}", std::process::id()))
+        .and_then(|()| file.flush())
+        .with_context(|| format!("cannot write the lock file {}", path.display()))?;
+    Ok(file)
+}
+
+/// The pid the lock's holder wrote into the file, if it reads as one.
+fn lock_holder(file: &mut File) -> Option<u32> {
+    let mut text = String::new();
+    file.read_to_string(&mut text).ok()?;
+    text.trim().parse().ok()
 }
 
 /// Where the server keeps its data.

@@ -18,8 +18,8 @@ pub struct CreateArgs {
     data_dir: DataDir,
     #[command(flatten)]
     database_url: DatabaseUrl,
-    /// The user the token acts for.
-    #[arg(long)]
+    /// The user the token acts for: 1 to 128 bytes, no control characters.
+    #[arg(long, value_parser = parse_user)]
     user: String,
     /// A space the user may read and write (repeatable).
     #[arg(long = "space", value_name = "SPACE")]
@@ -27,6 +27,25 @@ pub struct CreateArgs {
     /// A space the user may only read (repeatable).
     #[arg(long = "read-only-space", value_name = "SPACE")]
     read_only_spaces: Vec<SpaceName>,
+}
+
+/// Longest user name, in bytes (the server's rule).
+const MAX_USER_BYTES: usize = 128;
+
+/// A user name the server accepts, checked before the storage is opened (or created).
+fn parse_user(user: &str) -> Result<String, String> {
+    if user.is_empty() || user.len() > MAX_USER_BYTES || user.chars().any(char::is_control) {
+        return Err(format!(
+            "a user name is 1 to {MAX_USER_BYTES} bytes without control characters (got {} bytes{})",
+            user.len(),
+            if user.chars().any(char::is_control) {
+                ", with control characters"
+            } else {
+                ""
+            }
+        ));
+    }
+    Ok(user.to_owned())
 }
 
 /// Creates the token and prints it once.
@@ -72,4 +91,20 @@ pub fn create(args: CreateArgs) -> anyhow::Result<()> {
     println!("{token}");
     println!("Store it now: only its hash is kept, it cannot be shown again.");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_names_follow_the_servers_rule() {
+        assert!(parse_user("alice").is_ok());
+        assert!(parse_user(&"a".repeat(128)).is_ok());
+        for bad in ["", "a\nb", "tab\there"] {
+            let err = parse_user(bad).unwrap_err();
+            assert!(err.contains("1 to 128 bytes"), "{err}");
+        }
+        assert!(parse_user(&"a".repeat(129)).is_err());
+    }
 }

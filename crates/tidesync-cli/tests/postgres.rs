@@ -21,7 +21,6 @@ use tidesync_testkit::{free_port, TestDatabase};
 
 const SPACE: &str = "user:alice";
 
-
 fn tidesync(args: &[&str]) -> Output {
     command().args(args).output().expect("run tidesync")
 }

@@ -54,7 +54,7 @@ fn task(i: u64) -> Doc {
     let doc = json!({
         "title": format!("Task {i}"),
         "project": project(i % PROJECTS),
-        "done": i % 3 == 0,
+        "done": i.is_multiple_of(3),
         "due": (i * 7_919) % 100_000,
         "priority": i % 5,
     });

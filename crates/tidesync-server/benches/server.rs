@@ -41,7 +41,7 @@ fn now_ms() -> u64 {
 }
 
 fn mutation(space: &str, seq: u64, id: u64) -> Mutation {
-    let doc = json!({"title": format!("Buy milk #{id}"), "done": id % 3 == 0, "priority": id % 5});
+    let doc = json!({"title": format!("Buy milk #{id}"), "done": id.is_multiple_of(3), "priority": id % 5});
     Mutation {
         seq,
         tx: seq,

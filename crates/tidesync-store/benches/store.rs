@@ -156,7 +156,7 @@ impl Keys {
 fn doc(n: u64) -> Doc {
     let Value::Object(map) = json!({
         "title": format!("Buy milk and eggs #{n}"),
-        "done": n % 3 == 0,
+        "done": n.is_multiple_of(3),
         "priority": n % 5,
         "tags": ["home", "errands"],
         "due": 1_767_225_600_000u64 + n,

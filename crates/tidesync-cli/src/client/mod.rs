@@ -5,10 +5,12 @@
 //! `sync` opens a full `tidesync_client::Client`. Output is human-readable by default and one
 //! JSON document with stable field names under `--json`.
 //!
-//! Modules: `keys` (argument parsing), `output`, `records` (put/patch/delete/get/list),
+//! Modules: `db` (opening the database without creating or changing what the command
+//! should not), `keys` (argument parsing), `output`, `records` (put/patch/delete/get/list),
 //! `query` (queries and `--watch`), `queue` (pending/conflicts/rejections), `restore`,
 //! `status`, `sync`.
 
+mod db;
 mod keys;
 mod output;
 mod query;
@@ -18,20 +20,22 @@ mod restore;
 mod status;
 mod sync;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use clap::{Args, Subcommand, ValueEnum};
 use tidesync_protocol::SpaceName;
 use tidesync_store::query::Indexes;
-use tidesync_store::{SessionRestore, Store, StoreConfig};
+use tidesync_store::{SessionRestore, StoreConfig};
 
 use output::Output;
 
 /// Flags of `tidesync client`.
 #[derive(Debug, Args)]
 pub struct ClientArgs {
-    /// The client database file.
+    /// The client database file. Only put, patch, restore set and sync create it (in a
+    /// directory that exists); the other commands need it. A database that cannot be written
+    /// can still be read.
     #[arg(long, env = "TIDESYNC_CLIENT_DB")]
     db: PathBuf,
     /// The server's base URL (for `sync`), e.g. http://127.0.0.1:8787.
@@ -52,18 +56,25 @@ pub struct ClientArgs {
 
 #[derive(Debug, Subcommand)]
 enum ClientCommand {
-    /// Replace a record: put SPACE/COLLECTION/ID '{"title":"milk"}'.
+    /// Replace a record: put SPACE/COLLECTION/ID '{"title":"milk"}' (or - for standard
+    /// input, @FILE for a file). Creates the database if there is none (its directory must
+    /// exist).
     Put {
         /// SPACE/COLLECTION/ID
         key: String,
-        /// The document, a JSON object.
+        /// The document, a JSON object: inline, - to read it from standard input, or @FILE
+        /// to read it from a file (for documents too long for the command line).
+        #[arg(value_name = "DOC|-|@FILE")]
         doc: String,
     },
-    /// Merge-patch a record (RFC 7396; null removes a field).
+    /// Merge-patch a record (RFC 7396; null removes a field). The patch may be - (standard
+    /// input) or @FILE.
     Patch {
         /// SPACE/COLLECTION/ID
         key: String,
-        /// The patch, a JSON object.
+        /// The patch, a JSON object: inline, - to read it from standard input, or @FILE to
+        /// read it from a file.
+        #[arg(value_name = "PATCH|-|@FILE")]
         patch: String,
     },
     /// Delete a record.
@@ -92,8 +103,9 @@ enum ClientCommand {
     Query {
         /// SPACE/COLLECTION
         collection: String,
-        /// A selector, e.g. '{"project": "p1", "due": {"$lt": 20}}'.
-        #[arg(long = "where", value_name = "JSON")]
+        /// A selector, e.g. '{"project": "p1", "due": {"$lt": 20}}'; - reads it from
+        /// standard input, @FILE from a file.
+        #[arg(long = "where", value_name = "JSON|-|@FILE")]
         selector: Option<String>,
         /// A sort key, FIELD or FIELD:desc (repeatable; ties by id).
         #[arg(long, value_name = "FIELD[:desc]")]
@@ -189,7 +201,9 @@ enum RestoreAction {
     Set {
         /// e.g. checkout/draft
         path: String,
-        /// A JSON value (objects become maps, arrays lists).
+        /// A JSON value (objects become maps, arrays lists): inline, - to read it from
+        /// standard input, or @FILE to read it from a file.
+        #[arg(value_name = "VALUE|-|@FILE")]
         value: String,
         /// Session lifetime instead of persistent.
         #[arg(long)]
@@ -298,26 +312,6 @@ pub fn run(args: ClientArgs) -> anyhow::Result<()> {
             sync::run(db, &server, &token, args.spaces, timeout, out)
         }
     }
-}
-
-/// Whether a command may create the database or needs it to exist.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Open {
-    Create,
-    Existing,
-}
-
-/// Opens the store without disturbing it: the app's session restoration state is kept (a
-/// plain open would clear it as a fresh launch).
-fn open_store(db: &Path, open: Open) -> anyhow::Result<Store> {
-    if open == Open::Existing && !db.exists() {
-        bail!("no client database at {}", db.display());
-    }
-    if let Some(parent) = db.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent)
-            .with_context(|| format!("cannot create directory {}", parent.display()))?;
-    }
-    Store::open(db, store_config()).with_context(|| format!("cannot open {}", db.display()))
 }
 
 /// The store configuration the CLI opens a database with: an inspection tool, not an app

@@ -13,7 +13,7 @@ use tidesync_protocol::{RecordId, SpaceName};
 
 use super::output::Output;
 use super::records::record_json;
-use super::{keys, open_store, store_config, Open};
+use super::{db, keys, store_config};
 use crate::table::table;
 
 /// What `query` was asked.
@@ -60,8 +60,9 @@ fn build(args: &QueryArgs) -> anyhow::Result<Query> {
     let (space, collection) = keys::collection(&args.collection)?;
     let mut form = Map::new();
     if let Some(text) = &args.selector {
-        let selector: Value = serde_json::from_str(text)
-            .map_err(|e| anyhow!("invalid --where JSON: {e} (e.g. '{{\"done\": false}}')"))?;
+        let (text, from) = keys::json_text(text, "--where selector")?;
+        let selector: Value = serde_json::from_str(&text)
+            .map_err(|e| anyhow!("invalid --where JSON{from}: {e} (e.g. '{{\"done\": false}}')"))?;
         form.insert("selector".into(), selector);
     }
     let mut sort = Vec::new();
@@ -92,7 +93,7 @@ fn build(args: &QueryArgs) -> anyhow::Result<Query> {
 /// `query ...` once.
 pub fn run(db: &Path, args: &QueryArgs, mode: Mode, out: Output) -> anyhow::Result<()> {
     let query = build(args)?;
-    let store = open_store(db, Open::Existing)?;
+    let store = db::read(db)?;
     match mode {
         Mode::Count => {
             let n = store.count(&query)?;
@@ -113,9 +114,7 @@ pub fn run(db: &Path, args: &QueryArgs, mode: Mode, out: Output) -> anyhow::Resu
 /// `query ... --watch`: each new result, until interrupted (or the database goes away).
 pub fn watch(db: &Path, args: &QueryArgs, sync: Option<Sync>, out: Output) -> anyhow::Result<()> {
     let query = build(args)?;
-    if !db.exists() {
-        bail!("no client database at {}", db.display());
-    }
+    db::existing(db)?;
     let mut config = match sync {
         Some(Sync {
             server,

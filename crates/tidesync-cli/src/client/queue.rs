@@ -7,8 +7,8 @@ use serde_json::{json, Value};
 use tidesync_protocol::{Op, Winner};
 use tidesync_store::{Conflict, MutationState, OutboxEntry, Rejection, Resolution};
 
+use super::db::{self, Open};
 use super::output::Output;
-use super::{open_store, Open};
 use crate::table::table;
 
 fn state_name(state: &MutationState) -> &'static str {
@@ -48,7 +48,7 @@ fn entry_json(e: &OutboxEntry) -> Value {
 
 /// `pending [--limit N]`: the outbox in seq order.
 pub fn pending(db: &Path, limit: usize, out: Output) -> anyhow::Result<()> {
-    let store = open_store(db, Open::Existing)?;
+    let store = db::read(db)?;
     let total = store.outbox_stats()?.pending;
     let mut entries = Vec::new();
     store.for_each_outbox(|e| {
@@ -111,7 +111,7 @@ fn show(value: Option<&Value>) -> String {
 
 /// `conflicts`.
 pub fn conflicts(db: &Path, out: Output) -> anyhow::Result<()> {
-    let store = open_store(db, Open::Existing)?;
+    let store = db::read(db)?;
     let list = store.conflicts()?;
     out.emit(
         json!({"conflicts": list.iter().map(conflict_json).collect::<Vec<_>>()}),
@@ -149,13 +149,14 @@ pub fn conflicts(db: &Path, out: Output) -> anyhow::Result<()> {
 
 /// `conflicts resolve ID local|server`.
 pub fn resolve(db: &Path, id: i64, keep_local: bool, out: Output) -> anyhow::Result<()> {
-    let mut store = open_store(db, Open::Existing)?;
     let resolution = if keep_local {
         Resolution::KeepLocal
     } else {
         Resolution::KeepServer
     };
-    let receipt = store.resolve_conflict(id, resolution)?;
+    let receipt = db::write(db, Open::Existing, |store| {
+        Ok(store.resolve_conflict(id, resolution)?)
+    })?;
     out.emit(
         json!({"resolved": id, "seq": receipt.map(|r| r.seq)}),
         || match receipt {
@@ -181,7 +182,7 @@ fn rejection_json(r: &Rejection) -> Value {
 
 /// `rejections`.
 pub fn rejections(db: &Path, out: Output) -> anyhow::Result<()> {
-    let store = open_store(db, Open::Existing)?;
+    let store = db::read(db)?;
     let list = store.rejections()?;
     out.emit(
         json!({"rejections": list.iter().map(rejection_json).collect::<Vec<_>>()}),
@@ -214,8 +215,7 @@ pub fn rejections(db: &Path, out: Output) -> anyhow::Result<()> {
 
 /// `rejections retry SEQ`.
 pub fn retry(db: &Path, seq: u64, out: Output) -> anyhow::Result<()> {
-    let mut store = open_store(db, Open::Existing)?;
-    let receipts = store.retry_rejection(seq)?;
+    let receipts = db::write(db, Open::Existing, |store| Ok(store.retry_rejection(seq)?))?;
     let seqs: Vec<u64> = receipts.iter().map(|r| r.seq).collect();
     out.emit(json!({"retried": seq, "seqs": seqs}), || {
         let list: Vec<String> = seqs.iter().map(u64::to_string).collect();
@@ -229,8 +229,11 @@ pub fn retry(db: &Path, seq: u64, out: Output) -> anyhow::Result<()> {
 
 /// `rejections discard SEQ`.
 pub fn discard(db: &Path, seq: u64, out: Output) -> anyhow::Result<()> {
-    let mut store = open_store(db, Open::Existing)?;
-    let n = store.discard_rejection(seq)?;
+    let n = db::write(
+        db,
+        Open::Existing,
+        |store| Ok(store.discard_rejection(seq)?),
+    )?;
     out.emit(json!({"discarded": seq, "mutations": n}), || {
         format!("rejected transaction of seq {seq} discarded ({n} mutation(s))")
     });

@@ -7,9 +7,9 @@ use serde_json::{json, Value};
 use tidesync_protocol::RecordId;
 use tidesync_store::{ListOptions, Record, WriteReceipt};
 
+use super::db::{self, Open};
 use super::keys;
 use super::output::Output;
-use super::{open_store, Open};
 
 /// A record as JSON (stable fields).
 pub fn record_json(record: &Record) -> Value {
@@ -36,20 +36,20 @@ fn wrote(op: &str, key: &str, receipt: &WriteReceipt, out: Output) {
     });
 }
 
-/// `put KEY DOC`.
+/// `put KEY DOC` (DOC inline, `-` or `@FILE`).
 pub fn put(db: &Path, key: &str, doc: &str, out: Output) -> anyhow::Result<()> {
     let key = keys::record_key(key)?;
     let doc = keys::document(doc, "document")?;
-    let receipt = open_store(db, Open::Create)?.put(&key, doc)?;
+    let receipt = db::write(db, Open::Create, |store| Ok(store.put(&key, doc)?))?;
     wrote("put", &key.to_string(), &receipt, out);
     Ok(())
 }
 
-/// `patch KEY PATCH`.
+/// `patch KEY PATCH` (PATCH inline, `-` or `@FILE`).
 pub fn patch(db: &Path, key: &str, patch: &str, out: Output) -> anyhow::Result<()> {
     let key = keys::record_key(key)?;
     let patch = keys::document(patch, "patch")?;
-    let receipt = open_store(db, Open::Create)?.patch(&key, patch)?;
+    let receipt = db::write(db, Open::Create, |store| Ok(store.patch(&key, patch)?))?;
     wrote("patch", &key.to_string(), &receipt, out);
     Ok(())
 }
@@ -57,11 +57,12 @@ pub fn patch(db: &Path, key: &str, patch: &str, out: Output) -> anyhow::Result<(
 /// `delete KEY`.
 pub fn delete(db: &Path, key: &str, out: Output) -> anyhow::Result<()> {
     let key = keys::record_key(key)?;
-    let mut store = open_store(db, Open::Create)?;
-    if store.get(&key)?.is_none() {
-        bail!("{key} does not exist in {}", db.display());
-    }
-    let receipt = store.delete(&key)?;
+    let receipt = db::write(db, Open::Existing, |store| {
+        if store.get(&key)?.is_none() {
+            bail!("{key} does not exist in {}", db.display());
+        }
+        Ok(store.delete(&key)?)
+    })?;
     wrote("delete", &key.to_string(), &receipt, out);
     Ok(())
 }
@@ -69,7 +70,7 @@ pub fn delete(db: &Path, key: &str, out: Output) -> anyhow::Result<()> {
 /// `get KEY`.
 pub fn get(db: &Path, key: &str, out: Output) -> anyhow::Result<()> {
     let key = keys::record_key(key)?;
-    let store = open_store(db, Open::Existing)?;
+    let store = db::read(db)?;
     let Some(record) = store.get(&key)? else {
         bail!("{key} not found in {}", db.display());
     };
@@ -99,7 +100,7 @@ pub fn list(
     let after = after
         .map(|a| RecordId::new(a).map_err(|e| anyhow!("invalid --after id: {e}")))
         .transpose()?;
-    let store = open_store(db, Open::Existing)?;
+    let store = db::read(db)?;
     let page = store.list(&space, &collection, &ListOptions { after, limit })?;
     let json = json!({
         "records": page.records.iter().map(record_json).collect::<Vec<_>>(),

@@ -2,13 +2,14 @@
 
 use std::path::Path;
 
-use anyhow::{anyhow, bail};
+use anyhow::bail;
 use serde_json::{json, Value as Json};
 use tidesync_store::restoration::json::{from_json, to_json};
 use tidesync_store::restoration::{BucketPath, Entry, Lifetime};
 
+use super::db::{self, Open};
+use super::keys;
 use super::output::Output;
-use super::{open_store, Open};
 
 fn lifetime_name(lifetime: Lifetime) -> &'static str {
     match lifetime {
@@ -31,7 +32,7 @@ fn entry_path(text: &str) -> anyhow::Result<(BucketPath, String)> {
 
 /// `restore`: every entry of both lifetimes.
 pub fn show(db: &Path, out: Output) -> anyhow::Result<()> {
-    let store = open_store(db, Open::Existing)?;
+    let store = db::read(db)?;
     let tree = store.restoration();
     let mut entries = Vec::new();
     for lifetime in Lifetime::ALL {
@@ -104,14 +105,15 @@ pub fn set(
     out: Output,
 ) -> anyhow::Result<()> {
     let (bucket, key) = entry_path(path)?;
-    let json: Json = serde_json::from_str(value).map_err(|e| anyhow!("invalid JSON value: {e}"))?;
-    let mut store = open_store(db, Open::Create)?;
-    store.restore_write(
-        lifetime(session),
-        &bucket,
-        &key,
-        Entry::new(tag, 1, from_json(&json)),
-    )?;
+    let json: Json = keys::json_value(value, "value")?;
+    db::write(db, Open::Create, |store| {
+        Ok(store.restore_write(
+            lifetime(session),
+            &bucket,
+            &key,
+            Entry::new(tag, 1, from_json(&json)),
+        )?)
+    })?;
     out.emit(
         json!({"set": path, "lifetime": lifetime_name(lifetime(session))}),
         || format!("{} {path} written", lifetime_name(lifetime(session))),
@@ -122,8 +124,9 @@ pub fn set(
 /// `restore remove BUCKET/KEY`.
 pub fn remove(db: &Path, path: &str, session: bool, out: Output) -> anyhow::Result<()> {
     let (bucket, key) = entry_path(path)?;
-    let mut store = open_store(db, Open::Existing)?;
-    store.restore_remove(lifetime(session), &bucket, &key)?;
+    db::write(db, Open::Existing, |store| {
+        Ok(store.restore_remove(lifetime(session), &bucket, &key)?)
+    })?;
     out.emit(json!({"removed": path}), || format!("{path} removed"));
     Ok(())
 }

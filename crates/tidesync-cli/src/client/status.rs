@@ -4,13 +4,13 @@ use std::path::Path;
 
 use serde_json::json;
 
+use super::db;
 use super::output::Output;
-use super::{open_store, Open};
 use crate::time::describe_ms;
 
 /// Prints pending, conflicts, rejections, last synced and the cursor.
 pub fn show(db: &Path, out: Output) -> anyhow::Result<()> {
-    let store = open_store(db, Open::Existing)?;
+    let store = db::read(db)?;
     let stats = store.outbox_stats()?;
     let unpushed = store.unpushed()?;
     let conflicts = store.conflict_count()?;

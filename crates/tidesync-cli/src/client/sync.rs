@@ -1,6 +1,9 @@
 //! `sync`: open a full client against the server, push and pull until caught up, printing
-//! status lines as they change (`Client::wait_until`). Exits non-zero on the first error or at
-//! the timeout.
+//! status lines as they change (`Client::wait_until`). Failures that clear by themselves (the
+//! server unreachable or failing) are retried with backoff until `--timeout`; one that needs
+//! someone to act (a refused token, a refused request, a broken local file) ends it at once.
+//! Either way the exit is non-zero with the reason on one line, and a database the command
+//! created is removed again.
 
 use std::path::Path;
 use std::sync::mpsc::Receiver;
@@ -14,6 +17,7 @@ use tidesync_client::{
     StaticToken, Status, SyncConfig,
 };
 
+use super::db::{self, Open};
 use super::output::Output;
 use super::store_config;
 use crate::time::now_ms;
@@ -92,8 +96,28 @@ fn print_events(events: Receiver<ClientEvent>, quiet: bool) -> Seen {
     seen
 }
 
-/// Syncs `db` with `server` for `spaces`: until synced, the first error, or the timeout.
+/// Syncs `db` with `server` for `spaces`: until synced, an error that retrying alone will
+/// not fix, or the timeout.
 pub fn run(
+    db: &Path,
+    server: &str,
+    token: &str,
+    spaces: Vec<SpaceName>,
+    timeout_s: u64,
+    out: Output,
+) -> anyhow::Result<()> {
+    // The first sync of a new client creates its database, but only in an existing
+    // directory, and a failed one leaves none behind.
+    let prepared = db::prepare_write(db, Open::Create)?;
+    let result = sync(db, server, token, spaces, timeout_s, out);
+    if result.is_err() {
+        prepared.undo();
+    }
+    result
+}
+
+/// [`run`] once the database was checked; the client is closed when this returns.
+fn sync(
     db: &Path,
     server: &str,
     token: &str,
@@ -116,15 +140,17 @@ pub fn run(
     let events = client.subscribe();
     let quiet = out.json;
     let printer = std::thread::spawn(move || print_events(events, quiet));
-    // A tool stops at the first error (an app would keep retrying).
+    // This command's errors (not one stored from an earlier run).
     let failed = |s: &Status| {
         s.last_error
             .as_ref()
             .filter(|e| e.at_ms >= started_ms)
             .cloned()
     };
+    // Retrying alone will not fix these: stop at once (the engine would wait for the user).
+    let stuck = |s: &Status| failed(s).is_some_and(|e| e.needs_attention);
     let result = client.wait_until(Duration::from_secs(timeout_s), |s| {
-        s.is_synced() || failed(s).is_some()
+        s.is_synced() || stuck(s)
     });
     client.close(); // ends the event stream, so the printer finishes
     let seen = printer
@@ -133,12 +159,19 @@ pub fn run(
     let status = match result {
         Ok(status) => status,
         Err(ClientError::Timeout { last, .. }) => {
+            if let Some(err) = last.as_deref().and_then(failed) {
+                bail!(
+                    "sync failed ({} error), still after retrying for {timeout_s} s: {}",
+                    kind_name(err.kind),
+                    err.message
+                );
+            }
             let state = last.as_deref().map(status_line).unwrap_or_default();
             bail!("sync did not finish within {timeout_s} s (last state: {state})");
         }
         Err(e) => return Err(e.into()),
     };
-    if let Some(err) = failed(&status) {
+    if let Some(err) = failed(&status).filter(|_| !status.is_synced()) {
         bail!(
             "sync failed ({} error): {}",
             kind_name(err.kind),

@@ -136,3 +136,78 @@ impl Drop for Server {
         let _ = self.child.wait();
     }
 }
+
+impl Server {
+    /// `tidesync serve` listening on `listen` (HOST:PORT), killed on drop.
+    pub fn start_listening(data_dir: &Path, listen: &str) -> Server {
+        let mut child = command()
+            .args(["serve", "--data-dir", path(data_dir), "--listen", listen])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn serve");
+        let stdout = child.stdout.take().expect("stdout");
+        let banner: Vec<String> = BufReader::new(stdout)
+            .lines()
+            .take(3)
+            .map(|l| l.expect("banner"))
+            .collect();
+        let first = banner.first().expect("a banner");
+        let url = first
+            .split_whitespace()
+            .find(|w| w.starts_with("http://"))
+            .unwrap_or_else(|| panic!("no URL in {first:?}"))
+            .to_owned();
+        Server { child, url }
+    }
+}
+
+/// A port nothing listens on (bound and closed again).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+/// Runs `command` to the end, or kills it after `limit` and returns `None`.
+pub fn output_within(command: &mut Command, limit: std::time::Duration) -> Option<Output> {
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn tidesync");
+    wait_within(&mut child, limit)
+}
+
+/// Waits for `child` (spawned with piped stdout and stderr) to end, or kills it after
+/// `limit` and returns `None`.
+pub fn wait_within(child: &mut Child, limit: std::time::Duration) -> Option<Output> {
+    use std::io::Read;
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            let mut stdout = Vec::new();
+            let mut stderr = Vec::new();
+            if let Some(mut out) = child.stdout.take() {
+                out.read_to_end(&mut stdout).expect("stdout");
+            }
+            if let Some(mut err) = child.stderr.take() {
+                err.read_to_end(&mut stderr).expect("stderr");
+            }
+            return Some(Output {
+                status,
+                stdout,
+                stderr,
+            });
+        }
+        if std::time::Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}

@@ -257,8 +257,11 @@ impl SyncMachine {
                 self.record_error(
                     now,
                     FailureKind::Auth,
-                    None,
-                    "the token provider has no valid token".into(),
+                    Some("unauthorized".into()),
+                    "the server refused the token (401 unauthorized) and the token provider \
+                     has no newer one: check the token (revoked, expired, or for another \
+                     server)"
+                        .into(),
                 );
                 self.back_off(now, true, None, out)
             }

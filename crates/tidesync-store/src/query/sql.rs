@@ -205,7 +205,7 @@ pub(super) fn decode_after(text: &str, keys: usize) -> std::result::Result<After
             "not a \"next\" of this query (it was changed, or is not one)",
         )
     };
-    if text.len() % 2 != 0 {
+    if !text.len().is_multiple_of(2) {
         return Err(bad());
     }
     let bytes: Option<Vec<u8>> = (0..text.len())

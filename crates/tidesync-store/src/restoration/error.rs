@@ -43,7 +43,7 @@ pub(crate) fn human_bytes(n: usize) -> String {
     const MIB: usize = 1024 * 1024;
     let tenths = |unit: usize| {
         let t = n.saturating_mul(10) / unit;
-        if t % 10 == 0 {
+        if t.is_multiple_of(10) {
             format!("{}", t / 10)
         } else {
             format!("{}.{}", t / 10, t % 10)
