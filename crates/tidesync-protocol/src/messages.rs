@@ -108,9 +108,23 @@ pub struct PullRequest {
     pub cursor: Cursor,
     /// The spaces to pull.
     pub spaces: Vec<SpaceName>,
-    /// At most this many changes in the response (server default and cap apply).
-    #[serde(default)]
+    /// At most this many changes in the response (server default and cap apply). On the wire
+    /// any integer in `0..2^64`: one over `u32::MAX` is read as `u32::MAX`, which the
+    /// server's cap clamps like any other large limit (docs/protocol.md: "clamped, never an
+    /// error"). A negative number, a fraction or a non-number is still a deserialization
+    /// error.
+    #[serde(default, deserialize_with = "saturating_limit")]
     pub limit: Option<u32>,
+}
+
+/// `limit` read as a `u64` and saturated to `u32`, so a page size past `u32::MAX` is clamped
+/// rather than refused.
+fn saturating_limit<'de, D>(deserializer: D) -> Result<Option<u32>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let limit = Option::<u64>::deserialize(deserializer)?;
+    Ok(limit.map(|limit| u32::try_from(limit).unwrap_or(u32::MAX)))
 }
 
 /// `POST /v1/pull` response body. `C` is [`Change`], or [`RawChange`] where documents and
@@ -161,5 +175,47 @@ impl PullResponse<RawChange> {
             .map(RawChange::into_checked)
             .collect::<Result<_, _>>()?;
         Ok(self.with_changes(changes))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn pull_with_limit(limit: serde_json::Value) -> Result<PullRequest, serde_json::Error> {
+        serde_json::from_value(json!({
+            "client_id": "c1", "protocol": 1, "spaces": ["user:alice"], "limit": limit
+        }))
+    }
+
+    #[test]
+    fn a_pull_limit_past_u32_saturates_and_only_non_integers_are_refused() {
+        let limit = |value| pull_with_limit(value).map(|r| r.limit);
+        assert_eq!(limit(json!(null)).expect("null"), None);
+        assert_eq!(limit(json!(0)).expect("0"), Some(0));
+        assert_eq!(limit(json!(500)).expect("500"), Some(500));
+        assert_eq!(limit(json!(u32::MAX)).expect("u32::MAX"), Some(u32::MAX));
+        assert_eq!(limit(json!(1u64 << 32)).expect("2^32"), Some(u32::MAX));
+        assert_eq!(limit(json!(u64::MAX)).expect("u64::MAX"), Some(u32::MAX));
+        for bad in [json!(-1), json!(1.5), json!(10.0), json!("10"), json!([10])] {
+            assert!(limit(bad.clone()).is_err(), "{bad}");
+        }
+        let missing: PullRequest = serde_json::from_value(
+            json!({"client_id": "c1", "protocol": 1, "spaces": ["user:alice"]}),
+        )
+        .expect("no limit");
+        assert_eq!(missing.limit, None);
+    }
+
+    #[test]
+    fn a_pull_request_serializes_its_limit_as_before() {
+        let request = pull_with_limit(json!(250)).expect("valid");
+        let value = serde_json::to_value(&request).expect("serialize");
+        assert_eq!(value["limit"], json!(250));
+        assert_eq!(
+            serde_json::from_value::<PullRequest>(value).expect("round trip"),
+            request
+        );
     }
 }

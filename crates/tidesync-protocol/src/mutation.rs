@@ -84,8 +84,16 @@ impl std::fmt::Display for RecordKey {
 ///   against its local view before sending, so a nested object arrives as the field's new
 ///   whole value);
 /// - `delete` removes the record. A later `put` or `patch` resurrects it.
+///
+/// On the wire an op is `kind` plus the one member its kind carries: `doc` with `put`,
+/// `fields` with `patch`, neither with `delete`. The other kind's member is refused, whatever
+/// its value (even `null`): a `put` carrying `fields` was most likely meant as a `patch`, and
+/// ignoring the member would silently remove every field it does not name. Serialization is
+/// serde's internally tagged form; deserialization goes through [`RawOp`] (an internally
+/// tagged enum ignores members of other variants, and `deny_unknown_fields` does not work
+/// under `flatten`, which [`Mutation`] needs).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+#[serde(tag = "kind", rename_all = "snake_case", try_from = "RawOp")]
 pub enum Op {
     /// Replace the whole document.
     Put {
@@ -111,6 +119,65 @@ impl Op {
         }
     }
 }
+
+/// The members of an [`Op`] as they arrive, before they are checked against its `kind`.
+/// `doc` and `fields` are `Some` whenever the member is present, `Some(None)` when it is
+/// `null`.
+#[derive(Deserialize)]
+struct RawOp {
+    kind: OpKind,
+    #[serde(default, deserialize_with = "present")]
+    doc: Option<Option<Doc>>,
+    #[serde(default, deserialize_with = "present")]
+    fields: Option<Option<Doc>>,
+}
+
+/// The `kind` member of an op.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum OpKind {
+    Put,
+    Patch,
+    Delete,
+}
+
+/// Deserializes a member that is present (`null` included) as `Some`; a missing one is
+/// `None` through `#[serde(default)]`.
+fn present<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(deserializer).map(Some)
+}
+
+impl TryFrom<RawOp> for Op {
+    /// Why the members do not fit the kind; serde_json adds the line and column.
+    type Error = &'static str;
+
+    fn try_from(raw: RawOp) -> Result<Op, &'static str> {
+        match (raw.kind, raw.doc, raw.fields) {
+            (OpKind::Put, _, Some(_)) => Err(PUT_WITH_FIELDS),
+            (OpKind::Put, Some(Some(doc)), None) => Ok(Op::Put { doc }),
+            (OpKind::Put, Some(None), None) => Err("`doc` must be a JSON object, not null"),
+            (OpKind::Put, None, None) => {
+                Err("missing field `doc` (a `put` carries the new document)")
+            }
+            (OpKind::Patch, Some(_), _) => Err(PATCH_WITH_DOC),
+            (OpKind::Patch, None, Some(Some(fields))) => Ok(Op::Patch { fields }),
+            (OpKind::Patch, None, Some(None)) => Err("`fields` must be a JSON object, not null"),
+            (OpKind::Patch, None, None) => Err("missing field `fields` (a `patch` carries it)"),
+            (OpKind::Delete, Some(_), _) => Err("a `delete` may not carry `doc`"),
+            (OpKind::Delete, None, Some(_)) => Err("a `delete` may not carry `fields`"),
+            (OpKind::Delete, None, None) => Ok(Op::Delete),
+        }
+    }
+}
+
+const PUT_WITH_FIELDS: &str =
+    "a `put` may not carry `fields` (that is a `patch`); it replaces the whole document with `doc`";
+const PATCH_WITH_DOC: &str =
+    "a `patch` may not carry `doc` (that is a `put`); it sets the fields named in `fields`";
 
 /// One queued change, as pushed to the server.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -185,6 +252,67 @@ mod tests {
         let mut put_without_doc = base.clone();
         put_without_doc["kind"] = json!("put");
         assert!(serde_json::from_value::<Mutation>(put_without_doc).is_err());
+    }
+
+    /// A mutation with `kind` and the given members added to a valid delete.
+    fn with_members(kind: &str, members: serde_json::Value) -> serde_json::Value {
+        let mut m = json!({"seq": 1, "tx": 1, "space": "s", "collection": "c", "id": "x",
+            "kind": kind, "hlc": "0000000000010000", "base_version": 0});
+        for (name, value) in members.as_object().expect("object") {
+            m[name] = value.clone();
+        }
+        m
+    }
+
+    #[test]
+    fn an_op_carries_only_the_member_of_its_kind() {
+        let parse = |kind, members| {
+            serde_json::from_value::<Mutation>(with_members(kind, members))
+                .map(|m| m.op)
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(
+            parse("put", json!({"doc": {"a": 1}})),
+            Ok(Op::Put {
+                doc: json!({"a": 1}).as_object().cloned().expect("object")
+            })
+        );
+        assert_eq!(
+            parse("patch", json!({"fields": {}})),
+            Ok(Op::Patch { fields: Doc::new() })
+        );
+        assert_eq!(parse("delete", json!({})), Ok(Op::Delete));
+        for (kind, members, named) in [
+            ("put", json!({"doc": {}, "fields": {"a": 1}}), "`fields`"),
+            ("put", json!({"doc": {}, "fields": null}), "`fields`"),
+            ("put", json!({"fields": {"a": 1}}), "`fields`"),
+            ("put", json!({"doc": null}), "`doc`"),
+            ("put", json!({}), "`doc`"),
+            ("patch", json!({"fields": {}, "doc": {"a": 1}}), "`doc`"),
+            ("patch", json!({"fields": {}, "doc": null}), "`doc`"),
+            ("patch", json!({"doc": {"a": 1}}), "`doc`"),
+            ("patch", json!({"fields": null}), "`fields`"),
+            ("patch", json!({}), "`fields`"),
+            ("delete", json!({"doc": {}}), "`doc`"),
+            ("delete", json!({"doc": null}), "`doc`"),
+            ("delete", json!({"fields": {"a": null}}), "`fields`"),
+        ] {
+            let err = parse(kind, members.clone()).expect_err("refused");
+            assert!(err.contains(named), "{kind} {members}: {err}");
+        }
+        // Members the protocol does not define are ignored, as everywhere in a request.
+        assert_eq!(parse("delete", json!({"x-later": 1})), Ok(Op::Delete));
+    }
+
+    #[test]
+    fn an_op_with_a_foreign_member_is_refused_from_json_text_too() {
+        // The server parses text, where the flattened members arrive buffered.
+        let text = r#"{"seq": 1, "tx": 1, "space": "s", "collection": "c", "id": "x",
+            "kind": "put", "doc": {"a": 1}, "fields": {"b": 2}, "hlc": "0000000000010000",
+            "base_version": 0}"#;
+        let err = serde_json::from_str::<Mutation>(text).expect_err("refused");
+        assert!(err.to_string().contains("`fields`"), "{err}");
+        assert!(err.to_string().contains("line"), "{err}");
     }
 }
 

@@ -70,7 +70,8 @@ impl Default for MergeRules {
     }
 }
 
-/// Request limits. Every limit breached gets a `413 too_large` or `400` with a JSON body.
+/// Request limits. Every limit breached gets a `413 too_large` or `400` with a JSON body, except
+/// [`Limits::max_header_bytes`] (`431`, no body) and the header read timeout (a close).
 #[derive(Debug, Clone)]
 pub struct Limits {
     /// Largest request body. Default 16 MiB.
@@ -99,6 +100,11 @@ pub struct Limits {
     /// idle keep-alive connection are closed. Default 30 s. Enforced by [`crate::serve()`]
     /// (a real socket), not by the router alone.
     pub header_read_timeout: Duration,
+    /// Largest request head: the request line and every header line, as bytes on the wire.
+    /// A larger head is answered `431 Request Header Fields Too Large` (no body) and the
+    /// connection is closed, before the request reaches the router. Default 64 KiB.
+    /// Enforced by [`crate::serve()`] (hyper's `max_header_size`), not by the router alone.
+    pub max_header_bytes: usize,
     /// Longest time a request's body may take to arrive after its headers; a slower body
     /// is answered `400 malformed_request` and the connection closed. Default 60 s (16 MiB in
     /// 60 s is 280 KB/s). Enforced by [`crate::serve()`], not by the router alone.
@@ -118,6 +124,7 @@ impl Default for Limits {
             max_event_streams: 10_000,
             heartbeat: Duration::from_secs(15),
             header_read_timeout: Duration::from_secs(30),
+            max_header_bytes: 64 << 10,
             body_read_timeout: Duration::from_secs(60),
         }
     }

@@ -7,7 +7,8 @@
 //!   The `Content-Type` header is **not** checked: every body is read as JSON, so a client that
 //!   forgets the header (curl `-d`) is served rather than refused with a 415.
 //! - [`Auth`]: `Authorization: Bearer <token>` resolved to the token's [`Grants`]; a missing or
-//!   malformed header or an unknown token is `401 unauthorized` with `WWW-Authenticate: Bearer`.
+//!   malformed header, more than one `Authorization` header, or an unknown token is
+//!   `401 unauthorized` with `WWW-Authenticate: Bearer`.
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
@@ -99,10 +100,19 @@ impl FromRequestParts<AppState> for Auth {
 }
 
 /// The token of an `Authorization: Bearer <token>` header (scheme case-insensitive).
+///
+/// Exactly one `Authorization` header: with two, which one counts would depend on which a
+/// proxy or the server reads first, so neither does (`401 unauthorized`).
 fn bearer_token(parts: &Parts) -> Result<&str, ApiError> {
-    let header = parts.headers.get(AUTHORIZATION).ok_or_else(|| {
+    let mut headers = parts.headers.get_all(AUTHORIZATION).iter();
+    let header = headers.next().ok_or_else(|| {
         ApiError::unauthorized("missing Authorization header; send `Authorization: Bearer <token>`")
     })?;
+    if headers.next().is_some() {
+        return Err(ApiError::unauthorized(
+            "more than one Authorization header; send exactly one `Authorization: Bearer <token>`",
+        ));
+    }
     let malformed =
         || ApiError::unauthorized("malformed Authorization header; expected `Bearer <token>`");
     let value = header.to_str().map_err(|_| malformed())?;
@@ -135,6 +145,32 @@ mod tests {
             let what = what.expect("empty or garbage input is refused");
             assert!(VALIDATED_THINGS.contains(&what), "{what} not listed");
         }
+    }
+
+    fn parts_with_authorization(values: &[&str]) -> Parts {
+        let mut builder = axum::http::Request::builder();
+        for value in values {
+            builder = builder.header(AUTHORIZATION, *value);
+        }
+        builder.body(()).expect("request").into_parts().0
+    }
+
+    #[test]
+    fn exactly_one_authorization_header_is_read() {
+        let one = parts_with_authorization(&["Bearer tsk_a"]);
+        assert_eq!(bearer_token(&one).expect("one header"), "tsk_a");
+        for values in [
+            &[][..],
+            &["Bearer tsk_a", "Bearer tsk_a"][..],
+            &["Bearer tsk_a", "Bearer tsk_b"][..],
+            &["Bearer tsk_a", ""][..],
+        ] {
+            let err = bearer_token(&parts_with_authorization(values)).expect_err("refused");
+            assert_eq!(err.code(), ErrorCode::Unauthorized, "{values:?}");
+        }
+        let two = parts_with_authorization(&["Bearer tsk_a", "Bearer tsk_b"]);
+        let err = bearer_token(&two).expect_err("refused");
+        assert!(err.message().contains("more than one"), "{}", err.message());
     }
 
     #[test]

@@ -10,6 +10,11 @@
 //! - **headers**: hyper's `header_read_timeout` ([`Limits::header_read_timeout`]), counted
 //!   from when the connection starts waiting for a request head: a new connection that says
 //!   nothing, a head that trickles in, and a keep-alive connection left idle are all closed;
+//! - **head size**: a request head (request line and headers) over
+//!   [`Limits::max_header_bytes`], or with more than 100 header fields (hyper's
+//!   `max_headers` default), is answered `431 Request Header Fields Too Large` by hyper
+//!   itself (an empty body, not the JSON error body: the router never sees the request) and
+//!   the connection is closed;
 //! - **body**: the body must arrive within [`Limits::body_read_timeout`] of its head, else the
 //!   body read fails (`400 malformed_request`) and the connection is closed;
 //! - **declared size**: a body whose `Content-Length` is over [`Limits::max_body_bytes`] is
@@ -127,6 +132,7 @@ async fn serve_connection(
     let connection = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
+        .max_header_size(limits.max_header_bytes)
         .serve_connection(TokioIo::new(stream), service);
     let mut connection = std::pin::pin!(connection);
     let mut draining = false;

@@ -331,7 +331,90 @@ async fn a_missing_content_type_is_tolerated(backend: Backend) {
     assert_eq!(response.status(), StatusCode::OK);
 }
 
+async fn a_put_patch_or_delete_carrying_the_other_kinds_member_is_400_malformed_request(
+    backend: Backend,
+) {
+    let Some((server, token)) = server(backend).await else {
+        return;
+    };
+    let with = |kind: &str, member: &str, value: Value| {
+        let mut m = next(2);
+        m["kind"] = json!(kind);
+        m.as_object_mut().expect("object").remove("doc");
+        if kind == "patch" {
+            m["fields"] = json!({"x": 2});
+        }
+        if kind == "put" {
+            m["doc"] = json!({"x": 2});
+        }
+        m[member] = value;
+        m
+    };
+    for (bad, member) in [
+        (with("put", "fields", json!({"done": true})), "`fields`"),
+        (with("patch", "doc", json!({"title": "all of it"})), "`doc`"),
+        (with("delete", "doc", json!({})), "`doc`"),
+        (with("delete", "fields", json!(null)), "`fields`"),
+    ] {
+        let reply = server
+            .post("/v1/push", &token, &push_body("c1", vec![bad.clone()]))
+            .await;
+        reply.assert_error(400, "malformed_request");
+        let message = reply.json["message"].as_str().unwrap_or_default();
+        assert!(message.contains(member), "{bad}: {message}");
+    }
+    assert_unchanged(&server, &token).await;
+    // Members the protocol does not define are ignored (forward compatibility).
+    let mut extra = next(2);
+    extra["x-later"] = json!({"anything": 1});
+    let reply = server.push(&token, "c1", vec![extra]).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    assert_eq!(reply.json["acked_through"], 2, "{}", reply.text);
+}
+
+async fn a_pull_limit_past_u32_is_clamped_to_the_servers_page_cap(backend: Backend) {
+    let limits = Limits {
+        max_pull_limit: 2,
+        ..limits()
+    };
+    let Some(server) = TestServer::with_on(backend, limits, MergeRules::default()).await else {
+        return;
+    };
+    let token = server.token("alice", &[SPACE], &[]);
+    let three = (1..=3).map(next).collect();
+    assert_eq!(
+        server.push(&token, "c1", three).await.status,
+        StatusCode::OK
+    );
+    for limit in [json!(3), json!(1u64 << 32), json!(u64::MAX)] {
+        let reply = server
+            .post(
+                "/v1/pull",
+                &token,
+                &json!({"client_id": "c1", "protocol": 1, "spaces": [SPACE], "limit": limit}),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::OK, "{limit}: {}", reply.text);
+        assert_eq!(
+            reply.json["changes"].as_array().map(Vec::len),
+            Some(2),
+            "{limit}"
+        );
+        assert_eq!(reply.json["has_more"], true, "{limit}");
+    }
+    for limit in ["-1", "2.5", "18446744073709551616"] {
+        let body = format!(
+            r#"{{"client_id": "c1", "protocol": 1, "spaces": ["{SPACE}"], "limit": {limit}}}"#
+        );
+        raw(&server, "/v1/pull", &token, &body)
+            .await
+            .assert_error(400, "malformed_request");
+    }
+}
+
 on_both_backends! {
+    a_put_patch_or_delete_carrying_the_other_kinds_member_is_400_malformed_request,
+    a_pull_limit_past_u32_is_clamped_to_the_servers_page_cap,
     malformed_json_is_400_malformed_request_with_the_position,
     wrong_types_and_missing_fields_are_400_malformed_request,
     an_unknown_protocol_is_400_unsupported_protocol,
