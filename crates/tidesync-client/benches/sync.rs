@@ -50,7 +50,8 @@ const REPS: usize = 3;
 
 /// A small todo (~60 bytes of JSON), the same for every path that writes record `i`.
 fn todo(i: u64) -> Doc {
-    match json!({"title": format!("Buy milk #{i}"), "done": i.is_multiple_of(3), "priority": i % 5}) {
+    match json!({"title": format!("Buy milk #{i}"), "done": i.is_multiple_of(3), "priority": i % 5})
+    {
         Value::Object(doc) => doc,
         _ => unreachable!("an object literal"),
     }

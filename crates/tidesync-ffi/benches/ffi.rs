@@ -73,7 +73,8 @@ fn close_ffi(db: u64) {
 }
 
 fn doc(i: usize) -> Doc {
-    match json!({"title": format!("Buy milk #{i}"), "done": i.is_multiple_of(3), "priority": i % 5}) {
+    match json!({"title": format!("Buy milk #{i}"), "done": i.is_multiple_of(3), "priority": i % 5})
+    {
         Value::Object(doc) => doc,
         _ => unreachable!("an object literal"),
     }
