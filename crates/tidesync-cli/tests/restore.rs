@@ -7,52 +7,18 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Stdio};
 use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{create_token, path};
+use common::{create_token, Server};
 use serde_json::json;
 use tidesync_client::{
     Client, ClientConfig, ClientEvent, HistoryLoss, RecordKey, SpaceName, StaticToken,
 };
 
 const T: Duration = Duration::from_secs(20);
-
-/// `tidesync serve` on `port`, killed on drop.
-struct Serve(Child);
-
-impl Serve {
-    fn start(data: &Path, port: u16) -> Serve {
-        let mut child = common::command()
-            .args(["serve", "--data-dir", path(data), "--listen"])
-            .arg(format!("127.0.0.1:{port}"))
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn serve");
-        // The banner says it listens.
-        let stdout = child.stdout.take().expect("stdout");
-        let banner: Vec<String> = BufReader::new(stdout)
-            .lines()
-            .take(3)
-            .map(|l| l.expect("banner"))
-            .collect();
-        assert!(banner[0].contains(&port.to_string()), "{banner:?}");
-        Serve(child)
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
@@ -119,7 +85,7 @@ fn clients_recover_from_a_server_restored_from_an_older_backup() {
     let token = create_token(&data);
     let port = tidesync_testkit::free_port().unwrap();
     let url = format!("http://127.0.0.1:{port}");
-    let mut server = Some(Serve::start(&data, port));
+    let mut server = Some(Server::start_listening(&data, &format!("127.0.0.1:{port}")));
 
     let a = client(dir.path(), "a", &url, &token);
     let b = client(dir.path(), "b", &url, &token);
@@ -132,7 +98,7 @@ fn clients_recover_from_a_server_restored_from_an_older_backup() {
     // The backup: taken with the server stopped (seqs 1..=3 of A are in it).
     drop(server.take());
     copy_dir(&data, &backup);
-    server = Some(Serve::start(&data, port));
+    server = Some(Server::start_listening(&data, &format!("127.0.0.1:{port}")));
 
     // After the backup: A's seqs 4..=8 reach the server and come back confirmed; B writes
     // b1 (its seq 1), confirmed too. Then A writes a9, a10 while paused, and writes a6
@@ -157,7 +123,7 @@ fn clients_recover_from_a_server_restored_from_an_older_backup() {
     drop(server.take());
     std::fs::remove_dir_all(&data).unwrap();
     copy_dir(&backup, &data);
-    let _server = Serve::start(&data, port);
+    let _server = Server::start_listening(&data, &format!("127.0.0.1:{port}"));
 
     let a_events = a.subscribe();
     a.resume();

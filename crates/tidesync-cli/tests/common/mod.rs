@@ -99,34 +99,9 @@ pub struct Server {
 }
 
 impl Server {
+    /// `tidesync serve` on a free port of the loopback interface.
     pub fn start(data_dir: &Path) -> Server {
-        let mut child = command()
-            .args([
-                "serve",
-                "--data-dir",
-                path(data_dir),
-                "--listen",
-                "127.0.0.1:0",
-            ])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn serve");
-        let stdout = child.stdout.take().expect("stdout");
-        // Read the whole banner: a closed pipe would fail the server's next print.
-        let banner: Vec<String> = BufReader::new(stdout)
-            .lines()
-            .take(3)
-            .map(|l| l.expect("banner"))
-            .collect();
-        let first = &banner[0];
-        let url = first
-            .split_whitespace()
-            .find(|w| w.starts_with("http://"))
-            .unwrap_or_else(|| panic!("no URL in {first:?}"))
-            .to_owned();
-        Server { child, url }
+        Server::start_listening(data_dir, "127.0.0.1:0")
     }
 }
 
