@@ -80,6 +80,11 @@ impl Runtime {
                 command = self.commands.recv() => match command {
                     Some(Command::Input(input)) => self.handle(input),
                     Some(Command::Barrier(done)) => {
+                        // A wait that starts now counts what other connections wrote before
+                        // it, not only what the next poll would have found.
+                        if self.elsewhere_poll.is_some() {
+                            self.look_elsewhere();
+                        }
                         let _ = done.send(());
                     }
                     Some(Command::Shutdown) | None => break,
