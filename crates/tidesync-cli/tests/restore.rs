@@ -143,18 +143,30 @@ fn clients_recover_from_a_server_restored_from_an_older_backup() {
     assert_eq!(a.status().unwrap().history_loss, Some(a_loss));
 
     // B had nothing to push: its cursor is ahead of the restored server, so it downloads
-    // again; its next write meets the gap and recovers the same way (b1 is lost).
+    // again, and the first page says the server has processed none of B's changes: b1 is
+    // reported lost before B writes anything. B's next write goes out as a recovery push.
     let b_events = b.subscribe();
     b.sync_now();
+    let b_loss = loss(&b_events);
+    assert_eq!(
+        (
+            b_loss.server_last_seq,
+            b_loss.local_last_seq,
+            b_loss.resent,
+            b_loss.lost
+        ),
+        (0, 1, 0, 1)
+    );
     b.wait_until(T, |_| !ids(&b).contains(&"b1".to_owned()))
         .unwrap();
     write(&b, "b2");
-    let b_loss = loss(&b_events);
-    assert_eq!(
-        (b_loss.server_last_seq, b_loss.resent, b_loss.lost),
-        (0, 1, 1)
-    );
     b.wait_synced(T).unwrap();
+    assert!(
+        !b_events
+            .try_iter()
+            .any(|e| matches!(e, ClientEvent::ServerForgot(_))),
+        "the recovery push was accepted: no second loss"
+    );
 
     // Everyone converges on the restored server plus what was held, each applied once.
     let want = ["a1", "a10", "a2", "a3", "a6", "a9", "b2"];

@@ -91,6 +91,11 @@ pub struct Driver {
     published: Option<Status>,
     /// The last time the server was found to have forgotten this client's history.
     history_loss: Option<HistoryLoss>,
+    /// The base was reset: the next page's `acked_through` tells whether the server forgot
+    /// this client's history too (a client with nothing to push learns it there).
+    after_reset: bool,
+    /// Mutations were queued again by a recovery found on a pull: push them.
+    resend: bool,
 }
 
 /// A store failure as the machine sees it.
@@ -116,6 +121,8 @@ impl Driver {
             next_id: 0,
             exchange: None,
             history_loss: None,
+            after_reset: false,
+            resend: false,
             stream: None,
             upload: None,
             download: None,
@@ -138,6 +145,9 @@ impl Driver {
         let mut out = Output::default();
         if let Some(event) = self.accept(input, store, &mut out) {
             self.run(now_ms, event, store, &mut out);
+        }
+        if std::mem::take(&mut self.resend) {
+            self.run(now_ms, Event::LocalWrite, store, &mut out);
         }
         self.publish_status(store, &mut out);
         out
@@ -238,25 +248,15 @@ impl Driver {
                         }
                     }
                     Instruction::ForgetServerHistory { last_seq } => {
-                        match store.forget_server_history(last_seq) {
-                            Ok(loss) => {
-                                tracing::warn!(
-                                    server_last_seq = loss.server_last_seq,
-                                    local_last_seq = loss.local_last_seq,
-                                    resent = loss.resent,
-                                    lost = loss.lost,
-                                    "the server has forgotten part of this device's history \
-                                     (restored from an older backup?): re-sending what is \
-                                     still held and downloading its state again"
-                                );
-                                self.history_loss = Some(loss);
-                                out.events.push(ClientEvent::ServerForgot(loss));
-                            }
-                            Err(e) => forget_failed = Some(local(e)),
+                        if let Err(e) = self.forget(last_seq, store, out) {
+                            forget_failed = Some(e);
                         }
                     }
                     Instruction::ResetCursor => match store.reset_base() {
-                        Ok(()) => out.events.push(ClientEvent::BaseReset),
+                        Ok(()) => {
+                            self.after_reset = true;
+                            out.events.push(ClientEvent::BaseReset);
+                        }
                         Err(e) => reset_failed = Some(local(e)),
                     },
                     Instruction::RefreshToken => {
@@ -277,6 +277,28 @@ impl Driver {
                 }
             }
         }
+    }
+
+    /// The server forgot this client's mutations after `last_seq`: queue what is held again
+    /// and tell the app.
+    fn forget(
+        &mut self,
+        last_seq: u64,
+        store: &mut Store,
+        out: &mut Output,
+    ) -> Result<HistoryLoss, Failure> {
+        let loss = store.forget_server_history(last_seq).map_err(local)?;
+        tracing::warn!(
+            server_last_seq = loss.server_last_seq,
+            local_last_seq = loss.local_last_seq,
+            resent = loss.resent,
+            lost = loss.lost,
+            "the server has forgotten part of this device's history (restored from an older \
+             backup?): re-sending what is still held and downloading its state again"
+        );
+        self.history_loss = Some(loss);
+        out.events.push(ClientEvent::ServerForgot(loss));
+        Ok(loss)
     }
 
     /// The next push: whole transactions after what the server acknowledged, marked as
@@ -399,6 +421,15 @@ impl Driver {
         out: &mut Output,
     ) -> Result<PullProgress, Failure> {
         let page = result?;
+        // The first page after a base reset (never a prefetched one, which could predate a
+        // push answer): a server that has processed less of this client than it once
+        // acknowledged forgot part of its history.
+        if std::mem::take(&mut self.after_reset)
+            && page.acked_through < store.acked_through().map_err(local)?
+        {
+            let loss = self.forget(page.acked_through, store, out)?;
+            self.resend = loss.resent > 0;
+        }
         let applied = store.apply_pull(&page).map_err(local)?;
         if let Some(download) = &mut self.download {
             download.received += page.changes.len() as u64;
