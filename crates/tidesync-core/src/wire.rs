@@ -1,5 +1,5 @@
 //! A record state as its wire form in JSON text: the document (`null` when the record is not
-//! live) and its [`RecordStamps`](tidesync_protocol::RecordStamps).
+//! live) and its [`RecordStamps`].
 //!
 //! Servers and clients store records in this form, so a pull hands the text out (server) and
 //! keeps it (client) without parsing it; only a merge (push on the server, rebase on the

@@ -3,7 +3,7 @@
 //! has no sync logic of its own.
 //!
 //! The rules (docs/ffi.md has them in full, with examples in C, Python and Dart):
-//! - **Handles** are `uint64_t` ids in a generational table ([`handles`]); a stale, closed or
+//! - **Handles** are `uint64_t` ids in a generational table (`handles.rs`); a stale, closed or
 //!   foreign handle answers `TS_ERR_CLOSED`, never undefined behaviour. One engine per
 //!   canonical database path, reference-counted across `ts_open`s (isolates, hot restarts).
 //! - **Every function returns an `int32_t` status** (0 ok, else a `TS_ERR_*`) and writes JSON

@@ -89,7 +89,7 @@ impl std::fmt::Display for RecordKey {
 /// `fields` with `patch`, neither with `delete`. The other kind's member is refused, whatever
 /// its value (even `null`): a `put` carrying `fields` was most likely meant as a `patch`, and
 /// ignoring the member would silently remove every field it does not name. Serialization is
-/// serde's internally tagged form; deserialization goes through [`RawOp`] (an internally
+/// serde's internally tagged form; deserialization goes through `RawOp` (an internally
 /// tagged enum ignores members of other variants, and `deny_unknown_fields` does not work
 /// under `flatten`, which [`Mutation`] needs).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

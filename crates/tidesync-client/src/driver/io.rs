@@ -128,7 +128,7 @@ pub struct Timer {
     pub at_ms: u64,
 }
 
-/// What one [`Driver::handle`] call asks of the I/O side, in order.
+/// What one [`Driver::handle`](super::Driver::handle) call asks of the I/O side, in order.
 #[derive(Debug, Default)]
 pub struct Output {
     /// Network work to start.

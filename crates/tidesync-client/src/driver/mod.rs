@@ -2,7 +2,7 @@
 //!
 //! [`Driver::handle`] takes one [`Input`] (an app signal, a finished exchange, a poke, a
 //! timer) with the current time and the store, and returns an [`Output`]: the network work
-//! to start ([`Io`], carried out by a [`Transport`](crate::Transport)), the timer to set, and
+//! to start ([`Io`], carried out by a [`Transport`](crate::transport::Transport)), the timer to set, and
 //! the [`ClientEvent`]s to emit, the status among them whenever it changed.
 //!
 //! Inside, it owns the core [`SyncMachine`] and executes its instructions against the store:

@@ -4,16 +4,16 @@
 //!   (`SELECT … FOR UPDATE`: retries of one client landing on two nodes serialize, and the
 //!   seq check is atomic), then the touched spaces in sorted order (`FOR UPDATE`: commit
 //!   order is version order within a space; sorted order rules out deadlocks between pushes),
-//!   then [`plan`](crate::storage::plan) decides and the records (new ones, rewritten ones),
+//!   then `storage::plan` decides and the records (new ones, rewritten ones),
 //!   rejections, `last_seq` and space versions are written with one statement each. A
 //!   deadlock or serialization failure reported by PostgreSQL is retried. A refused push is
 //!   rolled back explicitly, never left holding its locks until a drop.
 //! - **Pull**: one `REPEATABLE READ READ ONLY` transaction; the rules are
-//!   [`page`](crate::storage::page)'s, as on SQLite. There is no global sequence: cursors are
+//!   `storage::page`'s, as on SQLite. There is no global sequence: cursors are
 //!   per-space versions, which commit in order.
 //! - **Pokes across nodes**: after a commit (outside the data transaction) one `pg_notify`
 //!   carries the batch's new space versions; every node LISTENs on a dedicated connection
-//!   ([`listen`]), re-reads the versions it knows on every (re)connect, and polls slowly as
+//!   (`listen.rs`), re-reads the versions it knows on every (re)connect, and polls slowly as
 //!   a backstop, so a lost notification only delays a poke.
 //! - **Failures**: PostgreSQL unreachable, a connection lost or the pool exhausted is
 //!   [`StorageError::Unavailable`] (503 with `Retry-After`; the client retries and nothing
