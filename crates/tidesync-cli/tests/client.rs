@@ -14,27 +14,8 @@ fn serve_and_client_sync_a_record_between_two_databases() {
     let server = Server::start(&data);
     let a = dir.path().join("a.db");
     let b = dir.path().join("b.db");
-    let client = |db: &std::path::Path, args: &[&str]| {
-        let mut all = vec!["client", "--db", path(db)];
-        all.extend_from_slice(args);
-        tidesync(&all)
-    };
-    let sync = |db: &std::path::Path| {
-        client(
-            db,
-            &[
-                "--server",
-                &server.url,
-                "--token",
-                &token,
-                "--space",
-                "user:alice",
-                "sync",
-                "--timeout",
-                "20",
-            ],
-        )
-    };
+    let sync =
+        |db: &std::path::Path| client(db, &sync_args(&server.url, &token, "user:alice", "20"));
 
     // Local writes need no server.
     let put = ok(&client(

@@ -31,10 +31,10 @@
 #![cfg(unix)]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::collections::{BTreeMap, HashMap};
-use std::fs::File;
-use std::io::{BufRead, BufReader, Read};
-use std::net::TcpListener;
+use std::io::{BufRead, BufReader};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -42,6 +42,7 @@ use std::sync::{mpsc, Arc};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use common::{append, restartable_port, tail};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -51,8 +52,6 @@ use tidesync_client::{Client, ClientConfig, StaticToken, SyncConfig};
 use tidesync_core::sync::BackoffPolicy;
 use tidesync_protocol::{CollectionName, Doc, Op, PullResponse, RecordKey, SpaceName};
 use tidesync_store::ListOptions;
-
-const BIN: &str = env!("CARGO_BIN_EXE_tidesync");
 
 const SEED_ENV: &str = "TIDESYNC_CRASH_LOOP_SEED";
 const ROUNDS_ENV: &str = "TIDESYNC_CRASH_LOOP_ROUNDS";
@@ -239,8 +238,7 @@ struct ServerProcess {
 }
 
 fn start_server(data: &Path, port: u16, log: &Path) -> ServerProcess {
-    let mut child = Command::new(BIN)
-        .env_remove("TIDESYNC_DATABASE_URL")
+    let mut child = common::command()
         .args([
             "serve",
             "--data-dir",
@@ -335,25 +333,6 @@ fn client_db(dir: &Path, index: usize) -> PathBuf {
 
 fn client_log(dir: &Path, index: usize) -> PathBuf {
     dir.join(format!("client{index}.log"))
-}
-
-fn append(path: &Path) -> Stdio {
-    Stdio::from(
-        File::options()
-            .create(true)
-            .append(true)
-            .open(path)
-            .unwrap(),
-    )
-}
-
-fn tail(path: &Path) -> String {
-    let mut s = String::new();
-    if let Ok(mut f) = File::open(path) {
-        let _ = f.read_to_string(&mut s);
-    }
-    let lines: Vec<&str> = s.lines().collect();
-    lines[lines.len().saturating_sub(30)..].join("\n")
 }
 
 fn kill(child: &mut Child) -> std::process::ExitStatus {
@@ -608,20 +587,8 @@ impl Drop for SeedGuard {
     }
 }
 
-/// A free port below Linux's ephemeral range (32768–60999), so that no outgoing connection
-/// (of these clients or of other tests) takes it while the server is down.
-fn free_port() -> u16 {
-    loop {
-        let port = rand::random_range(20_000..32_000);
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-}
-
 fn token(data: &Path) -> String {
-    let out = Command::new(BIN)
-        .env_remove("TIDESYNC_DATABASE_URL")
+    let out = common::command()
         .args(["token", "create", "--data-dir", data.to_str().unwrap()])
         .args(["--user", "looper", "--space", SPACE])
         .env_remove("TIDESYNC_DATA_DIR")
@@ -662,7 +629,7 @@ fn killed_servers_and_clients_lose_nothing_apply_everything_once_and_converge() 
     let data = dir.path().join("server");
     let server_log = dir.path().join("server.log");
     let token = token(&data);
-    let port = free_port();
+    let port = restartable_port();
     let url = format!("http://127.0.0.1:{port}");
 
     let mut procs = Processes {

@@ -13,16 +13,9 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{
-    assert_clear_error, command, create_token, free_port, json, ok, output_within, path, stderr,
-    tidesync, wait_within, Server,
+    assert_clear_error, client, command, create_token, free_port, json, ok, output_within, path,
+    stderr, sync_args, tidesync, wait_within, Server,
 };
-
-/// `tidesync client --db DB args...`.
-fn client(db: &Path, args: &[&str]) -> Output {
-    let mut all = vec!["client", "--db", path(db)];
-    all.extend(args);
-    tidesync(&all)
-}
 
 /// The names in `dir`, sorted.
 fn listing(dir: &Path) -> Vec<String> {
@@ -79,17 +72,7 @@ fn a_second_server_on_one_data_directory_is_refused_in_one_line() {
     ok(&client(&db, &["put", "user:alice/todos/t1", "{}"]));
     ok(&client(
         &db,
-        &[
-            "--server",
-            &first.url,
-            "--token",
-            &token,
-            "--space",
-            "user:alice",
-            "sync",
-            "--timeout",
-            "20",
-        ],
+        &sync_args(&first.url, &token, "user:alice", "20"),
     ));
 
     // The lock goes with the process, however it ends (here: SIGKILL).
@@ -126,17 +109,7 @@ fn writes_never_create_directories() {
         &["put", "s/c/i", "{}"][..],
         &["patch", "s/c/i", "{}"],
         &["restore", "set", "draft", "1"],
-        &[
-            "--server",
-            &url,
-            "--token",
-            "tsk_x",
-            "--space",
-            "s",
-            "sync",
-            "--timeout",
-            "1",
-        ],
+        &sync_args(&url, "tsk_x", "s", "1"),
     ] {
         let out = client(&nested, args);
         assert_clear_error(&out, "does not exist");
@@ -173,20 +146,7 @@ fn a_failing_command_leaves_the_disk_as_it_was() {
             "cannot read the document",
         );
         // A sync that cannot reach its server: the database it created goes again.
-        let out = client(
-            db,
-            &[
-                "--server",
-                &url,
-                "--token",
-                "tsk_x",
-                "--space",
-                "s",
-                "sync",
-                "--timeout",
-                "1",
-            ],
-        );
+        let out = client(db, &sync_args(&url, "tsk_x", "s", "1"));
         assert_clear_error(&out, "sync failed (network error)");
     }
     assert_eq!(listing(dir.path()), ["empty.db"], "nothing left behind");
@@ -422,17 +382,7 @@ fn serve_listens_on_a_host_name_and_refuses_garbage() {
     ok(&client(&db, &["put", "user:alice/todos/t1", "{}"]));
     ok(&client(
         &db,
-        &[
-            "--server",
-            &server.url,
-            "--token",
-            &token,
-            "--space",
-            "user:alice",
-            "sync",
-            "--timeout",
-            "20",
-        ],
+        &sync_args(&server.url, &token, "user:alice", "20"),
     ));
     drop(server);
     for garbage in ["localhost", "not an address", "127.0.0.1:99999", ":8787x"] {
@@ -493,20 +443,7 @@ fn sync_gives_up_at_the_timeout_with_one_line() {
     ok(&client(&db, &["put", "s/c/i", "{}"]));
     let url = format!("http://127.0.0.1:{}", free_port());
     let started = Instant::now();
-    let out = client(
-        &db,
-        &[
-            "--server",
-            &url,
-            "--token",
-            "tsk_x",
-            "--space",
-            "s",
-            "sync",
-            "--timeout",
-            "2",
-        ],
-    );
+    let out = client(&db, &sync_args(&url, "tsk_x", "s", "2"));
     assert_clear_error(
         &out,
         "sync failed (network error), still after retrying for 2 s",

@@ -27,15 +27,15 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::File;
-use std::io::{BufRead, BufReader, Read};
-use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use common::{append, restartable_port, tail};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use reqwest::StatusCode;
@@ -76,7 +76,7 @@ impl Node {
     fn start(db_url: &str, dir: &Path, name: &str) -> Node {
         let mut node = Node {
             db_url: db_url.to_owned(),
-            port: free_port(),
+            port: restartable_port(),
             log: dir.join(format!("{name}.log")),
             child: None,
             ready: None,
@@ -140,7 +140,7 @@ impl Node {
                         "tidesync serve did not start ({status:?}); its log:\n{log}"
                     );
                     if log.contains("cannot listen") {
-                        self.port = free_port();
+                        self.port = restartable_port();
                     }
                     thread::sleep(Duration::from_millis(20));
                     self.spawn();
@@ -171,36 +171,6 @@ impl Drop for Node {
     fn drop(&mut self) {
         self.kill();
     }
-}
-
-/// A free port below Linux's ephemeral range (32768–60999), so that no outgoing connection
-/// takes it while its node is down.
-fn free_port() -> u16 {
-    loop {
-        let port = rand::random_range(20_000..32_000);
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-}
-
-fn append(path: &Path) -> Stdio {
-    Stdio::from(
-        File::options()
-            .create(true)
-            .append(true)
-            .open(path)
-            .unwrap(),
-    )
-}
-
-fn tail(path: &Path) -> String {
-    let mut s = String::new();
-    if let Ok(mut f) = File::open(path) {
-        let _ = f.read_to_string(&mut s);
-    }
-    let lines: Vec<&str> = s.lines().collect();
-    lines[lines.len().saturating_sub(30)..].join("\n")
 }
 
 /// `tidesync token create --database-url` for user alice, space [`SPACE`].

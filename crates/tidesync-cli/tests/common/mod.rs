@@ -24,6 +24,34 @@ pub fn command() -> Command {
     command
 }
 
+/// `tidesync client --db DB args...`.
+pub fn client(db: &Path, args: &[&str]) -> Output {
+    let mut all = vec!["client", "--db", path(db)];
+    all.extend_from_slice(args);
+    tidesync(&all)
+}
+
+/// The arguments of `tidesync client ... sync` against `url` with `token` for `space`,
+/// giving up after `timeout` seconds.
+pub fn sync_args<'a>(
+    url: &'a str,
+    token: &'a str,
+    space: &'a str,
+    timeout: &'a str,
+) -> [&'a str; 9] {
+    [
+        "--server",
+        url,
+        "--token",
+        token,
+        "--space",
+        space,
+        "sync",
+        "--timeout",
+        timeout,
+    ]
+}
+
 /// Runs `tidesync args...` with no inherited tidesync environment.
 pub fn tidesync(args: &[&str]) -> Output {
     command().args(args).output().expect("run tidesync")
@@ -185,4 +213,34 @@ pub fn wait_within(child: &mut Child, limit: std::time::Duration) -> Option<Outp
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
+}
+
+/// A free port below Linux's ephemeral range (32768–60999), so that no outgoing connection
+/// (of the test's clients or of other tests) takes it while the server on it is down and
+/// restarting.
+pub fn restartable_port() -> u16 {
+    loop {
+        let port = rand::random_range(20_000..32_000);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// A log file to append a child's output to.
+pub fn append(path: &Path) -> Stdio {
+    Stdio::from(
+        std::fs::File::options()
+            .create(true)
+            .append(true)
+            .open(path)
+            .expect("open the log"),
+    )
+}
+
+/// The last 30 lines of a log file (empty if it cannot be read).
+pub fn tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(30)..].join("\n")
 }
