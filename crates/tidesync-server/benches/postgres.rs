@@ -28,15 +28,15 @@
 //!
 //! `BENCH_PG_RECORDS` overrides the 1M (e.g. 100000 for a quick run).
 
+mod common;
+
+use common::{info_row, median, mutation, pull_time, row};
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use serde_json::json;
-use tidesync_protocol::{
-    ClientId, Cursor, Hlc, Mutation, Op, PushRequest, RecordKey, SpaceName, PROTOCOL_VERSION,
-};
+use tidesync_protocol::{ClientId, Cursor, PushRequest, SpaceName, PROTOCOL_VERSION};
 use tidesync_server::auth::Grants;
 use tidesync_server::storage::postgres::PostgresStorage;
 use tidesync_server::storage::sqlite::SqliteStorage;
@@ -54,28 +54,8 @@ const FILLERS: u64 = 4;
 const BOOTSTRAP_PAGE: u32 = 10_000;
 const POKES: usize = 200;
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 fn space(name: &str) -> SpaceName {
     SpaceName::new(name).expect("valid space")
-}
-
-fn mutation(space: &str, seq: u64, id: u64) -> Mutation {
-    let doc = json!({"title": format!("Buy milk #{id}"), "done": id.is_multiple_of(3), "priority": id % 5});
-    Mutation {
-        seq,
-        tx: seq,
-        key: RecordKey::parse(space, "todos", &format!("t{id:08}")).expect("valid key"),
-        op: Op::Put {
-            doc: doc.as_object().cloned().unwrap_or_default(),
-        },
-        hlc: Hlc::new(now_ms(), (seq % 60_000) as u16).unwrap_or_default(),
-        base_version: 0,
-    }
 }
 
 /// The pushes of one client: puts of records `ids`, seqs from 1, in batches of `batch`.
@@ -157,29 +137,9 @@ async fn push_median(
     (median(runs), cpu)
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
-
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i.min(sorted.len() - 1)]
-}
-
-fn row(name: &str, measured: String, baseline: String, ratio: f64, target: &str, pass: bool) {
-    println!(
-        "| {name:<56} | {measured:>10} | {baseline:>16} | {ratio:>5.2}× | {target:<9} | {} |",
-        if pass { "PASS" } else { "MISS" }
-    );
-}
-
-/// A row without a target, for information.
-fn info_row(name: &str, measured: String, baseline: String, ratio: f64) {
-    println!(
-        "| {name:<56} | {measured:>10} | {baseline:>16} | {ratio:>5.2}× | {:<9} | —    |",
-        "—"
-    );
 }
 
 fn rate(per_s: f64) -> String {
@@ -217,27 +177,6 @@ async fn pg_node(db: &TestDatabase) -> Arc<PostgresStorage> {
             .await
             .expect("connect to PostgreSQL"),
     )
-}
-
-async fn pull_time(storage: &dyn Storage, name: &str, version: u64, reps: usize) -> f64 {
-    let space = space(name);
-    let input = PullInput {
-        user: "bench".into(),
-        client_id: ClientId::new("reader").expect("valid"),
-        cursor: [(space.clone(), version - 100)]
-            .into_iter()
-            .collect::<Cursor>(),
-        spaces: vec![space],
-        limit: 100,
-    };
-    let mut times = Vec::with_capacity(reps);
-    for _ in 0..reps {
-        let start = Instant::now();
-        let page = storage.pull(input.clone()).await.expect("pull");
-        times.push(start.elapsed().as_secs_f64());
-        assert_eq!(page.changes.len(), 100);
-    }
-    median(times)
 }
 
 /// Fills `name` with records `0..n` from [`FILLERS`] concurrent writers (batches of

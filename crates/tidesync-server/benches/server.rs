@@ -14,15 +14,18 @@
 //!
 //! `BENCH_PULL_RECORDS` overrides the 1M (e.g. 200000 for a quick run).
 
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+mod common;
+
+use common::{info_row, median, mutation, pull_time, row};
+use std::time::Instant;
 
 use rusqlite::params;
 use serde_json::json;
 use std::sync::Arc;
-use tidesync_protocol::{ClientId, Cursor, Hlc, Mutation, Op, RecordKey, SpaceName, Stamp};
+use tidesync_protocol::{ClientId, SpaceName, Stamp};
 use tidesync_server::rules::{land, ServerRecord};
 use tidesync_server::storage::sqlite::SqliteStorage;
-use tidesync_server::storage::{PullInput, PushInput, Storage};
+use tidesync_server::storage::{PushInput, Storage};
 
 use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
@@ -33,26 +36,6 @@ use tower::ServiceExt;
 
 const BATCH: u64 = 1_000;
 const CLIENTS: u64 = 4;
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
-fn mutation(space: &str, seq: u64, id: u64) -> Mutation {
-    let doc = json!({"title": format!("Buy milk #{id}"), "done": id.is_multiple_of(3), "priority": id % 5});
-    Mutation {
-        seq,
-        tx: seq,
-        key: RecordKey::parse(space, "todos", &format!("t{id:08}")).expect("valid key"),
-        op: Op::Put {
-            doc: doc.as_object().cloned().unwrap_or_default(),
-        },
-        hlc: Hlc::new(now_ms(), (seq % 60_000) as u16).unwrap_or_default(),
-        base_version: 0,
-    }
-}
 
 /// The pushes of one client: `n` puts on records `seq % ids`, in batches of `BATCH`.
 fn batches(space: &str, client: &str, n: u64, ids: u64) -> Vec<PushInput> {
@@ -134,47 +117,6 @@ fn raw_push(conn: &mut rusqlite::Connection, rows: &[RawRow]) {
         }
         tx.commit().expect("commit");
     }
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
-
-fn row(name: &str, measured: String, baseline: String, ratio: f64, target: &str, pass: bool) {
-    println!(
-        "| {name:<56} | {measured:>10} | {baseline:>14} | {ratio:>5.2}× | {target:<9} | {} |",
-        if pass { "PASS" } else { "MISS" }
-    );
-}
-
-/// A row without a target, for information.
-fn info_row(name: &str, measured: String, baseline: String, ratio: f64) {
-    println!(
-        "| {name:<56} | {measured:>10} | {baseline:>14} | {ratio:>5.2}× | {:<9} | —    |",
-        "—"
-    );
-}
-
-async fn pull_time(storage: &SqliteStorage, space: &str, version: u64, reps: usize) -> f64 {
-    let space = SpaceName::new(space).expect("valid space");
-    let input = PullInput {
-        user: "bench".into(),
-        client_id: ClientId::new("reader").expect("valid"),
-        cursor: [(space.clone(), version - 100)]
-            .into_iter()
-            .collect::<Cursor>(),
-        spaces: vec![space],
-        limit: 100,
-    };
-    let mut times = Vec::with_capacity(reps);
-    for _ in 0..reps {
-        let start = Instant::now();
-        let page = storage.pull(input.clone()).await.expect("pull");
-        times.push(start.elapsed().as_secs_f64());
-        assert_eq!(page.changes.len(), 100);
-    }
-    median(times)
 }
 
 #[tokio::main]
@@ -321,12 +263,12 @@ async fn main() {
     push_all(&storage, batches("big", "filler-big", big, big)).await;
     push_all(&storage, batches("small", "filler-small", 1_000, 1_000)).await;
     eprintln!("filled {big} + 1000 records in {:?}", fill.elapsed());
-    pull_time(&storage, "big", big, 20).await;
-    pull_time(&storage, "small", 1_000, 20).await;
+    pull_time(storage.as_ref(), "big", big, 20).await;
+    pull_time(storage.as_ref(), "small", 1_000, 20).await;
     let (mut b, mut s) = (Vec::new(), Vec::new());
     for _ in 0..5 {
-        b.push(pull_time(&storage, "big", big, 20).await);
-        s.push(pull_time(&storage, "small", 1_000, 20).await);
+        b.push(pull_time(storage.as_ref(), "big", big, 20).await);
+        s.push(pull_time(storage.as_ref(), "small", 1_000, 20).await);
     }
     let (b, s) = (median(b), median(s));
     row(
