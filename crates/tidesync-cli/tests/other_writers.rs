@@ -74,7 +74,7 @@ fn writes_of_other_processes_are_pushed_by_the_running_client_and_reach_its_live
         {}
         assert!(
             started.elapsed() < Duration::from_secs(10),
-            "round {round}: noticed by the poll, not by a scheduled sync"
+            "round {round}: noticed at once (a wait looks first, the poll meanwhile), not by a scheduled sync minutes away"
         );
     }
     let seen: Vec<ClientEvent> = events.try_iter().collect();
