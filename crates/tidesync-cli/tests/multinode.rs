@@ -291,11 +291,12 @@ struct Pulled {
     acked_through: u64,
 }
 
+/// Protocol 1: the writer's own records come back in full, not as echoes.
 async fn pull_all(http: &reqwest::Client, url: &str, token: &str, client: &str) -> Pulled {
     let mut cursor = serde_json::Map::new();
     let mut changes = Vec::new();
     loop {
-        let body = json!({"client_id": client, "protocol": PROTOCOL_VERSION, "spaces": [SPACE],
+        let body = json!({"client_id": client, "protocol": 1, "spaces": [SPACE],
                           "cursor": cursor, "limit": 250});
         let response = http
             .post(format!("{url}/v1/pull"))

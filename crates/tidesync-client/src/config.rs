@@ -67,9 +67,13 @@ pub struct ClientConfig {
     pub tokens: Arc<dyn TokenProvider>,
     /// Store options (durability, restoration schema, ...).
     pub store: StoreConfig,
-    /// Most mutations per push (whole transactions; a bigger one goes alone). Default 1,000.
+    /// Most mutations per push (whole transactions; a bigger one goes alone). Pushes adapt
+    /// below it: the first of a backlog carries at most 250, each one that leaves more
+    /// behind up to four times as many, a timeout halves the size and a `413` caps it.
+    /// Default 5,000 (the server's default `max_mutations_per_push`).
     pub push_batch: usize,
-    /// Changes per pull page. Default 1,000.
+    /// Most changes per pull page; pages adapt below it the same way (first 250). Default
+    /// 10,000 (the server's default `max_pull_limit`; it clamps larger pages).
     pub pull_limit: u32,
     /// Timeout of one push or pull. Default 30 s.
     pub request_timeout: Duration,
@@ -129,8 +133,8 @@ impl ClientConfig {
             spaces: Vec::new(),
             tokens: Arc::new(NoToken),
             store: StoreConfig::default(),
-            push_batch: 1_000,
-            pull_limit: 1_000,
+            push_batch: 5_000,
+            pull_limit: 10_000,
             request_timeout: Duration::from_secs(30),
             sync: SyncConfig::default(),
             seed: None,

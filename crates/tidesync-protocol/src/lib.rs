@@ -25,13 +25,18 @@ pub use error::{ErrorBody, ErrorCode, ValidationError};
 pub use hlc::{Hlc, Stamp};
 pub use limits::{MAX_COLLECTION_NAME_BYTES, MAX_RECORD_ID_BYTES, MAX_SPACE_NAME_BYTES};
 pub use messages::{
-    Cursor, FieldConflict, PullRequest, PullResponse, PushOutcome, PushRequest, PushResponse,
-    PushResult, Winner,
+    Cursor, Echo, FieldConflict, PullRequest, PullResponse, PushOutcome, PushRequest, PushResponse,
+    PushResult, Winner, MAX_REFETCH,
 };
 pub use mutation::{collection_path, Doc, Mutation, Op, RecordKey};
 pub use names::{ClientId, CollectionName, RecordId, SpaceName};
 pub use raw::{ChangeError, CheckedChange, PulledChange, RawChange};
 
-/// The protocol version this crate speaks. Sent in every push and pull; a server refuses a
-/// version it does not know with [`ErrorCode::UnsupportedProtocol`].
-pub const PROTOCOL_VERSION: u32 = 1;
+/// The newest protocol version this crate speaks. Sent in every push and pull; a server
+/// refuses a version it does not know with [`ErrorCode::UnsupportedProtocol`], and a client
+/// then speaks [`MIN_PROTOCOL_VERSION`]. Version 2 adds [`Echo`]es and refetches to pull;
+/// everything else is as in version 1.
+pub const PROTOCOL_VERSION: u32 = 2;
+
+/// The oldest protocol version this crate still speaks (and a server still serves).
+pub const MIN_PROTOCOL_VERSION: u32 = 1;

@@ -4,7 +4,10 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Change, CheckedChange, ClientId, ErrorCode, Mutation, RawChange, SpaceName};
+use crate::{
+    Change, CheckedChange, ClientId, CollectionName, ErrorCode, Mutation, RawChange, RecordId,
+    RecordKey, SpaceName,
+};
 
 /// `POST /v1/push` request body.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -115,6 +118,47 @@ pub struct PullRequest {
     /// error.
     #[serde(default, deserialize_with = "saturating_limit")]
     pub limit: Option<u32>,
+    /// Records to send in full whatever the cursor (protocol 2): echoes this client could
+    /// not rebuild (see [`Echo`]). At most [`MAX_REFETCH`], each in one of `spaces`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub refetch: Vec<RecordKey>,
+}
+
+/// Most keys one pull may ask to [refetch](PullRequest::refetch).
+pub const MAX_REFETCH: usize = 1_000;
+
+/// A record the pulling client wrote last, sent instead of its document and stamps
+/// (protocol 2; docs/protocol.md, "Echoes"): the server's state of it is the state the client
+/// had at version `from` with the client's own mutations `first_seq..=last_seq` on it
+/// applied in seq order, unchanged and with their own stamps. A client whose base of the
+/// record is not at `from`, or which no longer holds exactly `count` acknowledged mutations
+/// of the record in that range, asks for it again in full ([`PullRequest::refetch`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Echo {
+    /// The record's space.
+    pub space: SpaceName,
+    /// The record's collection.
+    pub collection: CollectionName,
+    /// The record's id.
+    pub id: RecordId,
+    /// The space version at which the record last changed.
+    pub version: u64,
+    /// The record's version before the client's mutations (0: it did not exist).
+    pub from: u64,
+    /// The client's first mutation of the record since `from`.
+    pub first_seq: u64,
+    /// Its last one (at most the response's `acked_through`).
+    pub last_seq: u64,
+    /// How many of its mutations of the record with seqs in `first_seq..=last_seq` landed
+    /// (every one but those refused).
+    pub count: u64,
+}
+
+impl Echo {
+    /// The record echoed.
+    pub fn key(&self) -> RecordKey {
+        RecordKey::new(self.space.clone(), self.collection.clone(), self.id.clone())
+    }
 }
 
 /// `limit` read as a `u64` and saturated to `u32`, so a page size past `u32::MAX` is clamped
@@ -131,8 +175,13 @@ where
 /// stamps stay JSON text (the server's and the client's fast path; same JSON).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PullResponse<C = Change> {
-    /// Changes in (space, version) order.
+    /// Changes in (space, version) order, then the [refetched](PullRequest::refetch)
+    /// records.
     pub changes: Vec<C>,
+    /// Records of the page the pulling client wrote last, in place of their changes
+    /// (protocol 2 only; absent when empty).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub echoes: Vec<Echo>,
     /// The cursor to send next time.
     pub cursor: Cursor,
     /// More changes are waiting: pull again right away.
@@ -149,6 +198,7 @@ impl<C> PullResponse<C> {
     fn with_changes<D>(&self, changes: Vec<D>) -> PullResponse<D> {
         PullResponse {
             changes,
+            echoes: self.echoes.clone(),
             cursor: self.cursor.clone(),
             has_more: self.has_more,
             remaining: self.remaining,

@@ -207,6 +207,8 @@ async fn bootstrap(storage: &dyn Storage, name: &str, version: u64) -> f64 {
                 cursor: cursor.clone(),
                 spaces: vec![space.clone()],
                 limit: BOOTSTRAP_PAGE,
+                echoes: false,
+                refetch: Vec::new(),
             })
             .await
             .expect("bootstrap pull");

@@ -4,7 +4,8 @@
 //! `tidesync_pushes_total`, `tidesync_mutations_applied_total`,
 //! `tidesync_mutations_merged_total` (applied with conflicts),
 //! `tidesync_mutations_rejected_total`, `tidesync_pulls_total`,
-//! `tidesync_changes_pulled_total`, `tidesync_auth_failures_total` (401 answers),
+//! `tidesync_changes_pulled_total`, `tidesync_echoes_pulled_total` (records sent back to
+//! their writer as echoes), `tidesync_auth_failures_total` (401 answers),
 //! `tidesync_errors_total{code}` (every error response, by code), the gauge
 //! `tidesync_open_event_streams`, and the histograms `tidesync_push_duration_seconds` and
 //! `tidesync_pull_duration_seconds`.
@@ -37,6 +38,7 @@ pub(crate) struct Metrics {
     mutations_rejected: Counter,
     pulls: Counter,
     changes_pulled: Counter,
+    echoes_pulled: Counter,
     auth_failures: Counter,
     errors: Family<CodeLabel, Counter>,
     open_event_streams: Gauge,
@@ -60,6 +62,7 @@ impl Metrics {
         let mutations_rejected = Counter::default();
         let pulls = Counter::default();
         let changes_pulled = Counter::default();
+        let echoes_pulled = Counter::default();
         let auth_failures = Counter::default();
         let errors = Family::<CodeLabel, Counter>::default();
         let open_event_streams = Gauge::default();
@@ -90,6 +93,11 @@ impl Metrics {
             changes_pulled.clone(),
         );
         registry.register(
+            "echoes_pulled",
+            "Records handed back to their writer as echoes (key and version, no document)",
+            echoes_pulled.clone(),
+        );
+        registry.register(
             "auth_failures",
             "Requests refused with 401 unauthorized",
             auth_failures.clone(),
@@ -118,6 +126,7 @@ impl Metrics {
             mutations_rejected,
             pulls,
             changes_pulled,
+            echoes_pulled,
             auth_failures,
             errors,
             open_event_streams,
@@ -143,6 +152,7 @@ impl Metrics {
     pub(crate) fn pull_done(&self, response: &PullResponse<RawChange>, elapsed: Duration) {
         self.pulls.inc();
         self.changes_pulled.inc_by(response.changes.len() as u64);
+        self.echoes_pulled.inc_by(response.echoes.len() as u64);
         self.pull_duration.observe(elapsed.as_secs_f64());
     }
 

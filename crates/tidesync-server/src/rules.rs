@@ -14,6 +14,7 @@ use tidesync_core::RecordState;
 use tidesync_protocol::{ClientId, Doc, ErrorCode, FieldConflict, Op, Stamp, Winner};
 
 use crate::config::Policy;
+use crate::storage::EchoChain;
 
 /// The space version at which each register of a record last changed.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,6 +39,8 @@ pub struct ServerRecord {
     pub versions: RegisterVersions,
     /// When anything in the record last changed (0: never written).
     pub version: u64,
+    /// Whose faithful writes the state is, so a pull can echo it to that writer.
+    pub echo: Option<EchoChain>,
 }
 
 /// What to do with a mutation.

@@ -4,7 +4,9 @@
 
 use std::collections::{BTreeSet, HashSet};
 
-use tidesync_protocol::{Mutation, Op, PullRequest, SpaceName, PROTOCOL_VERSION};
+use tidesync_protocol::{
+    Mutation, Op, PullRequest, SpaceName, MAX_REFETCH, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION,
+};
 
 use crate::auth::Grants;
 use crate::config::Limits;
@@ -12,14 +14,18 @@ use crate::error::ApiError;
 use crate::storage::PullInput;
 use tidesync_protocol::ErrorCode;
 
-/// `400 unsupported_protocol` unless `protocol` is [`PROTOCOL_VERSION`].
+/// `400 unsupported_protocol` unless `protocol` is one this server speaks
+/// ([`MIN_PROTOCOL_VERSION`] through [`PROTOCOL_VERSION`]).
 pub(crate) fn protocol(protocol: u32) -> Result<(), ApiError> {
-    if protocol == PROTOCOL_VERSION {
+    if (MIN_PROTOCOL_VERSION..=PROTOCOL_VERSION).contains(&protocol) {
         Ok(())
     } else {
         Err(ApiError::new(
             ErrorCode::UnsupportedProtocol,
-            format!("protocol {protocol} is not supported; this server speaks protocol {PROTOCOL_VERSION}"),
+            format!(
+                "protocol {protocol} is not supported; this server speaks protocols \
+                 {MIN_PROTOCOL_VERSION} through {PROTOCOL_VERSION}"
+            ),
         ))
     }
 }
@@ -110,7 +116,10 @@ pub(crate) fn push(
 /// - `spaces` is not empty and has no duplicates (`400 invalid_input`), has at most
 ///   `max_spaces_per_pull` entries (`413 too_large`), each readable (`403 forbidden`);
 /// - cursor entries for spaces not in `spaces` are dropped;
-/// - `limit` defaults to `default_pull_limit` and is clamped to `1..=max_pull_limit`.
+/// - `limit` defaults to `default_pull_limit` and is clamped to `1..=max_pull_limit`;
+/// - `refetch` has at most [`MAX_REFETCH`] keys (`413 too_large`), each in one of `spaces`
+///   (`400 invalid_input`);
+/// - echoes are sent from protocol 2 on.
 pub(crate) fn pull(
     request: PullRequest,
     grants: &Grants,
@@ -124,12 +133,25 @@ pub(crate) fn pull(
         .limit
         .unwrap_or(limits.default_pull_limit)
         .clamp(1, limits.max_pull_limit.max(1));
+    if request.refetch.len() > MAX_REFETCH {
+        return Err(ApiError::too_large(format!(
+            "{} records to refetch; the limit is {MAX_REFETCH} per pull",
+            request.refetch.len()
+        )));
+    }
+    if let Some(key) = request.refetch.iter().find(|k| !wanted.contains(&k.space)) {
+        return Err(ApiError::invalid(format!(
+            "refetch of {key}: its space is not among the pulled spaces"
+        )));
+    }
     Ok(PullInput {
         user: grants.user.clone(),
         client_id: request.client_id,
         cursor,
         spaces,
         limit,
+        echoes: request.protocol >= 2,
+        refetch: request.refetch,
     })
 }
 
@@ -340,6 +362,7 @@ mod tests {
                 .map(|s| SpaceName::new(*s).expect("valid"))
                 .collect(),
             limit,
+            refetch: Vec::new(),
         };
         let input = pull(request(&["shared", "user:alice"], None), &g, &l).expect("ok");
         assert_eq!(input.limit, l.default_pull_limit);

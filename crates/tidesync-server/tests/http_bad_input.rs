@@ -132,7 +132,7 @@ async fn an_unknown_protocol_is_400_unsupported_protocol(backend: Backend) {
         return;
     };
     let mut body = push_body("c1", vec![next(2)]);
-    body["protocol"] = json!(2);
+    body["protocol"] = json!(3);
     server
         .post("/v1/push", &token, &body)
         .await
@@ -146,6 +146,15 @@ async fn an_unknown_protocol_is_400_unsupported_protocol(backend: Backend) {
         .await
         .assert_error(400, "unsupported_protocol");
     assert_unchanged(&server, &token).await;
+    // Protocol 1 is still served (clients that predate echoes).
+    let pulled = server
+        .post(
+            "/v1/pull",
+            &token,
+            &json!({"client_id": "c1", "protocol": 1, "spaces": [SPACE]}),
+        )
+        .await;
+    assert_eq!(pulled.status.as_u16(), 200, "{}", pulled.text);
 }
 
 async fn oversized_bodies_batches_and_documents_are_413_too_large(backend: Backend) {

@@ -355,6 +355,7 @@ async fn healthz_and_metrics_respond(backend: Backend) {
         "tidesync_mutations_rejected_total 0",
         "tidesync_pulls_total 1",
         "tidesync_changes_pulled_total 2",
+        "tidesync_echoes_pulled_total 0",
         "tidesync_auth_failures_total 1",
         "tidesync_errors_total{code=\"unauthorized\"} 1",
         "tidesync_open_event_streams 0",

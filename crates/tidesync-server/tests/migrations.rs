@@ -168,6 +168,8 @@ fn pull_input(client: &str) -> PullInput {
         cursor: Cursor::new(),
         spaces: vec![space()],
         limit: 100,
+        echoes: false,
+        refetch: Vec::new(),
     }
 }
 
@@ -187,6 +189,7 @@ async fn a_version_1_database_pulls_the_same_changes_after_migration() {
     let pulled = storage.pull(pull_input("reader")).await.unwrap();
     let expected = PullResponse {
         changes: v1_changes(),
+        echoes: Vec::new(),
         cursor: [(space(), 3)].into_iter().collect(),
         has_more: false,
         remaining: 0,
@@ -262,7 +265,7 @@ async fn a_version_1_database_pulls_the_same_changes_after_migration() {
     assert!(after.changes[0].stamps.fields.contains_key("b"));
     storage.shutdown().await;
     drop(storage);
-    assert_eq!(schema_version(&path), 2);
+    assert_eq!(schema_version(&path), 3);
 
     // Reopening a migrated file migrates nothing and changes nothing.
     let storage = SqliteStorage::open(&path, MergeRules::default()).unwrap();

@@ -50,6 +50,8 @@ fn pull_all(client: &str) -> PullInput {
         cursor: Cursor::new(),
         spaces: vec![SpaceName::new("team:1").unwrap()],
         limit: 10_000,
+        echoes: false,
+        refetch: Vec::new(),
     }
 }
 
@@ -150,7 +152,9 @@ async fn tokens_live_in_postgres_and_migrations_run_once_for_concurrent_nodes() 
     let nodes: Vec<_> = nodes.into_iter().map(Result::unwrap).collect();
     assert_eq!(
         db.query("SELECT count(*) FROM ts_migrations"),
-        vec![vec![Some("1".to_owned())]]
+        vec![vec![Some(
+            tidesync_server::storage::postgres::SCHEMA_VERSION.to_string()
+        )]]
     );
     let grants = Grants {
         user: "alice".into(),

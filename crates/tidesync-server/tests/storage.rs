@@ -241,6 +241,8 @@ async fn pull(s: &dyn Storage, client: &str, cursor: Cursor, limit: u32) -> Pull
         cursor,
         spaces: vec![space()],
         limit,
+        echoes: false,
+        refetch: Vec::new(),
     })
     .await
     .unwrap()
@@ -511,6 +513,8 @@ async fn a_client_id_cannot_be_used_by_another_user(backend: Backend) {
             cursor: Cursor::new(),
             spaces: vec![space()],
             limit: 10,
+            echoes: false,
+            refetch: Vec::new(),
         })
         .await
         .unwrap_err();
@@ -607,6 +611,8 @@ async fn a_cursor_from_the_future_must_rebootstrap(backend: Backend) {
             cursor: [(space(), 99)].into_iter().collect(),
             spaces: vec![space()],
             limit: 10,
+            echoes: false,
+            refetch: Vec::new(),
         })
         .await
         .unwrap_err();
@@ -875,6 +881,8 @@ async fn a_stored_document_or_stamps_that_is_not_json_is_an_internal_error_namin
             cursor: Cursor::new(),
             spaces: vec![space()],
             limit: 10,
+            echoes: false,
+            refetch: Vec::new(),
         };
         let err = s.storage.pull(input.clone()).await.unwrap_err();
         assert!(matches!(err, StorageError::Internal(_)), "{err}");
@@ -1031,6 +1039,161 @@ async fn a_recovery_push_may_skip_seqs_the_client_no_longer_holds(backend: Backe
     assert_eq!(page.changes[0].doc.as_ref().unwrap()["n"], json!(5));
 }
 
+/// A pull as `client` from `cursor`, asking for echoes and for `refetch` in full.
+async fn pull_echoes(
+    s: &dyn Storage,
+    client: &str,
+    cursor: Cursor,
+    refetch: Vec<RecordKey>,
+) -> PullResponse {
+    s.pull(PullInput {
+        user: "alice".into(),
+        client_id: ClientId::new(client).unwrap(),
+        cursor,
+        spaces: vec![space()],
+        limit: 100,
+        echoes: true,
+        refetch,
+    })
+    .await
+    .unwrap()
+    .parse()
+    .unwrap()
+}
+
+fn at(version: u64) -> Cursor {
+    [(space(), version)].into_iter().collect()
+}
+
+async fn a_writer_gets_its_own_writes_back_as_echoes_and_everyone_else_in_full(backend: Backend) {
+    let Some(s) = server(backend).await else {
+        return;
+    };
+    let st = &*s.storage;
+    push(
+        st,
+        "alice",
+        "c1",
+        vec![
+            m(1, 1, "a", put(json!({"n": 1})), 0),
+            m(2, 2, "b", put(json!({"n": 1})), 0),
+            m(3, 3, "a", patch(json!({"m": 2})), 0),
+        ],
+    )
+    .await
+    .unwrap();
+    let own = pull_echoes(st, "c1", Cursor::new(), Vec::new()).await;
+    assert!(own.changes.is_empty(), "{:?}", own.changes);
+    let echoes: Vec<(&str, u64, u64, u64, u64, u64)> = own
+        .echoes
+        .iter()
+        .map(|e| {
+            (
+                e.id.as_str(),
+                e.version,
+                e.from,
+                e.first_seq,
+                e.last_seq,
+                e.count,
+            )
+        })
+        .collect();
+    assert_eq!(echoes, [("b", 2, 0, 2, 2, 1), ("a", 3, 0, 1, 3, 2)]);
+    assert_eq!((own.cursor[&space()], own.acked_through), (3, 3));
+    // A protocol-1 pull of the writer, and anyone else's, gets documents.
+    assert_eq!(pull(st, "c1", Cursor::new(), 100).await.changes.len(), 2);
+    let other = pull_echoes(st, "c2", Cursor::new(), Vec::new()).await;
+    assert_eq!((other.changes.len(), other.echoes.len()), (2, 0));
+
+    // c2 writes `a` having seen it: the chain is c2's now, from version 3.
+    push(
+        st,
+        "alice",
+        "c2",
+        vec![m(1, 1, "a", patch(json!({"n": 5})), 3)],
+    )
+    .await
+    .unwrap();
+    let page = pull_echoes(st, "c1", at(3), Vec::new()).await;
+    assert_eq!(page.changes.len(), 1, "c1 gets c2's write in full");
+    assert_eq!(page.changes[0].doc.as_ref().unwrap()["n"], json!(5));
+    let page = pull_echoes(st, "c2", at(3), Vec::new()).await;
+    assert_eq!(
+        (
+            page.echoes[0].from,
+            page.echoes[0].first_seq,
+            page.echoes[0].count
+        ),
+        (3, 1, 1)
+    );
+
+    // c1 writes `a` on a base that predates c2's write: only the server has that state.
+    push(
+        st,
+        "alice",
+        "c1",
+        vec![m(4, 4, "a", patch(json!({"m": 3})), 3)],
+    )
+    .await
+    .unwrap();
+    let page = pull_echoes(st, "c1", at(4), Vec::new()).await;
+    assert_eq!((page.changes.len(), page.echoes.len()), (1, 0));
+    assert_eq!(page.changes[0].doc.as_ref().unwrap()["n"], json!(5));
+}
+
+async fn a_restamped_write_goes_back_to_its_writer_in_full(backend: Backend) {
+    let Some(s) = Server::open(
+        backend,
+        MergeRules {
+            max_clock_skew: Duration::from_secs(60),
+            ..MergeRules::default()
+        },
+    )
+    .await
+    else {
+        return;
+    };
+    let mut future = m(1, 1, "a", put(json!({"v": 1})), 0);
+    future.hlc = Hlc::new(now_ms() + 365 * 24 * 3600 * 1000, 0).unwrap();
+    push(&*s.storage, "alice", "skewed", vec![future])
+        .await
+        .unwrap();
+    let page = pull_echoes(&*s.storage, "skewed", Cursor::new(), Vec::new()).await;
+    assert_eq!(
+        (page.changes.len(), page.echoes.len()),
+        (1, 0),
+        "the client cannot rebuild a stamp it did not give"
+    );
+}
+
+async fn refetch_sends_the_named_records_in_full_whatever_the_cursor(backend: Backend) {
+    let Some(s) = server(backend).await else {
+        return;
+    };
+    let st = &*s.storage;
+    push(
+        st,
+        "alice",
+        "c1",
+        vec![
+            m(1, 1, "a", put(json!({"n": 1})), 0),
+            m(2, 2, "b", put(json!({"n": 2})), 0),
+        ],
+    )
+    .await
+    .unwrap();
+    let page = pull_echoes(st, "c1", at(2), vec![key("a"), key("never-written")]).await;
+    let ids: Vec<&str> = page.changes.iter().map(|c| c.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        ["a"],
+        "the record asked for, in full, and nothing else"
+    );
+    assert!(page.echoes.is_empty());
+    assert_eq!(page.changes[0].version, 1);
+    assert!(!page.has_more);
+}
+
 contract! {
     a_base_from_the_future_is_refused_under_every_policy,
     a_recovery_push_may_skip_seqs_the_client_no_longer_holds,
@@ -1051,6 +1214,9 @@ contract! {
     tokens_are_stored_hashed_and_map_to_their_grants,
     a_retried_push_gets_its_rejections_again_not_a_bare_acknowledgement,
     a_stored_document_or_stamps_that_is_not_json_is_an_internal_error_naming_the_record,
+    a_writer_gets_its_own_writes_back_as_echoes_and_everyone_else_in_full,
+    a_restamped_write_goes_back_to_its_writer_in_full,
+    refetch_sends_the_named_records_in_full_whatever_the_cursor,
 }
 
 /// What only the SQLite backend has: its file and its synchronous engine.
@@ -1113,6 +1279,8 @@ mod sqlite_only {
                 cursor: Cursor::new(),
                 spaces: vec![space()],
                 limit: 10,
+                echoes: false,
+                refetch: Vec::new(),
             })
             .unwrap();
         assert_eq!(page.changes.len(), 1);

@@ -247,6 +247,8 @@ impl SimServer {
                 cursor: cursor.clone(),
                 spaces: spaces.to_vec(),
                 limit: 1_000,
+                echoes: false,
+                refetch: Vec::new(),
             };
             let page = self.read(input).parse().expect("the server hands out JSON");
             for change in page.changes {
@@ -272,6 +274,8 @@ impl SimServer {
             cursor: Cursor::new(),
             spaces: spaces.to_vec(),
             limit: 1,
+            echoes: false,
+            refetch: Vec::new(),
         };
         self.read(input).acked_through
     }

@@ -33,6 +33,7 @@
 mod config;
 mod conflicts;
 mod counts;
+mod echoes;
 mod error;
 mod meta;
 mod open;
@@ -61,5 +62,5 @@ pub use records::{ListOptions, Record, RecordPage};
 pub use rejections::Rejection;
 pub use schema::{Convert, Step, APPLICATION_ID, CURRENT_VERSION, MIGRATIONS};
 pub use store::Store;
-pub use sync::{HistoryLoss, PullApplied, PushApplied};
+pub use sync::{HistoryLoss, Page, PullApplied, PushApplied};
 pub use write::{WriteReceipt, WriteTx};

@@ -197,7 +197,7 @@ pub(crate) fn recompute(conn: &Connection, key: &RecordKey, client: &ClientId) -
 }
 
 /// The state stored in a `base` column (the joined wire form); empty when there is none.
-fn decode_base(base: Option<&str>) -> Result<RecordState> {
+pub(crate) fn decode_base(base: Option<&str>) -> Result<RecordState> {
     match base {
         Some(json) => wire::decode_joined(json).map_err(|e| StoreError::BadStoredData {
             what: "record base",

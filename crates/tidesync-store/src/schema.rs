@@ -32,6 +32,7 @@ pub const MIGRATIONS: &[&[Step]] = &[
         }),
         Step::Sql(V2),
     ],
+    &[Step::Sql(V3)],
 ];
 
 /// The schema version this build writes.
@@ -175,4 +176,17 @@ const V2: &str = r#"
 -- Acknowledged mutations by space and version: a pull finds those its cursor confirms
 -- through this index instead of scanning the outbox.
 CREATE INDEX outbox_acked ON outbox (space, acked_version) WHERE acked_version IS NOT NULL;
+"#;
+
+/// Version 3: echoes (protocol 2).
+const V3: &str = r#"
+-- Records a pull sent as echoes this store could not rebuild from its own mutations: the
+-- next pulls ask the server for them in full (`refetch`). Until then a complete pull does
+-- not count as one.
+CREATE TABLE refetch (
+    space      TEXT NOT NULL,
+    collection TEXT NOT NULL,
+    id         TEXT NOT NULL,
+    PRIMARY KEY (space, collection, id)
+) WITHOUT ROWID;
 "#;

@@ -17,9 +17,9 @@ use crate::outbox::{self, MutationState, OutboxEntry, OutboxStats, UnpushedStats
 use crate::records::{self, ListOptions, Record, RecordPage};
 use crate::rejections::{self, Rejection};
 use crate::restoration::{BucketPath, Entry, Lifetime, RestorationIssue, RestorationTree};
-use crate::sync::{self, PullApplied, PushApplied};
+use crate::sync::{self, Page, PullApplied, PushApplied};
 use crate::write::{Counters, WriteReceipt, WriteTx, Written};
-use crate::{meta, restoration_store, Result, StoreError};
+use crate::{echoes, meta, restoration_store, Result, StoreError};
 
 /// The client's local database: records, outbox, conflicts, rejections, restoration state.
 ///
@@ -367,12 +367,28 @@ impl Store {
         &mut self,
         response: &PullResponse<C>,
     ) -> Result<PullApplied> {
+        self.apply_pull_page(Page {
+            response,
+            refetched: &[],
+        })
+    }
+
+    /// [`Store::apply_pull`] for a page whose request asked for records in full
+    /// ([`Store::records_to_refetch`]).
+    pub fn apply_pull_page<C: PulledChange>(&mut self, page: Page<'_, C>) -> Result<PullApplied> {
         let now = self.config.wall_clock.now_ms();
         let client = self.client_id.clone();
+        let pulled = page.response.changes.len();
         let applied =
-            self.write(|conn, counts| sync::apply_pull(conn, &client, response, now, counts))?;
-        self.planner.wrote(&self.conn, response.changes.len());
+            self.write(|conn, counts| sync::apply_pull(conn, &client, page, now, counts))?;
+        self.planner.wrote(&self.conn, pulled);
         Ok(applied)
+    }
+
+    /// Up to `limit` records a pull sent as echoes this store could not rebuild: the next
+    /// pull asks for them in full.
+    pub fn records_to_refetch(&self, limit: usize) -> Result<Vec<RecordKey>> {
+        echoes::waiting(&self.conn, limit)
     }
 
     // ---- conflicts and rejections -------------------------------------------------------

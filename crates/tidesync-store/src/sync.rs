@@ -13,6 +13,7 @@ use tidesync_protocol::{
 };
 
 use crate::counts::StoreCounts;
+use crate::echoes;
 use crate::outbox::{ACKED, QUEUED, SENDING};
 use crate::records::{key_from_row, recompute};
 use crate::write::Counters;
@@ -36,6 +37,11 @@ pub struct PullApplied {
     pub changed: BTreeMap<(SpaceName, CollectionName), usize>,
     /// Seqs confirmed by this pull (they left the outbox).
     pub confirmed: Vec<u64>,
+    /// Echoes rebuilt from this store's own mutations.
+    pub echoes_rebuilt: usize,
+    /// Records wait to be fetched in full (echoes that could not be rebuilt): pull again,
+    /// with them ([`crate::Store::records_to_refetch`]), even if the page was the last.
+    pub refetch_waiting: bool,
 }
 
 /// Drops the base and the cursor: every record's view becomes its pending mutations alone
@@ -44,6 +50,7 @@ pub struct PullApplied {
 pub(crate) fn reset_base(conn: &Connection, client: &ClientId) -> Result<()> {
     conn.execute_batch(
         "DELETE FROM cursor;
+         DELETE FROM refetch;
          DELETE FROM records WHERE pending = 0;
          UPDATE records SET base = NULL, base_version = 0;",
     )
@@ -103,9 +110,20 @@ pub(crate) fn apply_push_response(
 ) -> Result<PushApplied> {
     // Rejected rows leave the outbox: pin the counters in the clock row first.
     Counters::load(conn)?.save(conn)?;
+    // The push position moves only over what this push carried. The server's `last_seq` can
+    // be past it: a retry after a lost answer may carry fewer mutations than the first try
+    // (batches adapt), and the server answers nothing about those it did not get, so one of
+    // them may have been rejected. They are pushed again and learn their outcome.
+    let sent_through: Option<i64> = conn
+        .prepare_cached("SELECT max(seq) FROM outbox WHERE state = ?1")
+        .and_then(|mut s| s.query_row([SENDING], |r| r.get(0)))
+        .map_err(StoreError::sql("read the mutations being sent"))?;
+    let acked_through = sent_through.map_or(response.acked_through, |sent| {
+        response.acked_through.min(sent as u64)
+    });
     // What the answer covers leaves the unpushed figures (read before rejected rows go).
     let acked_from = meta::get_u64(conn, meta::ACKED_THROUGH)?;
-    let acked_to = acked_from.max(response.acked_through);
+    let acked_to = acked_from.max(acked_through);
     let (covered, covered_bytes): (i64, i64) = conn
         .prepare_cached(
             "SELECT count(*), coalesce(sum(length(op)), 0) FROM outbox WHERE seq > ?1 AND seq <= ?2",
@@ -185,9 +203,9 @@ pub(crate) fn apply_push_response(
     // Duplicates the server skipped (their first response was lost) are acknowledged too;
     // their version is unknown, so a complete pull will confirm them.
     conn.prepare_cached("UPDATE outbox SET state = ?1 WHERE seq <= ?2 AND state != ?1")
-        .and_then(|mut s| s.execute(params![ACKED, response.acked_through as i64]))
+        .and_then(|mut s| s.execute(params![ACKED, acked_through as i64]))
         .map_err(StoreError::sql("acknowledge duplicates"))?;
-    meta::raise_u64(conn, meta::ACKED_THROUGH, response.acked_through)?;
+    meta::raise_u64(conn, meta::ACKED_THROUGH, acked_through)?;
     for key in &touched {
         recompute(conn, key, client)?;
     }
@@ -200,10 +218,14 @@ pub(crate) fn apply_push_response(
 pub(crate) fn apply_pull<C: PulledChange>(
     conn: &Connection,
     client: &ClientId,
-    response: &PullResponse<C>,
+    page: Page<'_, C>,
     now_ms: u64,
     counts: &mut StoreCounts,
 ) -> Result<PullApplied> {
+    let Page {
+        response,
+        refetched,
+    } = page;
     let mut applied = PullApplied::default();
     let mut counters = Counters::load(conn)?;
     // Confirmed rows leave the outbox: pin the counters in the clock row first.
@@ -221,7 +243,20 @@ pub(crate) fn apply_pull<C: PulledChange>(
         apply_change(conn, client, &change)?;
         changed.add(&change.space, &change.collection);
     }
+    echoes::fetched(conn, refetched)?;
+    for echo in &response.echoes {
+        if echoes::apply(conn, client, echo)? {
+            applied.echoes_rebuilt += 1;
+            // The view holds the same document, but its mutations are confirmed below and
+            // the record stops being pending: live queries show that.
+            changed.add(&echo.space, &echo.collection);
+        }
+    }
     applied.changed = changed.finish();
+    applied.refetch_waiting = echoes::any_waiting(conn)?;
+    // Until every echo is rebuilt or fetched, the base lacks some of this client's
+    // acknowledged mutations: the pull is not complete.
+    let complete = !response.has_more && !applied.refetch_waiting;
     for (space, version) in &response.cursor {
         conn.prepare_cached(
             "INSERT INTO cursor (space, version) VALUES (?1, ?2)
@@ -230,17 +265,13 @@ pub(crate) fn apply_pull<C: PulledChange>(
         .and_then(|mut s| s.execute(params![space.as_str(), *version as i64]))
         .map_err(StoreError::sql("advance the pull cursor"))?;
     }
-    applied.confirmed = confirm(
-        conn,
-        client,
-        (!response.has_more).then_some(response.acked_through),
-    )?;
+    applied.confirmed = confirm(conn, client, complete.then_some(response.acked_through))?;
     counters.save(conn)?;
     // A pull's `acked_through` is not a push answer: it says the server *processed* a seq,
     // not whether it applied or rejected it. Only push answers (which repeat rejections for
     // duplicates) move the push position, so a mutation whose answer was lost is pushed
     // again and learns its outcome.
-    if !response.has_more {
+    if complete {
         meta::set(conn, meta::LAST_SYNCED_AT, &now_ms.to_string())?;
         meta::set(conn, meta::HAS_SYNCED, "1")?;
         counts.last_synced_at_ms = Some(now_ms);
@@ -248,6 +279,16 @@ pub(crate) fn apply_pull<C: PulledChange>(
     }
     counts.removed_pending(conn, applied.confirmed.len() as u64)?;
     Ok(applied)
+}
+
+/// A pulled page to apply, and the records its request asked for in full.
+#[derive(Debug)]
+pub struct Page<'a, C> {
+    /// The server's answer.
+    pub response: &'a PullResponse<C>,
+    /// The request's [`refetch`](tidesync_protocol::PullRequest::refetch) keys: the server
+    /// sent those it has among the changes.
+    pub refetched: &'a [RecordKey],
 }
 
 /// Stores one pulled change as the record's base, text as received: the document becomes
@@ -386,11 +427,14 @@ const CONFIRMED: &str = "
     SELECT o.seq, o.space, o.collection, o.id
     FROM cursor AS c CROSS JOIN outbox AS o
         ON o.space = c.space AND o.acked_version IS NOT NULL AND o.acked_version <= c.version
-    WHERE o.state = ?2
+    WHERE o.state = ?2 AND NOT EXISTS (
+        SELECT 1 FROM refetch AS r
+        WHERE r.space = o.space AND r.collection = o.collection AND r.id = o.id)
     ORDER BY 1";
 
 /// Removes from the outbox every acknowledged mutation the base now contains: acked at a
-/// version the cursor has passed, or (after a complete pull) at or below the server's
+/// version the cursor has passed (unless its record waits for a refetch: its base lacks the
+/// mutation until the record arrives in full), or (after a complete pull) at or below the server's
 /// `acked_through`. A mutation without an answer is never confirmed by a pull, even below
 /// `acked_through`: the server may have *rejected* it (the answer was lost), and only a push
 /// answer tells; it stays queued and is pushed again.

@@ -192,6 +192,7 @@ fn fill(store: &mut Store) -> Result<(), StoreError> {
                 cleared: Some(other),
             },
         }],
+        echoes: Vec::new(),
         cursor: [(space, 4)].into_iter().collect(),
         has_more: false,
         remaining: 0,

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{doc, key, FakeServer, TestDb};
+use common::{applied, doc, key, push_all, FakeServer, TestDb};
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use tidesync_protocol::{
@@ -15,33 +15,6 @@ use tidesync_store::{ListOptions, MutationState, Resolution, Store, StoreError};
 
 fn view(store: &Store, id: &str) -> Option<Value> {
     store.get(&key(id)).unwrap().map(|r| Value::Object(r.doc))
-}
-
-fn applied(seq: u64, version: u64) -> PushResult {
-    PushResult {
-        seq,
-        outcome: PushOutcome::Applied { version },
-    }
-}
-
-/// Plays the server's part for everything queued: applies it with the real merge and answers.
-fn push_all(store: &mut Store, server: &mut FakeServer) -> PushResponse {
-    let batch = store.outbox_batch(0, 1000).unwrap();
-    let client = store.client_id().clone();
-    let mut results = Vec::new();
-    let mut last = 0;
-    for e in batch {
-        let stamp = Stamp::new(e.mutation.hlc, client.clone());
-        let version = server.apply(&e.mutation.key, &e.mutation.op, &stamp);
-        results.push(applied(e.mutation.seq, version));
-        last = e.mutation.seq;
-    }
-    let response = PushResponse {
-        acked_through: last,
-        results,
-    };
-    store.apply_push_response(&response).unwrap();
-    response
 }
 
 #[test]
@@ -913,4 +886,35 @@ fn an_inconsistent_raw_change_is_refused_by_name_and_changes_nothing() {
         serde_json::from_str(&serde_json::to_string(&page).unwrap()).unwrap();
     store.apply_pull(&raw).unwrap();
     assert_eq!(view(&store, "bad"), Some(json!({"x": 1})));
+}
+
+/// A retry after a lost answer may carry fewer mutations than the first try (batches
+/// adapt). The server's `acked_through` then runs past the request, and it says nothing of
+/// the mutations it did not get (one may have been rejected): they are pushed again.
+#[test]
+fn a_push_answer_past_what_the_push_carried_moves_the_push_position_only_over_what_it_carried() {
+    let db = TestDb::new();
+    let mut store = db.open();
+    for id in ["a", "b", "c"] {
+        store.put(&key(id), doc(json!({"id": id}))).unwrap();
+    }
+    store.mark_sending(1, 1).unwrap();
+    store
+        .apply_push_response(&PushResponse {
+            acked_through: 3,
+            results: Vec::new(),
+        })
+        .unwrap();
+    assert_eq!(store.acked_through().unwrap(), 1);
+    assert_eq!(
+        store.mutation_state(2).unwrap(),
+        Some(MutationState::Queued)
+    );
+    let next: Vec<u64> = store
+        .next_push_batch(10)
+        .unwrap()
+        .iter()
+        .map(|e| e.mutation.seq)
+        .collect();
+    assert_eq!(next, [2, 3], "pushed again, to learn their outcome");
 }

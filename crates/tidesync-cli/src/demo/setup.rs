@@ -146,6 +146,8 @@ impl DemoServer {
                 cursor: cursor.clone(),
                 spaces: vec![space()?],
                 limit: 10_000,
+                echoes: false,
+                refetch: Vec::new(),
             };
             let page = self
                 .server

@@ -20,6 +20,7 @@
 //! The client's sync thread ([`crate::Client`]) and the deterministic simulation
 //! (`tidesync-sim`) both run this driver; they differ only in their transport and clock.
 
+mod adaptive;
 mod batch;
 mod io;
 mod status;
@@ -30,12 +31,13 @@ use tidesync_core::sync::{
     EngineStatus, Event, Failure, Instruction, PullProgress, PushProgress, SyncConfig, SyncMachine,
 };
 use tidesync_protocol::{
-    CheckedChange, ClientId, PullRequest, PullResponse, PushOutcome, PushRequest, PushResponse,
-    SpaceName, PROTOCOL_VERSION,
+    CheckedChange, ClientId, ErrorCode, PullRequest, PullResponse, PushOutcome, PushRequest,
+    PushResponse, RecordKey, SpaceName, MAX_REFETCH, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION,
 };
-use tidesync_store::{HistoryLoss, Store, StoreError};
+use tidesync_store::{HistoryLoss, Page, Store, StoreError};
 
 use crate::status::{ClientEvent, DownloadProgress, Status};
+use adaptive::Adaptive;
 use batch::PushBatch;
 pub use io::{ExchangeId, Input, Io, Output, StreamId, Timer};
 use status::Upload;
@@ -49,15 +51,23 @@ pub struct DriverConfig {
     pub client_id: ClientId,
     /// The spaces to sync.
     pub spaces: Vec<SpaceName>,
-    /// Most mutations per push (whole transactions; a bigger one goes alone).
+    /// Most mutations per push (whole transactions; a bigger one goes alone). The first push
+    /// of a backlog sends at most [`FIRST_PUSH_BATCH`]; each push that leaves more behind
+    /// sends up to four times as many, up to this.
     pub push_batch: usize,
-    /// Changes per pull page.
+    /// Most changes per pull page; pages start at [`FIRST_PULL_PAGE`] and grow the same way.
     pub pull_limit: u32,
     /// State machine tuning.
     pub sync: SyncConfig,
     /// Seed of the backoff jitter.
     pub seed: u64,
 }
+
+/// The first push of a backlog carries at most this many mutations.
+pub const FIRST_PUSH_BATCH: usize = 250;
+
+/// The first page of a download asks for at most this many changes.
+pub const FIRST_PULL_PAGE: u32 = 250;
 
 /// The exchange in flight.
 #[derive(Debug)]
@@ -70,7 +80,8 @@ struct InFlight {
 enum Kind {
     Probe,
     Push(PushBatch),
-    Pull,
+    /// A pull, with the records it asked for in full.
+    Pull(Vec<RecordKey>),
     Token,
 }
 
@@ -80,8 +91,10 @@ pub struct Driver {
     machine: SyncMachine,
     client_id: ClientId,
     spaces: Vec<SpaceName>,
-    push_batch: usize,
-    pull_limit: u32,
+    push_size: Adaptive,
+    pull_size: Adaptive,
+    /// The protocol version spoken: [`PROTOCOL_VERSION`] until a server refuses it.
+    protocol: u32,
     next_id: u64,
     exchange: Option<InFlight>,
     stream: Option<StreamId>,
@@ -116,8 +129,9 @@ impl Driver {
             machine,
             client_id: config.client_id,
             spaces: config.spaces,
-            push_batch: config.push_batch.max(1),
-            pull_limit: config.pull_limit.max(1),
+            push_size: Adaptive::new(FIRST_PUSH_BATCH, config.push_batch),
+            pull_size: Adaptive::new(FIRST_PULL_PAGE as usize, config.pull_limit as usize),
+            protocol: PROTOCOL_VERSION,
             next_id: 0,
             exchange: None,
             history_loss: None,
@@ -171,10 +185,12 @@ impl Driver {
                 Kind::Push(batch) => Event::PushDone(self.pushed(&batch, result, store, out)),
                 _ => return None,
             },
-            Input::Pulled { exchange, result } => {
-                self.take(exchange)?;
-                Event::PullDone(self.pulled(result, store, out))
-            }
+            Input::Pulled { exchange, result } => match self.take(exchange)? {
+                Kind::Pull(refetched) => {
+                    Event::PullDone(self.pulled(result, &refetched, store, out))
+                }
+                _ => return None,
+            },
             Input::TokenRefreshed { exchange, fresh } => {
                 self.take(exchange)?;
                 Event::TokenRefreshed(fresh)
@@ -308,7 +324,9 @@ impl Driver {
         store: &mut Store,
     ) -> Result<Option<(ExchangeId, PushRequest)>, Failure> {
         self.exchange = None;
-        let entries = store.next_push_batch(self.push_batch).map_err(local)?;
+        let entries = store
+            .next_push_batch(self.push_size.size())
+            .map_err(local)?;
         let (Some(first), Some(last)) = (entries.first(), entries.last()) else {
             return Ok(None);
         };
@@ -319,7 +337,7 @@ impl Driver {
         let batch = PushBatch::of(&entries);
         let request = PushRequest {
             client_id: self.client_id.clone(),
-            protocol: PROTOCOL_VERSION,
+            protocol: self.protocol,
             mutations: entries.into_iter().map(|e| e.mutation).collect(),
             recover_from: store.recovering_from().map_err(local)?,
         };
@@ -331,17 +349,25 @@ impl Driver {
         self.exchange = None;
         let cursor = store.cursor().map_err(local)?;
         self.download.get_or_insert_with(DownloadProgress::default);
+        let refetch = if self.protocol >= 2 {
+            let mut keys = store.records_to_refetch(MAX_REFETCH).map_err(local)?;
+            keys.retain(|k| self.spaces.contains(&k.space));
+            keys
+        } else {
+            Vec::new()
+        };
         let request = PullRequest {
             client_id: self.client_id.clone(),
-            protocol: PROTOCOL_VERSION,
+            protocol: self.protocol,
             cursor: cursor
                 .into_iter()
                 .filter(|(space, _)| self.spaces.contains(space))
                 .collect(),
             spaces: self.spaces.clone(),
-            limit: Some(self.pull_limit),
+            limit: Some(u32::try_from(self.pull_size.size()).unwrap_or(u32::MAX)),
+            refetch: refetch.clone(),
         };
-        Ok((self.begin(Kind::Pull), request))
+        Ok((self.begin(Kind::Pull(refetch)), request))
     }
 
     /// Records a push answer: acknowledgements, conflicts, rejections (rolled back).
@@ -365,7 +391,11 @@ impl Driver {
                 if let Err(e) = store.requeue_sending() {
                     tracing::warn!(error = %e, "cannot mark mutations as queued again");
                 }
-                return Err(failure);
+                return match self.adapt(&failure, |d| &mut d.push_size) {
+                    // Sent again at once, smaller or in the older protocol.
+                    Adapted::Retry => Ok(PushProgress { more: true }),
+                    Adapted::No => Err(failure),
+                };
             }
         };
         if let Some(upload) = &mut self.upload {
@@ -407,6 +437,7 @@ impl Driver {
         }
         // If the counts cannot be read, pushing once more is the safe guess.
         let more = store.counts().map_or(true, |c| c.unpushed > 0);
+        self.push_size.went_through(more);
         if !more {
             self.upload = None;
         }
@@ -417,10 +448,19 @@ impl Driver {
     fn pulled(
         &mut self,
         result: Result<PullResponse<CheckedChange>, Failure>,
+        refetched: &[RecordKey],
         store: &mut Store,
         out: &mut Output,
     ) -> Result<PullProgress, Failure> {
-        let page = result?;
+        let page = match result {
+            Ok(page) => page,
+            Err(failure) => {
+                return match self.adapt(&failure, |d| &mut d.pull_size) {
+                    Adapted::Retry => Ok(PullProgress { has_more: true }),
+                    Adapted::No => Err(failure),
+                }
+            }
+        };
         // The first page after a base reset (never a prefetched one, which could predate a
         // push answer): a server that has processed less of this client than it once
         // acknowledged forgot part of its history.
@@ -430,7 +470,13 @@ impl Driver {
             let loss = self.forget(page.acked_through, store, out)?;
             self.resend = loss.resent > 0;
         }
-        let applied = store.apply_pull(&page).map_err(local)?;
+        let applied = store
+            .apply_pull_page(Page {
+                response: &page,
+                refetched,
+            })
+            .map_err(local)?;
+        self.pull_size.went_through(page.has_more);
         if let Some(download) = &mut self.download {
             download.received += page.changes.len() as u64;
             download.remaining = page.remaining;
@@ -451,9 +497,44 @@ impl Driver {
             });
         }
         Ok(PullProgress {
-            has_more: page.has_more,
+            // Echoes that could not be rebuilt are fetched in full by the next pull.
+            has_more: page.has_more || applied.refetch_waiting,
         })
     }
+
+    /// Adapts to a failed exchange: a server that does not speak this protocol version is
+    /// spoken to in the oldest one, a batch that timed out or was too large (`413`) is
+    /// made smaller. `Retry`: send again at once.
+    fn adapt(&mut self, failure: &Failure, size: fn(&mut Driver) -> &mut Adaptive) -> Adapted {
+        match failure {
+            Failure::Refused { code, .. }
+                if code == ErrorCode::UnsupportedProtocol.as_str()
+                    && self.protocol > MIN_PROTOCOL_VERSION =>
+            {
+                tracing::info!(
+                    from = self.protocol,
+                    to = MIN_PROTOCOL_VERSION,
+                    "the server does not speak this protocol version: using the older one"
+                );
+                self.protocol = MIN_PROTOCOL_VERSION;
+                Adapted::Retry
+            }
+            Failure::Refused { status: 413, .. } if size(self).too_large() => Adapted::Retry,
+            Failure::Timeout => {
+                size(self).timed_out();
+                Adapted::No
+            }
+            _ => Adapted::No,
+        }
+    }
+}
+
+/// What [`Driver::adapt`] decided.
+enum Adapted {
+    /// Send again at once.
+    Retry,
+    /// Report the failure (the machine backs off).
+    No,
 }
 
 #[cfg(test)]

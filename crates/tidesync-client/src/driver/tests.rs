@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use tidesync_core::sync::{FailureKind, Phase};
+use tidesync_protocol::{ErrorCode, PullRequest};
 use tidesync_protocol::{PushOutcome, PushResult, RecordKey};
 use tidesync_store::{Durability, StoreConfig};
 
@@ -248,4 +249,128 @@ fn a_base_reset_that_fails_is_not_followed_by_a_pull_with_the_old_cursor() {
         Some("busy")
     );
     drop(lock);
+}
+
+fn the_pull(out: &Output) -> (ExchangeId, PullRequest) {
+    out.io
+        .iter()
+        .find_map(|io| match io {
+            Io::Pull(id, request) => Some((*id, request.clone())),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("expected a pull, got {:?}", out.io))
+}
+
+fn the_push(out: &Output) -> (ExchangeId, PushRequest) {
+    out.io
+        .iter()
+        .find_map(|io| match io {
+            Io::Push(id, request) => Some((*id, request.clone())),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("expected a push, got {:?}", out.io))
+}
+
+fn refused(status: u16, code: ErrorCode) -> Failure {
+    Failure::Refused {
+        status,
+        code: code.as_str().into(),
+        message: "no".into(),
+    }
+}
+
+#[test]
+fn a_server_that_does_not_speak_protocol_2_is_spoken_to_in_protocol_1_at_once() {
+    let mut rig = Rig::new();
+    let (exchange, request) = the_pull(&started(&mut rig));
+    assert_eq!(request.protocol, PROTOCOL_VERSION);
+    let out = rig.feed(Input::Pulled {
+        exchange,
+        result: Err(refused(400, ErrorCode::UnsupportedProtocol)),
+    });
+    let (_, again) = the_pull(&out);
+    assert_eq!(
+        again.protocol, MIN_PROTOCOL_VERSION,
+        "retried at once, in protocol 1"
+    );
+    assert!(again.refetch.is_empty());
+}
+
+#[test]
+fn pushes_grow_while_a_backlog_remains_and_a_413_halves_them() {
+    let mut rig = Rig::new();
+    for i in 0..1_000 {
+        rig.write(&format!("r{i}"));
+    }
+    // The rig's cap is 100 and a backlog starts at FIRST_PUSH_BATCH: capped.
+    let (exchange, request) = the_push(&started(&mut rig));
+    assert_eq!(request.mutations.len(), 100);
+    let out = rig.feed(Input::Pushed {
+        exchange,
+        result: Err(refused(413, ErrorCode::TooLarge)),
+    });
+    let (exchange, request) = the_push(&out);
+    assert_eq!(request.mutations.len(), 50, "halved and sent again at once");
+    let last = request.mutations.last().unwrap().seq;
+    let out = rig.feed(Input::Pushed {
+        exchange,
+        result: Ok(PushResponse {
+            acked_through: last,
+            results: Vec::new(),
+        }),
+    });
+    let (_, request) = the_push(&out);
+    assert_eq!(
+        request.mutations.len(),
+        50,
+        "never above what the server refused"
+    );
+}
+
+#[test]
+fn pull_pages_start_small_and_grow_while_changes_remain() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path().join("grow.db"), StoreConfig::default()).unwrap();
+    let mut driver = Driver::new(DriverConfig {
+        client_id: store.client_id().clone(),
+        spaces: vec![SpaceName::new("s").unwrap()],
+        push_batch: 5_000,
+        pull_limit: 10_000,
+        sync: SyncConfig::default(),
+        seed: 1,
+    });
+    driver.handle(1, Input::Start, &mut store);
+    let out = driver.handle(
+        2,
+        Input::Probed {
+            exchange: ExchangeId(1),
+            result: Ok(()),
+        },
+        &mut store,
+    );
+    let mut limits = Vec::new();
+    let (mut exchange, mut request) = the_pull(&out);
+    for version in 1..=4u64 {
+        limits.push(request.limit.unwrap());
+        let page = PullResponse {
+            changes: Vec::new(),
+            echoes: Vec::new(),
+            cursor: [(SpaceName::new("s").unwrap(), version)]
+                .into_iter()
+                .collect(),
+            has_more: true,
+            remaining: 100_000,
+            acked_through: 0,
+        };
+        let out = driver.handle(
+            2 + version,
+            Input::Pulled {
+                exchange,
+                result: Ok(page),
+            },
+            &mut store,
+        );
+        (exchange, request) = the_pull(&out);
+    }
+    assert_eq!(limits, [FIRST_PULL_PAGE, 1_000, 4_000, 10_000]);
 }

@@ -83,8 +83,10 @@ impl HttpIo {
         let Some(template) = self.last_pull.as_ref().filter(|_| page.has_more) else {
             return;
         };
+        // Records asked for in full went with the page before; a prefetch asks for none.
         let request = PullRequest {
             cursor: page.cursor.clone(),
+            refetch: Vec::new(),
             ..template.clone()
         };
         let cursor = request.cursor.clone();
@@ -137,7 +139,8 @@ impl Transport for HttpIo {
     fn pull(&mut self, exchange: ExchangeId, request: PullRequest) {
         self.last_pull = Some(request.clone());
         if let Some((cursor, page)) = self.prefetch.take() {
-            if cursor == request.cursor {
+            // A pull that asks for records in full needs its own request.
+            if cursor == request.cursor && request.refetch.is_empty() {
                 self.exchange = Some(
                     async move {
                         let result = page.await.unwrap_or_else(|e| {
@@ -149,7 +152,7 @@ impl Transport for HttpIo {
                 );
                 return;
             }
-            page.abort(); // the cursor moved differently: that page is not the next one
+            page.abort(); // not the page asked for (the cursor moved differently, refetches)
         }
         let fetch = fetch_page(self.http.clone(), self.tokens.clone(), request);
         self.exchange = Some(

@@ -92,6 +92,15 @@ impl TestServer {
         self.boot();
     }
 
+    /// The value of counter `name` (e.g. `tidesync_echoes_pulled_total`) at `GET /metrics`.
+    pub fn counter(&self, name: &str) -> u64 {
+        let url = format!("{}/metrics", self.url());
+        let text = block_on(async move { reqwest::get(url).await?.text().await }).unwrap();
+        text.lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no counter {name} in:\n{text}"))
+    }
+
     pub fn is_running(&self) -> bool {
         self.running.is_some()
     }
@@ -105,6 +114,8 @@ impl TestServer {
             cursor: Cursor::new(),
             spaces: vec![space()],
             limit: 1_000_000,
+            echoes: false,
+            refetch: Vec::new(),
         };
         block_on(async move { storage.pull(input).await.unwrap() })
             .parse()
@@ -271,6 +282,8 @@ impl TestServer {
             cursor: Cursor::new(),
             spaces: spaces.to_vec(),
             limit: 1_000_000,
+            echoes: false,
+            refetch: Vec::new(),
         };
         block_on(async move { storage.pull(input).await.unwrap() })
             .parse()
@@ -287,6 +300,8 @@ impl TestServer {
             cursor: Cursor::new(),
             spaces: vec![space()],
             limit: 1,
+            echoes: false,
+            refetch: Vec::new(),
         };
         block_on(async move { storage.pull(input).await.unwrap().acked_through })
     }

@@ -60,6 +60,8 @@ pub async fn pull_time(storage: &dyn Storage, space: &str, version: u64, reps: u
             .collect::<Cursor>(),
         spaces: vec![space],
         limit: 100,
+        echoes: false,
+        refetch: Vec::new(),
     };
     let mut times = Vec::with_capacity(reps);
     for _ in 0..reps {

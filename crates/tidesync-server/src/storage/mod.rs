@@ -16,14 +16,17 @@
 //!   are read in one read transaction; cost follows the changes returned (index on
 //!   `(space, version)`), never the size of the space.
 
+mod echo;
 mod page;
 mod plan;
 pub mod postgres;
 pub mod sqlite;
 
+pub use echo::EchoChain;
+
 use async_trait::async_trait;
 use tidesync_protocol::{
-    ClientId, Cursor, Mutation, PullResponse, PushResponse, RawChange, SpaceName,
+    ClientId, Cursor, Mutation, PullResponse, PushResponse, RawChange, RecordKey, SpaceName,
 };
 
 use crate::auth::{Grants, TokenHash};
@@ -56,6 +59,12 @@ pub struct PullInput {
     pub spaces: Vec<SpaceName>,
     /// Page size (already clamped).
     pub limit: u32,
+    /// Records this client wrote last go out as [`Echo`](tidesync_protocol::Echo)es
+    /// (protocol 2).
+    pub echoes: bool,
+    /// Records to send in full after the page (checked: in `spaces`, at most
+    /// [`MAX_REFETCH`](tidesync_protocol::MAX_REFETCH)).
+    pub refetch: Vec<RecordKey>,
 }
 
 /// A space's version moved: clients subscribed to it should pull.

@@ -4,10 +4,12 @@
 //! these functions what they mean.
 
 use serde_json::value::RawValue;
-use tidesync_protocol::{CollectionName, RawChange, RecordId, SpaceName};
+use tidesync_protocol::{
+    CollectionName, Cursor, Echo, PullResponse, RawChange, RecordId, RecordKey, SpaceName,
+};
 
 use crate::storage::plan::ClientRow;
-use crate::storage::{PullInput, StorageError};
+use crate::storage::{EchoChain, PullInput, StorageError};
 
 /// `remaining` is counted exactly when a space's version distance (its version minus the new
 /// cursor) is at most this; beyond it, it is estimated from the page just read, so a large
@@ -83,35 +85,114 @@ pub(crate) fn after_read(from: u64, current: u64, budget: u64, taken: u64, last:
     SpaceRead { next, remaining }
 }
 
-/// One stored row of `space` as a change. Documents and stamps are handed out as stored
-/// (checked to be JSON, never parsed into a record state); `doc` is `None` for a deleted
-/// record.
-pub(crate) fn raw_change(
+/// The entries of one page as a backend reads them: changes, and (protocol 2) echoes of
+/// the rows the pulling client wrote last.
+pub(crate) struct Entries<'a> {
+    input: &'a PullInput,
+    changes: Vec<RawChange>,
+    echoes: Vec<Echo>,
+}
+
+impl<'a> Entries<'a> {
+    pub(crate) fn new(input: &'a PullInput) -> Entries<'a> {
+        Entries {
+            input,
+            changes: Vec::new(),
+            echoes: Vec::new(),
+        }
+    }
+
+    /// One stored row of `space` in the cursor's range: an echo if the pulling client
+    /// asked for echoes and wrote it last (its chain), else a change.
+    pub(crate) fn row(&mut self, space: &SpaceName, row: StoredRow) -> Result<(), StorageError> {
+        match row.echo.as_deref() {
+            Some(text)
+                if self.input.echoes && EchoChain::written_by(text, &self.input.client_id) =>
+            {
+                let chain = EchoChain::decode(text)?;
+                let key = RecordKey::new(
+                    space.clone(),
+                    collection_name(space, row.version, row.collection)?,
+                    record_id(space, row.version, row.id)?,
+                );
+                self.echoes.push(chain.echo(key, row.version));
+                Ok(())
+            }
+            _ => self.change(space, row),
+        }
+    }
+
+    /// A row to send in full (a row read for [`PullInput::refetch`] always is).
+    pub(crate) fn change(&mut self, space: &SpaceName, row: StoredRow) -> Result<(), StorageError> {
+        self.changes.push(raw_change(space, row)?);
+        Ok(())
+    }
+
+    /// The response.
+    pub(crate) fn finish(
+        self,
+        cursor: Cursor,
+        remaining: u64,
+        acked_through: u64,
+    ) -> PullResponse<RawChange> {
+        PullResponse {
+            changes: self.changes,
+            echoes: self.echoes,
+            cursor,
+            has_more: remaining > 0,
+            remaining,
+            acked_through,
+        }
+    }
+}
+
+/// One stored row as a backend reads it: `doc` is `None` for a deleted record, `echo` the
+/// stored chain text ([`EchoChain`]).
+pub(crate) struct StoredRow {
+    pub collection: String,
+    pub id: String,
+    pub version: u64,
+    pub doc: Option<String>,
+    pub stamps: String,
+    pub echo: Option<String>,
+}
+
+fn invalid(space: &SpaceName, version: u64, what: &str, e: &dyn std::fmt::Display) -> StorageError {
+    StorageError::Internal(format!(
+        "stored {what} of the record at version {version} of space {space} is invalid: {e}"
+    ))
+}
+
+fn collection_name(
     space: &SpaceName,
-    collection: String,
-    id: String,
     version: u64,
-    doc: Option<String>,
-    stamps: String,
-) -> Result<RawChange, StorageError> {
-    let invalid = |what: &str, e: &dyn std::fmt::Display| {
-        StorageError::Internal(format!(
-            "stored {what} of the record at version {version} of space {space} is invalid: {e}"
-        ))
-    };
-    let collection = CollectionName::new(collection).map_err(|e| invalid("collection", &e))?;
-    let id = RecordId::new(id).map_err(|e| invalid("id", &e))?;
+    name: String,
+) -> Result<CollectionName, StorageError> {
+    CollectionName::new(name).map_err(|e| invalid(space, version, "collection", &e))
+}
+
+fn record_id(space: &SpaceName, version: u64, id: String) -> Result<RecordId, StorageError> {
+    RecordId::new(id).map_err(|e| invalid(space, version, "id", &e))
+}
+
+/// One stored row of `space` as a change. Documents and stamps are handed out as stored
+/// (checked to be JSON, never parsed into a record state).
+fn raw_change(space: &SpaceName, row: StoredRow) -> Result<RawChange, StorageError> {
+    let version = row.version;
+    let collection = collection_name(space, version, row.collection)?;
+    let id = record_id(space, version, row.id)?;
     let bad = |what: &str, e: serde_json::Error| {
         StorageError::Internal(format!(
             "stored {what} of {space}/{collection}/{id} is not JSON: {e}"
         ))
     };
     // `from_string` checks the text is one JSON value and keeps the allocation (no copy).
-    let doc = doc
+    let doc = row
+        .doc
         .map(RawValue::from_string)
         .transpose()
         .map_err(|e| bad("document", e))?;
-    let stamps = RawValue::from_string(stamps).map_err(|e| bad("stamps", e))?;
+    let stamps = RawValue::from_string(row.stamps).map_err(|e| bad("stamps", e))?;
     Ok(RawChange {
         space: space.clone(),
         collection,

@@ -18,7 +18,7 @@ use tidesync_protocol::{
 
 use crate::config::MergeRules;
 use crate::rules::{judge, land, RegisterVersions, ServerRecord, Verdict};
-use crate::storage::{PushInput, StorageError};
+use crate::storage::{echo, EchoChain, PushInput, StorageError};
 
 /// The client's row as stored: its owner and the last seq processed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -313,12 +313,23 @@ fn transaction(
                     .get(&m.key.space)
                     .copied()
                     .unwrap_or_else(|| state.version(&m.key.space));
-                let version = if land(record, &op, &stamp, current + 1, &mut conflicts) {
+                let record_version = record.version;
+                let changed = land(record, &op, &stamp, current + 1, &mut conflicts);
+                let version = if changed {
                     versions.insert(m.key.space.clone(), current + 1);
                     current + 1
                 } else {
                     current
                 };
+                let landing = echo::Landing {
+                    client: &input.client_id,
+                    seq: m.seq,
+                    base_version: m.base_version,
+                    record_version,
+                    faithful: op == m.op && stamp.hlc == m.hlc,
+                    changed,
+                };
+                record.echo = echo::after(record.echo.take(), landing);
                 outcomes.push(if conflicts.is_empty() {
                     PushOutcome::Applied { version }
                 } else {
@@ -388,32 +399,52 @@ fn stamp_of(m: &Mutation, input: &PushInput, rules: &MergeRules, s: &mut Stampin
     Stamp::new(hlc, input.client_id.clone())
 }
 
-/// A stored record (its wire form and register versions as JSON text) back as the server's
-/// copy of it.
+/// A record as stored: its version, its wire form (document and stamps as JSON text), its
+/// register versions as JSON text and its echo chain (`None`: none).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct StoredRecord<'a> {
+    pub version: u64,
+    pub doc: Option<&'a str>,
+    pub stamps: &'a str,
+    pub versions: &'a str,
+    pub echo: Option<&'a str>,
+}
+
+/// A stored record back as the server's copy of it.
 pub(crate) fn decode_record(
     key: &RecordKey,
-    version: u64,
-    doc: Option<&str>,
-    stamps: &str,
-    versions: &str,
+    stored: StoredRecord<'_>,
 ) -> Result<ServerRecord, StorageError> {
     let bad = |e: String| StorageError::Internal(format!("stored record {key} is invalid: {e}"));
     Ok(ServerRecord {
-        state: wire::decode(doc, stamps).map_err(|e| bad(e.to_string()))?,
-        versions: serde_json::from_str::<RegisterVersions>(versions)
+        state: wire::decode(stored.doc, stored.stamps).map_err(|e| bad(e.to_string()))?,
+        versions: serde_json::from_str::<RegisterVersions>(stored.versions)
             .map_err(|e| bad(format!("versions: {e}")))?,
-        version,
+        version: stored.version,
+        echo: stored.echo.map(EchoChain::decode).transpose()?,
     })
 }
 
-/// A record as stored: its wire form and its register versions as JSON text.
+/// What a backend stores of a record: its wire form, its register versions as JSON text and
+/// its echo chain as text.
+pub(crate) struct EncodedRecord {
+    pub wire: WireJson,
+    pub versions: String,
+    pub echo: Option<String>,
+}
+
+/// A record as stored.
 pub(crate) fn encode_record(
     key: &RecordKey,
     record: &ServerRecord,
-) -> Result<(WireJson, String), StorageError> {
+) -> Result<EncodedRecord, StorageError> {
     let versions = serde_json::to_string(&record.versions)
         .map_err(|e| StorageError::Internal(format!("serialize record {key}: {e}")))?;
-    Ok((wire::encode(&record.state), versions))
+    Ok(EncodedRecord {
+        wire: wire::encode(&record.state),
+        versions,
+        echo: record.echo.as_ref().map(EchoChain::encode),
+    })
 }
 
 /// A remembered rejection as stored (its code as text) back as a result.

@@ -6,7 +6,10 @@ use std::sync::Arc;
 
 use serde_json::Value;
 use tidesync_core::RecordState;
-use tidesync_protocol::{Change, ClientId, Doc, Hlc, Op, PullResponse, RecordKey, Stamp};
+use tidesync_protocol::{
+    Change, ClientId, Doc, Hlc, Op, PullResponse, PushOutcome, PushResponse, PushResult, RecordKey,
+    Stamp,
+};
 use tidesync_store::{Store, StoreConfig, WallClock};
 
 pub fn doc(v: Value) -> Doc {
@@ -108,10 +111,38 @@ impl FakeServer {
         changes.sort_by_key(|c| c.version);
         PullResponse {
             changes,
+            echoes: Vec::new(),
             cursor: [(key("x").space, self.version)].into_iter().collect(),
             has_more: false,
             remaining: 0,
             acked_through,
         }
     }
+}
+
+pub fn applied(seq: u64, version: u64) -> PushResult {
+    PushResult {
+        seq,
+        outcome: PushOutcome::Applied { version },
+    }
+}
+
+/// Plays the server's part for everything queued: applies it with the real merge and answers.
+pub fn push_all(store: &mut Store, server: &mut FakeServer) -> PushResponse {
+    let batch = store.outbox_batch(0, 1000).unwrap();
+    let client = store.client_id().clone();
+    let mut results = Vec::new();
+    let mut last = 0;
+    for e in batch {
+        let stamp = Stamp::new(e.mutation.hlc, client.clone());
+        let version = server.apply(&e.mutation.key, &e.mutation.op, &stamp);
+        results.push(applied(e.mutation.seq, version));
+        last = e.mutation.seq;
+    }
+    let response = PushResponse {
+        acked_through: last,
+        results,
+    };
+    store.apply_push_response(&response).unwrap();
+    response
 }

@@ -38,7 +38,7 @@ const DATABASE_FILE: &str = "server.db";
 /// The SQLite server schema (`PRAGMA user_version`) this import reads. The SQLite backend
 /// migrates its file to this version on open; the test `the_import_reads_the_current_sqlite_schema`
 /// fails when a new SQLite migration makes this stale.
-const SQLITE_SCHEMA_VERSION: i64 = 2;
+const SQLITE_SCHEMA_VERSION: i64 = 3;
 
 /// Rows per `INSERT … SELECT * FROM unnest(…)` statement.
 const BATCH_ROWS: usize = 5_000;
@@ -191,11 +191,11 @@ const CLIENTS: TableSpec = TableSpec {
 const RECORDS: TableSpec = TableSpec {
     source: "records",
     target: "ts_records",
-    select: "SELECT space, collection, id, version, doc, stamps, versions FROM records
+    select: "SELECT space, collection, id, version, doc, stamps, versions, echo FROM records
              ORDER BY space, version",
-    insert: "INSERT INTO ts_records (space, collection, id, version, doc, stamps, versions)
+    insert: "INSERT INTO ts_records (space, collection, id, version, doc, stamps, versions, echo)
              SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[],
-                                  $5::text[], $6::text[], $7::text[])",
+                                  $5::text[], $6::text[], $7::text[], $8::text[])",
     kinds: &[
         Kind::Text,
         Kind::Text,
@@ -204,6 +204,7 @@ const RECORDS: TableSpec = TableSpec {
         Kind::NullableText,
         Kind::Text,
         Kind::Text,
+        Kind::NullableText,
     ],
 };
 
@@ -771,7 +772,7 @@ mod tests {
         Connection::open(&path)
             .and_then(|c| {
                 c.execute(
-                    "INSERT INTO records VALUES ('zz', 'not a number', 'todos', 'bad', NULL, '{}', '{}')",
+                    "INSERT INTO records VALUES ('zz', 'not a number', 'todos', 'bad', NULL, '{}', '{}', NULL)",
                     [],
                 )
             })

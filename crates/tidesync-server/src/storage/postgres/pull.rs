@@ -4,7 +4,7 @@
 use tidesync_protocol::{Cursor, PullResponse, RawChange};
 use tokio_postgres::IsolationLevel;
 
-use crate::storage::page::{self, Remaining};
+use crate::storage::page::{self, Entries, Remaining, StoredRow};
 use crate::storage::plan::ClientRow;
 use crate::storage::postgres::db_error;
 use crate::storage::{PullInput, StorageError};
@@ -59,12 +59,12 @@ async fn read(
         .map_err(db_error("read a space version"))?;
     let changes_stmt = tx
         .prepare_cached(
-            "SELECT collection, id, version, doc, stamps FROM ts_records
+            "SELECT collection, id, version, doc, stamps, echo FROM ts_records
              WHERE space = $1 AND version > $2 ORDER BY version LIMIT $3",
         )
         .await
         .map_err(db_error("read changes"))?;
-    let mut changes = Vec::new();
+    let mut entries = Entries::new(input);
     let mut cursor = Cursor::new();
     let mut remaining = 0u64;
     let mut budget = u64::from(input.limit.max(1));
@@ -86,16 +86,9 @@ async fn read(
         let taken = rows.len() as u64;
         let mut last = from;
         for row in rows {
-            let change = page::raw_change(
-                space,
-                row.get(0),
-                row.get(1),
-                row.get::<_, i64>(2) as u64,
-                row.get(3),
-                row.get(4),
-            )?;
-            last = change.version;
-            changes.push(change);
+            let row = stored_row(&row);
+            last = row.version;
+            entries.row(space, row)?;
         }
         let read = page::after_read(from, current, budget, taken, last);
         budget -= taken;
@@ -117,11 +110,47 @@ async fn read(
             }
         };
     }
-    Ok(PullResponse {
-        changes,
-        cursor,
-        has_more: remaining > 0,
-        remaining,
-        acked_through,
-    })
+    if !input.refetch.is_empty() {
+        let spaces: Vec<&str> = input.refetch.iter().map(|k| k.space.as_str()).collect();
+        let collections: Vec<&str> = input
+            .refetch
+            .iter()
+            .map(|k| k.collection.as_str())
+            .collect();
+        let ids: Vec<&str> = input.refetch.iter().map(|k| k.id.as_str()).collect();
+        let stmt = tx
+            .prepare_cached(
+                "SELECT r.collection, r.id, r.version, r.doc, r.stamps, r.echo, r.space
+                 FROM unnest($1::text[], $2::text[], $3::text[]) AS k(space, collection, id)
+                 JOIN ts_records r USING (space, collection, id)",
+            )
+            .await
+            .map_err(db_error("refetch records"))?;
+        let rows = tx
+            .query(&stmt, &[&spaces, &collections, &ids])
+            .await
+            .map_err(db_error("refetch records"))?;
+        for row in rows {
+            let space = input
+                .refetch
+                .iter()
+                .map(|k| &k.space)
+                .find(|s| s.as_str() == row.get::<_, &str>(6))
+                .ok_or_else(|| StorageError::Internal("a refetched row of another space".into()))?;
+            entries.change(space, stored_row(&row))?;
+        }
+    }
+    Ok(entries.finish(cursor, remaining, acked_through))
+}
+
+/// A row of `SELECT collection, id, version, doc, stamps, echo`.
+fn stored_row(row: &tokio_postgres::Row) -> StoredRow {
+    StoredRow {
+        collection: row.get(0),
+        id: row.get(1),
+        version: row.get::<_, i64>(2) as u64,
+        doc: row.get(3),
+        stamps: row.get(4),
+        echo: row.get(5),
+    }
 }

@@ -9,7 +9,9 @@ use tidesync_core::HlcClock;
 use tidesync_protocol::RecordKey;
 
 use crate::config::MergeRules;
-use crate::storage::plan::{self, ClientRow, Loaded, PushPlan, RecordWrite, Stamping};
+use crate::storage::plan::{
+    self, ClientRow, Loaded, PushPlan, RecordWrite, Stamping, StoredRecord,
+};
 use crate::storage::postgres::storage_error;
 use crate::storage::{PushInput, StorageError};
 
@@ -161,7 +163,7 @@ async fn apply(
         let ids: Vec<&str> = keys.iter().map(|k| k.id.as_str()).collect();
         let stmt = tx
             .prepare_cached(
-                "SELECT r.space, r.collection, r.id, r.version, r.doc, r.stamps, r.versions
+                "SELECT r.space, r.collection, r.id, r.version, r.doc, r.stamps, r.versions, r.echo
                  FROM unnest($1::text[], $2::text[], $3::text[]) AS k(space, collection, id)
                  JOIN ts_records r USING (space, collection, id)",
             )
@@ -175,8 +177,14 @@ async fn apply(
             let key = RecordKey::parse(r.get(0), r.get(1), r.get(2)).map_err(|e| {
                 StorageError::Internal(format!("a stored record key is invalid: {e}"))
             })?;
-            let version: i64 = r.get(3);
-            let record = plan::decode_record(&key, version as u64, r.get(4), r.get(5), r.get(6))?;
+            let stored = StoredRecord {
+                version: r.get::<_, i64>(3) as u64,
+                doc: r.get(4),
+                stamps: r.get(5),
+                versions: r.get(6),
+                echo: r.get(7),
+            };
+            let record = plan::decode_record(&key, stored)?;
             loaded.records.insert(key, record);
         }
     }
@@ -227,19 +235,19 @@ async fn lock_client(tx: &Transaction<'_>, id: &str) -> Result<Option<ClientRow>
 /// because every write to a space's records holds the space's row lock, which this
 /// transaction holds.
 const INSERT_RECORDS: &str =
-    "INSERT INTO ts_records (space, collection, id, version, doc, stamps, versions)
+    "INSERT INTO ts_records (space, collection, id, version, doc, stamps, versions, echo)
      SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[],
-                          $5::text[], $6::text[], $7::text[])";
+                          $5::text[], $6::text[], $7::text[], $8::text[])";
 
 /// Rewrites records stored before (an upsert: index lookups by key, whatever the planner
 /// thinks of the unnest's size).
 const UPSERT_RECORDS: &str =
-    "INSERT INTO ts_records (space, collection, id, version, doc, stamps, versions)
+    "INSERT INTO ts_records (space, collection, id, version, doc, stamps, versions, echo)
      SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[],
-                          $5::text[], $6::text[], $7::text[])
+                          $5::text[], $6::text[], $7::text[], $8::text[])
      ON CONFLICT (space, collection, id) DO UPDATE SET
          version = excluded.version, doc = excluded.doc,
-         stamps = excluded.stamps, versions = excluded.versions";
+         stamps = excluded.stamps, versions = excluded.versions, echo = excluded.echo";
 
 /// Writes `planned`: at most two statements for the records (new ones, rewritten ones), one
 /// for new refusals, one for `last_seq`, one for the space versions.
@@ -310,21 +318,23 @@ async fn write_records(
         Vec::with_capacity(n),
         Vec::with_capacity(n),
     );
-    let (mut versions, mut docs, mut stamps, mut registers) = (
+    let (mut versions, mut docs, mut stamps, mut registers, mut echoes) = (
+        Vec::with_capacity(n),
         Vec::with_capacity(n),
         Vec::with_capacity(n),
         Vec::with_capacity(n),
         Vec::with_capacity(n),
     );
     for w in writes {
-        let (wire, register_versions) = plan::encode_record(&w.key, &w.record)?;
+        let encoded = plan::encode_record(&w.key, &w.record)?;
         spaces.push(w.key.space.as_str());
         collections.push(w.key.collection.as_str());
         ids.push(w.key.id.as_str());
         versions.push(w.record.version as i64);
-        docs.push(wire.doc);
-        stamps.push(wire.stamps);
-        registers.push(register_versions);
+        docs.push(encoded.wire.doc);
+        stamps.push(encoded.wire.stamps);
+        registers.push(encoded.versions);
+        echoes.push(encoded.echo);
     }
     let stmt = tx.prepare_cached(sql).await.context("write the records")?;
     tx.execute(
@@ -337,6 +347,7 @@ async fn write_records(
             &docs,
             &stamps,
             &registers,
+            &echoes,
         ],
     )
     .await

@@ -12,7 +12,7 @@ use crate::storage::StorageError;
 
 /// Migration `i` takes the schema from version `i` to `i + 1`. Released migrations never
 /// change: add a new one.
-const MIGRATIONS: &[&str] = &[V1];
+const MIGRATIONS: &[&str] = &[V1, V2];
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -61,6 +61,10 @@ CREATE TABLE ts_tokens (
     created_at bigint NOT NULL
 );
 "#;
+
+// Each record's echo chain (`storage::echo`), NULL for none (and for records written before
+// V2, which are sent in full as before).
+const V2: &str = "ALTER TABLE ts_records ADD COLUMN echo text;";
 
 /// Brings the schema up to [`SCHEMA_VERSION`]; refuses, changing nothing, a schema written
 /// by a newer build.

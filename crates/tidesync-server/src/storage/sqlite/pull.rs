@@ -4,7 +4,7 @@
 use rusqlite::{params, Connection, OptionalExtension};
 use tidesync_protocol::{Cursor, PullResponse, RawChange};
 
-use crate::storage::page::{self, Remaining};
+use crate::storage::page::{self, Entries, Remaining, StoredRow};
 use crate::storage::plan::ClientRow;
 use crate::storage::sqlite::push::space_version;
 use crate::storage::{PullInput, StorageError};
@@ -34,7 +34,7 @@ pub(crate) fn pull(
         })
         .map_err(internal("read the client"))?;
     let acked_through = page::acked_through(owner, input)?;
-    let mut changes = Vec::new();
+    let mut entries = Entries::new(input);
     let mut cursor = Cursor::new();
     let mut remaining = 0u64;
     let mut budget = u64::from(input.limit.max(1));
@@ -44,7 +44,7 @@ pub(crate) fn pull(
         page::check_cursor(space, from, current)?;
         let mut stmt = tx
             .prepare_cached(
-                "SELECT collection, id, version, doc, stamps FROM records
+                "SELECT collection, id, version, doc, stamps, echo FROM records
                  WHERE space = ?1 AND version > ?2 ORDER BY version LIMIT ?3",
             )
             .map_err(internal("read changes"))?;
@@ -54,16 +54,9 @@ pub(crate) fn pull(
         let mut taken = 0u64;
         let mut last = from;
         while let Some(row) = rows.next().map_err(internal("read changes"))? {
-            let change = page::raw_change(
-                space,
-                row.get(0).map_err(internal("read changes"))?,
-                row.get(1).map_err(internal("read changes"))?,
-                row.get::<_, i64>(2).map_err(internal("read changes"))? as u64,
-                row.get(3).map_err(internal("read changes"))?,
-                row.get(4).map_err(internal("read changes"))?,
-            )?;
-            last = change.version;
-            changes.push(change);
+            let row = stored_row(row).map_err(internal("read changes"))?;
+            last = row.version;
+            entries.row(space, row)?;
             taken += 1;
         }
         let read = page::after_read(from, current, budget, taken, last);
@@ -82,11 +75,35 @@ pub(crate) fn pull(
             }
         };
     }
-    Ok(PullResponse {
-        changes,
-        cursor,
-        has_more: remaining > 0,
-        remaining,
-        acked_through,
+    let mut refetch = tx
+        .prepare_cached(
+            "SELECT collection, id, version, doc, stamps, echo FROM records
+             WHERE space = ?1 AND collection = ?2 AND id = ?3",
+        )
+        .map_err(internal("refetch records"))?;
+    for key in &input.refetch {
+        let row = refetch
+            .query_row(
+                [key.space.as_str(), key.collection.as_str(), key.id.as_str()],
+                stored_row,
+            )
+            .optional()
+            .map_err(internal("refetch records"))?;
+        if let Some(row) = row {
+            entries.change(&key.space, row)?;
+        }
+    }
+    Ok(entries.finish(cursor, remaining, acked_through))
+}
+
+/// A row of `SELECT collection, id, version, doc, stamps, echo`.
+fn stored_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredRow> {
+    Ok(StoredRow {
+        collection: row.get(0)?,
+        id: row.get(1)?,
+        version: row.get::<_, i64>(2)? as u64,
+        doc: row.get(3)?,
+        stamps: row.get(4)?,
+        echo: row.get(5)?,
     })
 }

@@ -9,7 +9,7 @@ use tidesync_protocol::{PushResponse, PushResult, RecordKey, SpaceName};
 
 use crate::config::MergeRules;
 use crate::rules::ServerRecord;
-use crate::storage::plan::{self, ClientRow, Loaded, RecordWrite, Stamping};
+use crate::storage::plan::{self, ClientRow, Loaded, RecordWrite, Stamping, StoredRecord};
 use crate::storage::{PushInput, StorageError};
 
 fn internal(context: &'static str) -> impl Fn(rusqlite::Error) -> StorageError {
@@ -155,7 +155,7 @@ fn load(conn: &Connection, key: &RecordKey) -> Result<Option<ServerRecord>, Stor
     };
     let mut stmt = conn
         .prepare_cached(
-            "SELECT version, doc, stamps, versions FROM records
+            "SELECT version, doc, stamps, versions, echo FROM records
              WHERE space = ?1 AND collection = ?2 AND id = ?3",
         )
         .map_err(internal("read a record"))?;
@@ -167,10 +167,14 @@ fn load(conn: &Connection, key: &RecordKey) -> Result<Option<ServerRecord>, Stor
     };
     let text = |i: usize| row.get_ref(i).map_err(internal("read a record"));
     let version: i64 = row.get(0).map_err(internal("read a record"))?;
-    let doc = text(1)?.as_str_or_null().map_err(bad)?;
-    let stamps = text(2)?.as_str().map_err(bad)?;
-    let versions = text(3)?.as_str().map_err(bad)?;
-    plan::decode_record(key, version as u64, doc, stamps, versions).map(Some)
+    let stored = StoredRecord {
+        version: version as u64,
+        doc: text(1)?.as_str_or_null().map_err(bad)?,
+        stamps: text(2)?.as_str().map_err(bad)?,
+        versions: text(3)?.as_str().map_err(bad)?,
+        echo: text(4)?.as_str_or_null().map_err(bad)?,
+    };
+    plan::decode_record(key, stored).map(Some)
 }
 
 /// Writes a record back in its wire form, at its new version. Rows are keyed by
@@ -181,15 +185,15 @@ fn store(conn: &Connection, write: &RecordWrite) -> Result<(), StorageError> {
         record,
         stored_at,
     } = write;
-    let (wire, versions) = plan::encode_record(key, record)?;
+    let encoded = plan::encode_record(key, record)?;
     if *stored_at > 0 {
         conn.prepare_cached("DELETE FROM records WHERE space = ?1 AND version = ?2")
             .and_then(|mut s| s.execute(params![key.space.as_str(), *stored_at as i64]))
             .map_err(internal("move a record"))?;
     }
     conn.prepare_cached(
-        "INSERT INTO records (space, version, collection, id, doc, stamps, versions)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        "INSERT INTO records (space, version, collection, id, doc, stamps, versions, echo)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     )
     .and_then(|mut s| {
         s.execute(params![
@@ -197,9 +201,10 @@ fn store(conn: &Connection, write: &RecordWrite) -> Result<(), StorageError> {
             record.version as i64,
             key.collection.as_str(),
             key.id.as_str(),
-            wire.doc,
-            wire.stamps,
-            versions
+            encoded.wire.doc,
+            encoded.wire.stamps,
+            encoded.versions,
+            encoded.echo
         ])
     })
     .map_err(internal("write a record"))?;

@@ -34,6 +34,7 @@ const MIGRATIONS: &[&[Step]] = &[
         Step::Rust(v2_copy_records),
         Step::Sql(V2_SWAP),
     ],
+    &[Step::Sql(V3)],
 ];
 
 const V1: &str = r#"
@@ -120,6 +121,11 @@ DROP TABLE records;
 ALTER TABLE records_v2 RENAME TO records;
 CREATE UNIQUE INDEX records_by_key ON records (space, collection, id);
 "#;
+
+// V3: each record's echo chain (`storage::echo`): whose faithful writes its state is, so a
+// pull can send it back to that writer as an echo. NULL: no chain (also for every record
+// written before V3: they are sent in full, as before).
+const V3: &str = "ALTER TABLE records ADD COLUMN echo TEXT;";
 
 /// Copies every V1 record into `records_v2`, converting its `state` to the wire form.
 fn v2_copy_records(conn: &Connection) -> Result<(), String> {
