@@ -67,6 +67,17 @@ fn env_count(name: &str, default: u64) -> u64 {
     }
 }
 
+/// Seconds with three significant digits' worth of decimals (0.023 s, 1.91 s, 46.1 s).
+fn secs(s: f64) -> String {
+    if s < 1.0 {
+        format!("{s:.3} s")
+    } else if s < 10.0 {
+        format!("{s:.2} s")
+    } else {
+        format!("{s:.1} s")
+    }
+}
+
 /// "100k" for 100,000, the number itself otherwise.
 fn docs_label(n: u64) -> String {
     if n >= 1_000 && n.is_multiple_of(1_000) {
@@ -332,19 +343,19 @@ fn main() {
     let durable = leveldb / full;
     row(
         &format!("A → server → B, {label} docs, durable (Full / LevelDB)"),
-        format!("{full:.2} s"),
-        format!("{leveldb:.1} s LevelDB"),
+        secs(full),
+        format!("{} LevelDB", secs(leveldb)),
         durable,
         &format!("≥ {DURABLE_TARGET:.0}×"),
         durable >= DURABLE_TARGET,
     );
     row_info(
         &format!("A → server → B, {label} docs, Normal / PouchDB memory"),
-        format!("{normal:.2} s"),
-        format!("{memory:.1} s memory"),
+        secs(normal),
+        format!("{} memory", secs(memory)),
         memory / normal,
     );
-    let push = |s: Option<f64>| s.map_or("?".to_owned(), |s| format!("{s:.1} s"));
+    let push = |s: Option<f64>| s.map_or("?".to_owned(), secs);
     println!(
         "\nPouchDB's A → server push alone: {} LevelDB, {} memory. {versions}.",
         push(leveldb_push),
