@@ -6,9 +6,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use serde_json::{json, Value};
 use tidesync_client::{
-    BackoffPolicy, Client, ClientConfig, ClientId, CollectionName, Doc, Hlc, ListOptions, Mutation,
-    Op, RecordKey, SpaceName, StaticToken, SyncConfig,
+    BackoffPolicy, Client, ClientConfig, ClientId, CollectionName, Doc, Durability, Hlc,
+    ListOptions, Mutation, Op, RecordKey, SpaceName, StaticToken, SyncConfig,
 };
 use tidesync_server::auth::Grants;
 use tidesync_server::storage::{PushInput, Storage};
@@ -128,6 +129,35 @@ pub fn config(db: &Path, url: &str, space: &SpaceName, token: &str) -> ClientCon
     config
 }
 
+/// A client with every default of [`ClientConfig::new`] (`push_batch` and `pull_limit`
+/// 1,000, default timers) but the store's `durability`: what an app gets without tuning.
+pub fn default_config(
+    db: &Path,
+    url: &str,
+    space: &SpaceName,
+    token: &str,
+    durability: Durability,
+) -> ClientConfig {
+    let mut config = ClientConfig::new(
+        db,
+        url,
+        vec![space.clone()],
+        Arc::new(StaticToken(token.into())),
+    );
+    config.store.durability = durability;
+    config
+}
+
+/// The small todo (~60 bytes of JSON) of record `i` that the sync bench writes (its
+/// `todo`): `{"title":"Buy milk #i","done":i%3==0,"priority":i%5}`.
+pub fn small_todo(i: u64) -> Doc {
+    match json!({"title": format!("Buy milk #{i}"), "done": i.is_multiple_of(3), "priority": i % 5})
+    {
+        Value::Object(doc) => doc,
+        _ => unreachable!("an object literal"),
+    }
+}
+
 /// Waits (woken by each status, no polling delay) until `client` is synced.
 pub fn wait_synced(client: &Client) {
     if let Err(e) = client.wait_synced(WAIT) {
@@ -167,5 +197,13 @@ pub fn row(name: &str, measured: String, baseline: String, ratio: f64, target: &
     println!(
         "| {name:<56} | {measured:>10} | {baseline:>14} | {ratio:>6.2}× | {target:<9} | {:<6} |",
         if pass { "PASS" } else { "MISS" }
+    );
+}
+
+/// A line without a target: reported, neither PASS nor MISS.
+pub fn row_info(name: &str, measured: String, baseline: String, ratio: f64) {
+    println!(
+        "| {name:<56} | {measured:>10} | {baseline:>14} | {ratio:>6.2}× | {:<9} | {:<6} |",
+        "—", "—"
     );
 }
