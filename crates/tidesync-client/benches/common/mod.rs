@@ -8,8 +8,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
 use tidesync_client::{
-    BackoffPolicy, Client, ClientConfig, ClientId, CollectionName, Doc, Durability, Hlc,
-    ListOptions, Mutation, Op, RecordKey, SpaceName, StaticToken, SyncConfig,
+    Client, ClientConfig, ClientId, CollectionName, Doc, Durability, Hlc, ListOptions, Mutation,
+    Op, RecordKey, SpaceName, StaticToken,
 };
 use tidesync_server::auth::Grants;
 use tidesync_server::storage::{PushInput, Storage};
@@ -103,34 +103,18 @@ impl Server {
     }
 }
 
-/// The bench clients' configuration: bulk-sized batches (`push_batch` 5,000 and
-/// `pull_limit` 10,000: the server's maxima), short timers so no measurement waits for a
-/// poll, default durability (`Full`).
+/// The bench clients' configuration: every default of [`ClientConfig::new`] (adaptive
+/// batches up to the server's limits, default timers, `Durability::Full`), with a fixed
+/// backoff seed so runs replay.
 pub fn config(db: &Path, url: &str, space: &SpaceName, token: &str) -> ClientConfig {
-    let mut config = ClientConfig::new(
-        db,
-        url,
-        vec![space.clone()],
-        Arc::new(StaticToken(token.into())),
-    );
-    config.push_batch = 5_000;
-    config.pull_limit = 10_000;
-    config.request_timeout = Duration::from_secs(60);
-    config.sync = SyncConfig {
-        backoff: BackoffPolicy {
-            base_ms: 20,
-            cap_ms: 500,
-        },
-        idle_poll_ms: 1_000,
-        stream_retry_ms: 300,
-        ..SyncConfig::default()
-    };
+    let mut config = default_config(db, url, space, token, Durability::Full);
     config.seed = Some(1);
     config
 }
 
-/// A client with every default of [`ClientConfig::new`] (`push_batch` and `pull_limit`
-/// 1,000, default timers) but the store's `durability`: what an app gets without tuning.
+/// A client with every default of [`ClientConfig::new`] (adaptive push batches up to 5,000
+/// and pages up to 10,000, default timers) but the store's `durability`: what an app gets
+/// without tuning.
 pub fn default_config(
     db: &Path,
     url: &str,

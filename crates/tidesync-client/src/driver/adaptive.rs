@@ -6,7 +6,8 @@
 //! one by [`GROWTH`], up to the configured largest size (by default the server's limits), so
 //! a bulk transfer pays few round trips and commits without any tuning. A timeout halves the
 //! size; a `413` also lowers the cap to the halved size, since the server said where its
-//! limit is. A drained backlog starts small again.
+//! limit is. A drained backlog keeps the size (a steady stream of work keeps its large
+//! batches); a new sync session (start, resume, the network back) starts small again.
 
 /// How much the next batch grows while a backlog remains.
 pub(crate) const GROWTH: usize = 4;
@@ -36,13 +37,16 @@ impl Adaptive {
         self.current
     }
 
-    /// A batch went through: grow if a backlog remains, start small again if not.
+    /// A batch went through: grow if a backlog remains.
     pub(crate) fn went_through(&mut self, backlog: bool) {
-        self.current = if backlog {
-            self.current.saturating_mul(GROWTH).min(self.cap)
-        } else {
-            self.start
-        };
+        if backlog {
+            self.current = self.current.saturating_mul(GROWTH).min(self.cap);
+        }
+    }
+
+    /// A new sync session (start, resume, the network back): start small again.
+    pub(crate) fn restart(&mut self) {
+        self.current = self.start;
     }
 
     /// A batch timed out: halve. Returns whether it shrank.
@@ -67,7 +71,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn it_grows_while_a_backlog_remains_and_starts_small_again_after() {
+    fn it_grows_while_a_backlog_remains_and_starts_small_again_with_a_new_session() {
         let mut size = Adaptive::new(250, 10_000);
         let mut seen = vec![size.size()];
         for _ in 0..4 {
@@ -76,6 +80,8 @@ mod tests {
         }
         assert_eq!(seen, [250, 1_000, 4_000, 10_000, 10_000]);
         size.went_through(false);
+        assert_eq!(size.size(), 10_000, "a steady stream keeps its size");
+        size.restart();
         assert_eq!(size.size(), 250);
     }
 

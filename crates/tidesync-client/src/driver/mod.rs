@@ -149,6 +149,13 @@ impl Driver {
         self.published.as_ref()
     }
 
+    /// A new sync session: batches and pages start small again (the first changes land
+    /// quickly on whatever link there is now).
+    fn new_session(&mut self) {
+        self.push_size.restart();
+        self.pull_size.restart();
+    }
+
     /// Whether the engine is idle with no exchange in flight.
     pub fn is_idle(&self) -> bool {
         self.exchange.is_none() && self.engine.phase == tidesync_core::sync::Phase::Idle
@@ -171,12 +178,21 @@ impl Driver {
     /// `None`: nothing for the machine (a stale completion).
     fn accept(&mut self, input: Input, store: &mut Store, out: &mut Output) -> Option<Event> {
         Some(match input {
-            Input::Start => Event::Start,
+            Input::Start => {
+                self.new_session();
+                Event::Start
+            }
             Input::LocalWrite => Event::LocalWrite,
-            Input::Network(reachability) => Event::NetworkHint(reachability),
+            Input::Network(reachability) => {
+                self.new_session();
+                Event::NetworkHint(reachability)
+            }
             Input::SyncNow => Event::SyncNow,
             Input::Pause => Event::Pause,
-            Input::Resume => Event::Resume,
+            Input::Resume => {
+                self.new_session();
+                Event::Resume
+            }
             Input::Probed { exchange, result } => {
                 self.take(exchange)?;
                 Event::ProbeDone(result)
