@@ -47,6 +47,10 @@ pub struct ServeArgs {
     /// Client clocks further ahead of the server's than this are re-stamped.
     #[arg(long, default_value_t = 60_000)]
     max_clock_skew_ms: u64,
+    /// Neither compress responses nor accept compressed request bodies (gzip, zstd), and do
+    /// not advertise them (e.g. when a reverse proxy in front compresses).
+    #[arg(long)]
+    no_compression: bool,
 }
 
 /// `--listen`: what was given, and the addresses it resolved to.
@@ -112,7 +116,11 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             .with_context(|| format!("cannot listen on {}", args.listen.text))?;
         let addr = listener.local_addr().context("no local address")?;
         let (storage, banner) = backend.open(rules).await?;
-        let state = AppState::new(storage, Limits::default());
+        let limits = Limits {
+            compression: !args.no_compression,
+            ..Limits::default()
+        };
+        let state = AppState::new(storage, limits);
         println!("tidesync listening on http://{addr}");
         for line in banner {
             println!("{line}");

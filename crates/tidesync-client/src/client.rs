@@ -80,7 +80,7 @@ impl Client {
         let http = config
             .server_url
             .as_deref()
-            .map(|url| Http::new(url, config.request_timeout))
+            .map(|url| Http::new(url, config.request_timeout, config.compression))
             .transpose()
             .map_err(ClientError::Config)?;
         let store = Store::open(&config.db_path, config.store.clone())?;

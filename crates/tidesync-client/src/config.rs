@@ -93,6 +93,11 @@ pub struct ClientConfig {
     /// `PRAGMA data_version` per check. Default 1 s; `None` never checks (every write goes
     /// through this client).
     pub external_writes_poll: Option<Duration>,
+    /// Compression on the wire: ask for gzip- or zstd-compressed responses, and send push and
+    /// pull bodies over 1 KiB as zstd once the server has said it accepts them (its
+    /// `Accept-Encoding`; a server that does not say so gets plain JSON). `false`: nothing
+    /// compressed either way. Default `true`.
+    pub compression: bool,
 }
 
 impl fmt::Debug for ClientConfig {
@@ -103,6 +108,7 @@ impl fmt::Debug for ClientConfig {
             .field("spaces", &self.spaces)
             .field("push_batch", &self.push_batch)
             .field("pull_limit", &self.pull_limit)
+            .field("compression", &self.compression)
             .finish_non_exhaustive()
     }
 }
@@ -141,6 +147,7 @@ impl ClientConfig {
             start_online: true,
             live_query_throttle: Duration::from_millis(5),
             external_writes_poll: Some(Duration::from_secs(1)),
+            compression: true,
         }
     }
 }

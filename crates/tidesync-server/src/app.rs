@@ -12,7 +12,8 @@
 //! Unknown paths answer `404 not_found`, known paths with the wrong method
 //! `405 method_not_allowed`, both as JSON. A middleware opens one tracing span per request
 //! (method, path, and the `user` and `client_id` the handlers fill in), logs its outcome, and
-//! counts error responses by code.
+//! counts error responses by code. Inside it, unless `Limits::compression` is off, request
+//! bodies are decompressed and responses compressed ([`crate::compression`]).
 
 use std::time::Instant;
 
@@ -24,13 +25,15 @@ use axum::Router;
 use tidesync_protocol::ErrorCode;
 use tracing::Instrument;
 
+use crate::compression;
 use crate::error::ApiError;
 use crate::routes;
 use crate::state::AppState;
 
-/// The router with every route, the body limit, and the logging/metrics middleware.
+/// The router with every route, the body limit, compression, and the logging/metrics
+/// middleware.
 pub fn app(state: AppState) -> Router {
-    Router::new()
+    let router = Router::new()
         .route("/v1/push", post(routes::push::push))
         .route("/v1/pull", post(routes::pull::pull))
         .route("/v1/events", get(routes::events::events))
@@ -38,7 +41,21 @@ pub fn app(state: AppState) -> Router {
         .route("/metrics", get(routes::ops::metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(state.limits().max_body_bytes))
+        // Counted where a handler reads the body: inside the decompression, so the limit is
+        // on decompressed bytes.
+        .layer(DefaultBodyLimit::max(state.limits().max_body_bytes));
+    let router = if state.limits().compression {
+        router
+            .layer(compression::request_layer())
+            .layer(compression::response_layer())
+    } else {
+        router
+    };
+    router
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            compression::negotiate,
+        ))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
 }

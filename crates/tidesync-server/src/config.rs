@@ -70,7 +70,7 @@ impl Default for MergeRules {
     }
 }
 
-/// Request limits. Every limit breached gets a `413 too_large` or `400` with a JSON body, except
+/// Request limits, and how requests and responses travel. Every limit breached gets a `413 too_large` or `400` with a JSON body, except
 /// [`Limits::max_header_bytes`] (`431`, no body) and the header read timeout (a close).
 #[derive(Debug, Clone)]
 pub struct Limits {
@@ -109,6 +109,13 @@ pub struct Limits {
     /// is answered `400 malformed_request` and the connection closed. Default 60 s (16 MiB in
     /// 60 s is 280 KB/s). Enforced by [`crate::serve()`], not by the router alone.
     pub body_read_timeout: Duration,
+    /// Compression (docs/protocol.md, "Compression"): responses compressed with gzip or
+    /// zstd when the client accepts it (never the event stream), request bodies in gzip or
+    /// zstd accepted and decompressed (`max_body_bytes` then counts the decompressed
+    /// bytes), and `Accept-Encoding: zstd, gzip` advertised on every response. `false`:
+    /// nothing is compressed or advertised, and a compressed request is answered `415`.
+    /// Default `true`.
+    pub compression: bool,
 }
 
 impl Default for Limits {
@@ -126,6 +133,7 @@ impl Default for Limits {
             header_read_timeout: Duration::from_secs(30),
             max_header_bytes: 64 << 10,
             body_read_timeout: Duration::from_secs(60),
+            compression: true,
         }
     }
 }

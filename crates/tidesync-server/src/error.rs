@@ -25,11 +25,15 @@ pub struct ApiError {
     retry_after: Option<u64>,
     /// `seq_gap`'s `last_seq`.
     last_seq: Option<u64>,
+    /// The `Accept-Encoding` a `415` is answered with (the codings the server accepts).
+    accept_encoding: Option<&'static str>,
 }
 
 /// The HTTP status of each error code. Per-mutation rejection codes (`stale_base`,
 /// `rule_violation`, `transaction_aborted`) never make a whole request fail; should one
-/// reach here it is a 400.
+/// reach here it is a 400. One answer departs from this table:
+/// [`ApiError::unsupported_encoding`] is `415` with the code `malformed_request` (RFC 7694
+/// names the status; the code says what a client must change, its body).
 pub fn status_of(code: ErrorCode) -> StatusCode {
     match code {
         ErrorCode::MalformedRequest | ErrorCode::InvalidInput | ErrorCode::UnsupportedProtocol => {
@@ -59,6 +63,18 @@ impl ApiError {
             message: message.into(),
             retry_after,
             last_seq: None,
+            accept_encoding: None,
+        }
+    }
+
+    /// `415 Unsupported Media Type` with the code `malformed_request`: the request body's
+    /// `Content-Encoding` is not one the server accepts. Answered with `Accept-Encoding:
+    /// accepted` (RFC 7694), the codings it does accept (`identity` when none).
+    pub fn unsupported_encoding(message: impl Into<String>, accepted: &'static str) -> ApiError {
+        ApiError {
+            status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            accept_encoding: Some(accepted),
+            ..ApiError::malformed(message)
         }
     }
 
@@ -179,6 +195,9 @@ impl IntoResponse for ApiError {
         }
         if self.code == ErrorCode::Unauthorized {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if let Some(accepted) = self.accept_encoding {
+            headers.insert(header::ACCEPT_ENCODING, HeaderValue::from_static(accepted));
         }
         // Read back by the request middleware to count errors by code.
         response.extensions_mut().insert(self.code);

@@ -2,6 +2,9 @@
 //!
 //! - [`JsonBody`]: the body, at most `Limits::max_body_bytes` (enforced by axum's
 //!   `DefaultBodyLimit`, whose rejection becomes `413 too_large`), parsed with serde_json.
+//!   A body sent with `Content-Encoding: gzip` or `zstd` arrives here decompressed
+//!   ([`crate::compression`]), and the limit counts decompressed bytes; one that does not
+//!   decompress is `400 malformed_request` naming its coding.
 //!   Syntax errors and wrong types are `400 malformed_request` with serde's message (line and
 //!   column); a name, id or clock stamp that breaks its rule is `400 invalid_input`.
 //!   The `Content-Type` header is **not** checked: every body is read as JSON, so a client that
@@ -19,6 +22,7 @@ use serde::de::DeserializeOwned;
 use serde_json::error::Category;
 
 use crate::auth::{Grants, TokenHash};
+use crate::compression::ContentCoding;
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -46,11 +50,23 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let coding = req.extensions().get::<ContentCoding>().copied();
         let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::too_large("the request body is larger than the server accepts")
-            } else {
-                ApiError::malformed(format!("could not read the request body: {rejection}"))
+            match (rejection.status(), coding) {
+                (StatusCode::PAYLOAD_TOO_LARGE, None) => {
+                    ApiError::too_large("the request body is larger than the server accepts")
+                }
+                (StatusCode::PAYLOAD_TOO_LARGE, Some(coding)) => ApiError::too_large(format!(
+                    "the request body, {}-decompressed, is larger than the server accepts",
+                    coding.as_str()
+                )),
+                (_, None) => {
+                    ApiError::malformed(format!("could not read the request body: {rejection}"))
+                }
+                (_, Some(coding)) => ApiError::malformed(format!(
+                    "could not read the {}-compressed request body (is it valid {0}?): {rejection}",
+                    coding.as_str()
+                )),
             }
         })?;
         parse_json(&bytes).map(JsonBody)

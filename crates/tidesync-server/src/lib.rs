@@ -24,6 +24,7 @@
 
 mod app;
 pub mod auth;
+mod compression;
 pub mod config;
 mod embedded;
 mod error;

@@ -7,6 +7,7 @@
 //! starts what [`Io`](crate::driver::Io) asks and reports each completion back to the driver
 //! as the matching [`Input`](crate::driver::Input), with the same id.
 
+pub(crate) mod compression;
 pub(crate) mod http;
 pub(crate) mod sse;
 pub(crate) mod token;
