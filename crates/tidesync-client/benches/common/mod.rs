@@ -105,10 +105,12 @@ impl Server {
 
 /// The bench clients' configuration: every default of [`ClientConfig::new`] (adaptive
 /// batches up to the server's limits, default timers, `Durability::Full`), with a fixed
-/// backoff seed so runs replay.
+/// backoff seed so runs replay. `BENCH_COMPRESSION=off` turns compression off, to see
+/// what it costs.
 pub fn config(db: &Path, url: &str, space: &SpaceName, token: &str) -> ClientConfig {
     let mut config = default_config(db, url, space, token, Durability::Full);
     config.seed = Some(1);
+    config.compression = std::env::var("BENCH_COMPRESSION").map_or(true, |v| v != "off");
     config
 }
 
