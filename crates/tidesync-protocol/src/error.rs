@@ -33,6 +33,9 @@ pub enum ErrorCode {
     InvalidInput,
     /// The `protocol` field names a version this server does not speak (400).
     UnsupportedProtocol,
+    /// The request body's `Content-Encoding` is not one the server accepts: send it
+    /// uncompressed or in a coding its `Accept-Encoding` names (415).
+    UnsupportedEncoding,
     /// No credentials, or credentials the server does not accept (401).
     Unauthorized,
     /// The caller may not read or write this space (403).
@@ -76,6 +79,7 @@ impl ErrorCode {
             Self::MalformedRequest => "malformed_request",
             Self::InvalidInput => "invalid_input",
             Self::UnsupportedProtocol => "unsupported_protocol",
+            Self::UnsupportedEncoding => "unsupported_encoding",
             Self::Unauthorized => "unauthorized",
             Self::Forbidden => "forbidden",
             Self::SeqGap => "seq_gap",
@@ -124,6 +128,7 @@ mod tests {
             ErrorCode::MalformedRequest,
             ErrorCode::InvalidInput,
             ErrorCode::UnsupportedProtocol,
+            ErrorCode::UnsupportedEncoding,
             ErrorCode::Unauthorized,
             ErrorCode::Forbidden,
             ErrorCode::SeqGap,

@@ -31,9 +31,7 @@ pub struct ApiError {
 
 /// The HTTP status of each error code. Per-mutation rejection codes (`stale_base`,
 /// `rule_violation`, `transaction_aborted`) never make a whole request fail; should one
-/// reach here it is a 400. One answer departs from this table:
-/// [`ApiError::unsupported_encoding`] is `415` with the code `malformed_request` (RFC 7694
-/// names the status; the code says what a client must change, its body).
+/// reach here it is a 400.
 pub fn status_of(code: ErrorCode) -> StatusCode {
     match code {
         ErrorCode::MalformedRequest | ErrorCode::InvalidInput | ErrorCode::UnsupportedProtocol => {
@@ -43,6 +41,7 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
         ErrorCode::Forbidden => StatusCode::FORBIDDEN,
         ErrorCode::SeqGap | ErrorCode::CursorReset => StatusCode::CONFLICT,
         ErrorCode::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorCode::UnsupportedEncoding => StatusCode::UNSUPPORTED_MEDIA_TYPE,
         ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
         ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -67,14 +66,13 @@ impl ApiError {
         }
     }
 
-    /// `415 Unsupported Media Type` with the code `malformed_request`: the request body's
-    /// `Content-Encoding` is not one the server accepts. Answered with `Accept-Encoding:
-    /// accepted` (RFC 7694), the codings it does accept (`identity` when none).
+    /// `415 unsupported_encoding`: the request body's `Content-Encoding` is not one the
+    /// server accepts. Answered with `Accept-Encoding: accepted` (RFC 7694), the codings it
+    /// does accept (`identity` when none).
     pub fn unsupported_encoding(message: impl Into<String>, accepted: &'static str) -> ApiError {
         ApiError {
-            status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
             accept_encoding: Some(accepted),
-            ..ApiError::malformed(message)
+            ..ApiError::new(ErrorCode::UnsupportedEncoding, message)
         }
     }
 

@@ -207,7 +207,7 @@ async fn unaccepted_codings_are_415_and_broken_bodies_400_with_the_json_error() 
     // Not accepted: 415 with what is, whatever the body holds.
     for coding in ["br", "deflate", "gzip, zstd", "compress"] {
         let reply = post_encoded(&server, "/v1/push", &token, Some(coding), body.clone()).await;
-        reply.assert_error(415, "malformed_request");
+        reply.assert_error(415, "unsupported_encoding");
         assert_eq!(
             reply.headers[header::ACCEPT_ENCODING],
             "zstd, gzip",
@@ -371,7 +371,7 @@ async fn with_compression_off_nothing_is_compressed_or_advertised_and_coded_bodi
     let body = big_push(2, 2000);
     for (coding, bytes) in [("zstd", zstd(&body)), ("gzip", gzip(&body))] {
         let reply = post_encoded(&server, "/v1/push", &token, Some(coding), bytes).await;
-        reply.assert_error(415, "malformed_request");
+        reply.assert_error(415, "unsupported_encoding");
         assert_eq!(reply.headers[header::ACCEPT_ENCODING], "identity");
         assert!(reply.text.contains("uncompressed"), "{}", reply.text);
     }
