@@ -148,7 +148,8 @@ class Database:
         **options: Any,
     ) -> "Database":
         """Opens `path` (see docs/ffi.md for every option: durability, busy_timeout_ms,
-        session, push_batch, pull_limit, request_timeout_ms, start_online, token_wait_ms)."""
+        session, push_batch, pull_limit, compression, request_timeout_ms, start_online,
+        token_wait_ms)."""
         config: dict[str, Any] = {"path": str(path), **options}
         if server_url is not None:
             config["server_url"] = server_url

@@ -40,12 +40,15 @@ pub(crate) struct OpenConfig {
     /// session id the platform handed back after it killed the app.
     #[serde(default)]
     pub session: Option<String>,
-    /// Most mutations per push (default 1,000).
+    /// Most mutations per push (default 5,000; pushes start at 250 and grow).
     #[serde(default)]
     pub push_batch: Option<usize>,
-    /// Changes per pull page (default 1,000).
+    /// Most changes per pull page (default 10,000; pages start at 250 and grow).
     #[serde(default)]
     pub pull_limit: Option<u32>,
+    /// gzip/zstd on the wire, negotiated with the server (default `true`).
+    #[serde(default)]
+    pub compression: Option<bool>,
     /// Timeout of one push or pull (default 30,000).
     #[serde(default)]
     pub request_timeout_ms: Option<u64>,
@@ -174,6 +177,9 @@ impl OpenConfig {
         }
         if let Some(n) = self.pull_limit {
             config.pull_limit = n;
+        }
+        if let Some(on) = self.compression {
+            config.compression = on;
         }
         if let Some(ms) = self.request_timeout_ms {
             config.request_timeout = Duration::from_millis(ms);

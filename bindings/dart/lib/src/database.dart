@@ -21,6 +21,7 @@ class TidesyncOptions {
     this.busyTimeoutMs,
     this.pushBatch,
     this.pullLimit,
+    this.compression = true,
     this.requestTimeoutMs,
     this.startOnline = true,
     this.tokenWaitMs,
@@ -34,6 +35,9 @@ class TidesyncOptions {
   final int? busyTimeoutMs;
   final int? pushBatch;
   final int? pullLimit;
+
+  /// gzip/zstd on the wire, negotiated with the server.
+  final bool compression;
   final int? requestTimeoutMs;
   final bool startOnline;
   final int? tokenWaitMs;
@@ -166,6 +170,7 @@ class TidesyncDatabase {
       if (options.busyTimeoutMs != null) 'busy_timeout_ms': options.busyTimeoutMs,
       if (options.pushBatch != null) 'push_batch': options.pushBatch,
       if (options.pullLimit != null) 'pull_limit': options.pullLimit,
+      'compression': options.compression,
       if (options.requestTimeoutMs != null) 'request_timeout_ms': options.requestTimeoutMs,
       'start_online': options.startOnline,
       if (options.tokenWaitMs != null) 'token_wait_ms': options.tokenWaitMs,
