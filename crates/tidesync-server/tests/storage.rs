@@ -1194,6 +1194,27 @@ async fn refetch_sends_the_named_records_in_full_whatever_the_cursor(backend: Ba
     assert!(!page.has_more);
 }
 
+async fn a_chain_left_behind_by_a_write_outside_its_rules_is_not_echoed(backend: Backend) {
+    let Some(s) = server(backend).await else {
+        return;
+    };
+    let st = &*s.storage;
+    push(
+        st,
+        "alice",
+        "c1",
+        vec![m(1, 1, "a", put(json!({"n": 1})), 0)],
+    )
+    .await
+    .unwrap();
+    // What a node of the previous version does when it rewrites the record: new version
+    // and document, the echo column untouched.
+    s.tamper(r#"UPDATE {records} SET version = 2, doc = '{"n":9}' WHERE id = 'a'"#);
+    let page = pull_echoes(st, "c1", Cursor::new(), Vec::new()).await;
+    assert!(page.echoes.is_empty(), "{:?}", page.echoes);
+    assert_eq!(page.changes[0].doc.as_ref().unwrap()["n"], json!(9));
+}
+
 contract! {
     a_base_from_the_future_is_refused_under_every_policy,
     a_recovery_push_may_skip_seqs_the_client_no_longer_holds,
@@ -1217,6 +1238,7 @@ contract! {
     a_writer_gets_its_own_writes_back_as_echoes_and_everyone_else_in_full,
     a_restamped_write_goes_back_to_its_writer_in_full,
     refetch_sends_the_named_records_in_full_whatever_the_cursor,
+    a_chain_left_behind_by_a_write_outside_its_rules_is_not_echoed,
 }
 
 /// What only the SQLite backend has: its file and its synchronous engine.

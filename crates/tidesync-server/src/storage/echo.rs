@@ -11,7 +11,10 @@
 //! the record in full when it cannot rebuild it (docs/protocol.md, "Echoes").
 //!
 //! Stored as one text column next to the record (`echo`, NULL: no chain):
-//! `"{first_seq} {last_seq} {count} {from} {client_id}"`.
+//! `"{first_seq} {last_seq} {count} {from} {at} {client_id}"`. `at` is the record version
+//! the chain describes: a write that did not go through these rules (a node of an older
+//! version during a rolling upgrade rewrites the record and leaves the column as it was)
+//! moves the record past it, and a pull honours a chain only at its own version.
 
 use tidesync_protocol::{ClientId, Echo, RecordKey};
 
@@ -30,6 +33,8 @@ pub struct EchoChain {
     pub last_seq: u64,
     /// How many of its mutations of the record in `first_seq..=last_seq` landed.
     pub count: u64,
+    /// The record's version this chain describes.
+    pub at: u64,
 }
 
 /// One mutation that landed on a record, as the chain rules see it.
@@ -40,6 +45,8 @@ pub(crate) struct Landing<'a> {
     pub base_version: u64,
     /// The record's version before the mutation (0: never written).
     pub record_version: u64,
+    /// Its version after it.
+    pub version_after: u64,
     /// It landed as sent: the client's own op and stamp.
     pub faithful: bool,
     /// It changed the record.
@@ -57,9 +64,10 @@ pub(crate) fn after(chain: Option<EchoChain>, landing: Landing<'_>) -> Option<Ec
         return None;
     }
     match chain {
-        Some(mut chain) if own => {
+        Some(mut chain) if own && chain.at == landing.record_version => {
             chain.last_seq = landing.seq;
             chain.count += 1;
+            chain.at = landing.version_after;
             Some(chain)
         }
         _ if landing.base_version >= landing.record_version => Some(EchoChain {
@@ -68,6 +76,7 @@ pub(crate) fn after(chain: Option<EchoChain>, landing: Landing<'_>) -> Option<Ec
             first_seq: landing.seq,
             last_seq: landing.seq,
             count: 1,
+            at: landing.version_after,
         }),
         _ => None,
     }
@@ -77,19 +86,20 @@ impl EchoChain {
     /// The stored text.
     pub(crate) fn encode(&self) -> String {
         format!(
-            "{} {} {} {} {}",
-            self.first_seq, self.last_seq, self.count, self.from, self.client
+            "{} {} {} {} {} {}",
+            self.first_seq, self.last_seq, self.count, self.from, self.at, self.client
         )
     }
 
     /// The stored text back as a chain.
     pub(crate) fn decode(text: &str) -> Result<EchoChain, StorageError> {
         let bad = || StorageError::Internal(format!("stored echo chain {text:?} is invalid"));
-        let mut parts = text.splitn(5, ' ');
+        let mut parts = text.splitn(6, ' ');
         let mut number = || -> Result<u64, StorageError> {
             parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)
         };
-        let (first_seq, last_seq, count, from) = (number()?, number()?, number()?, number()?);
+        let (first_seq, last_seq, count, from, at) =
+            (number()?, number()?, number()?, number()?, number()?);
         let client = parts
             .next()
             .and_then(|c| ClientId::new(c).ok())
@@ -100,6 +110,7 @@ impl EchoChain {
             first_seq,
             last_seq,
             count,
+            at,
         })
     }
 
@@ -133,12 +144,15 @@ mod tests {
         ClientId::new(name).expect("valid client id")
     }
 
+    /// `client`'s mutation `seq` on `base`, landing on the record at version `at`, moving
+    /// it to `at + 1`.
     fn landing<'a>(client: &'a ClientId, seq: u64, base: u64, at: u64) -> Landing<'a> {
         Landing {
             client,
             seq,
             base_version: base,
             record_version: at,
+            version_after: at + 1,
             faithful: true,
             changed: true,
         }
@@ -149,9 +163,17 @@ mod tests {
         let a = client("a");
         let chain = after(None, landing(&a, 5, 10, 7)).expect("started");
         assert_eq!((chain.from, chain.first_seq, chain.count), (7, 5, 1));
-        let chain = after(Some(chain), landing(&a, 9, 0, 11)).expect("extended");
+        let chain = after(Some(chain), landing(&a, 9, 0, 8)).expect("extended");
         assert_eq!((chain.from, chain.first_seq, chain.last_seq), (7, 5, 9));
-        assert_eq!(chain.count, 2);
+        assert_eq!((chain.count, chain.at), (2, 9));
+    }
+
+    #[test]
+    fn a_chain_left_behind_by_a_write_outside_these_rules_is_not_extended() {
+        let a = client("a");
+        let chain = after(None, landing(&a, 5, 10, 7)).expect("started at 8");
+        // Another writer (an older node) moved the record to 12 without touching the chain.
+        assert_eq!(after(Some(chain), landing(&a, 6, 3, 12)), None);
     }
 
     #[test]
@@ -163,12 +185,12 @@ mod tests {
             "base behind the record"
         );
         let chain = after(None, landing(&a, 5, 10, 7));
-        let other = after(chain.clone(), landing(&b, 1, 3, 12));
+        let other = after(chain.clone(), landing(&b, 1, 3, 8));
         assert_eq!(other, None, "b wrote on a base that did not hold a's write");
-        let mut narrowed = landing(&a, 6, 12, 12);
+        let mut narrowed = landing(&a, 6, 12, 8);
         narrowed.faithful = false;
         assert_eq!(after(chain.clone(), narrowed), None);
-        let mut noop = landing(&b, 2, 0, 12);
+        let mut noop = landing(&b, 2, 0, 8);
         noop.changed = false;
         assert_eq!(
             after(chain.clone(), noop),
@@ -185,6 +207,7 @@ mod tests {
             first_seq: 10,
             last_seq: 12,
             count: 2,
+            at: 20,
         };
         let text = chain.encode();
         assert_eq!(EchoChain::decode(&text).expect("decodes"), chain);
@@ -194,6 +217,7 @@ mod tests {
         let key = RecordKey::parse("s", "c", "r").expect("valid key");
         let echo = chain.echo(key, 20);
         assert_eq!((echo.version, echo.from, echo.count), (20, 3, 2));
-        assert!(EchoChain::decode("1 2 x 4 a").is_err());
+        assert!(EchoChain::decode("1 2 x 4 5 a").is_err());
+        assert!(EchoChain::decode("1 2 3 4 a").is_err(), "no version");
     }
 }

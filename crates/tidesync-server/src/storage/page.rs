@@ -110,6 +110,10 @@ impl<'a> Entries<'a> {
                 if self.input.echoes && EchoChain::written_by(text, &self.input.client_id) =>
             {
                 let chain = EchoChain::decode(text)?;
+                if chain.at != row.version {
+                    // Left behind by a write outside the chain rules: send the record.
+                    return self.change(space, row);
+                }
                 let key = RecordKey::new(
                     space.clone(),
                     collection_name(space, row.version, row.collection)?,

@@ -326,6 +326,7 @@ fn transaction(
                     seq: m.seq,
                     base_version: m.base_version,
                     record_version,
+                    version_after: record.version,
                     faithful: op == m.op && stamp.hlc == m.hlc,
                     changed,
                 };
