@@ -201,10 +201,14 @@ pub(crate) fn apply_push_response(
         }
     }
     // Duplicates the server skipped (their first response was lost) are acknowledged too;
-    // their version is unknown, so a complete pull will confirm them.
-    conn.prepare_cached("UPDATE outbox SET state = ?1 WHERE seq <= ?2 AND state != ?1")
-        .and_then(|mut s| s.execute(params![ACKED, acked_through as i64]))
-        .map_err(StoreError::sql("acknowledge duplicates"))?;
+    // their version is unknown, so a complete pull will confirm them. Rows at or below the
+    // old push position are acknowledged already: only the range this answer moved over is
+    // visited (the whole outbox was, on every answer: quadratic in a long upload).
+    conn.prepare_cached(
+        "UPDATE outbox SET state = ?1 WHERE seq > ?3 AND seq <= ?2 AND state != ?1",
+    )
+    .and_then(|mut s| s.execute(params![ACKED, acked_through as i64, acked_from as i64]))
+    .map_err(StoreError::sql("acknowledge duplicates"))?;
     meta::raise_u64(conn, meta::ACKED_THROUGH, acked_through)?;
     for key in &touched {
         recompute(conn, key, client)?;
