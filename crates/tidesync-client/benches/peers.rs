@@ -32,16 +32,14 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::Instant;
 
 use common::*;
 use serde_json::Value;
-use tidesync_client::{Client, ClientEvent, Durability, SpaceName};
+use tidesync_client::{Durability, SpaceName};
 
 /// Documents per run (`BENCH_PEER_DOCS` overrides).
 const DOCS: u64 = 100_000;
 /// A's local transaction size, and PouchDB A's `bulkDocs` batch.
-const LOCAL_TX: u64 = 1_000;
 /// tidesync runs per durability setting (the median is reported).
 const TIDESYNC_REPS: usize = 3;
 /// PouchDB runs per adapter (`BENCH_PEER_REPS` overrides).
@@ -89,9 +87,8 @@ fn docs_label(n: u64) -> String {
 
 // ---- tidesync ------------------------------------------------------------------------------
 
-/// One A → server → B run of `n` puts into `space` with default clients on `durability`;
-/// returns seconds.
-fn a_to_b(
+/// One A → B run of `n` puts into `space` with default clients on `durability`; seconds.
+fn run_a_to_b(
     dir: &Path,
     server: &Server,
     token: &str,
@@ -100,53 +97,19 @@ fn a_to_b(
     durability: Durability,
 ) -> f64 {
     let url = server.url();
-    let mut a_config = default_config(
-        &dir.join(format!("a-{space}.db")),
-        &url,
-        space,
-        token,
-        durability,
-    );
-    a_config.start_online = false;
-    let a = Client::open(a_config).expect("open A");
-    for from in (0..n).step_by(LOCAL_TX as usize) {
-        a.transaction(|tx| {
-            for i in from..(from + LOCAL_TX).min(n) {
-                tx.put(&key(space, i), small_todo(i))?;
-            }
-            Ok(())
-        })
-        .expect("A writes");
-    }
-    let b = Client::open(default_config(
-        &dir.join(format!("b-{space}.db")),
-        &url,
-        space,
-        token,
-        durability,
-    ))
-    .expect("open B");
-    wait_synced(&b);
-    let events = b.subscribe();
-
-    let start = Instant::now();
-    a.resume();
-    let mut received = 0u64;
-    let deadline = start + WAIT;
-    while received < n {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match events.recv_timeout(left) {
-            Ok(ClientEvent::RecordsChanged { count, .. }) => received += count as u64,
-            Ok(_) => {}
-            Err(e) => panic!("timed out: B received {received} of {n} records: {e}"),
-        }
-    }
-    let secs = start.elapsed().as_secs_f64();
-
-    assert_eq!(count_records(&b, space), n, "B shows every record");
-    a.close();
-    b.close();
-    secs
+    let at = |name: &str| {
+        default_config(
+            &dir.join(format!("{name}-{space}.db")),
+            &url,
+            space,
+            token,
+            durability,
+        )
+    };
+    let run = a_to_b(at("a"), at("b"), space, n, || {});
+    run.a.close();
+    run.b.close();
+    run.secs
 }
 
 /// Median seconds of tidesync on `Full` and on `Normal`, runs interleaved.
@@ -158,7 +121,7 @@ fn bench_tidesync(n: u64) -> (f64, f64) {
         .collect();
     let token = server.token(&spaces);
     // Warm-up (connections, page cache, allocator), a tenth of the size.
-    a_to_b(
+    run_a_to_b(
         dir.path(),
         &server,
         &token,
@@ -168,7 +131,7 @@ fn bench_tidesync(n: u64) -> (f64, f64) {
     );
     let (mut full, mut normal) = (Vec::new(), Vec::new());
     for rep in 0..TIDESYNC_REPS {
-        let f = a_to_b(
+        let f = run_a_to_b(
             dir.path(),
             &server,
             &token,
@@ -176,7 +139,7 @@ fn bench_tidesync(n: u64) -> (f64, f64) {
             n,
             Durability::Full,
         );
-        let m = a_to_b(
+        let m = run_a_to_b(
             dir.path(),
             &server,
             &token,

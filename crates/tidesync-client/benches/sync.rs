@@ -34,26 +34,16 @@ use std::time::Instant;
 
 use common::*;
 use rusqlite::params;
-use serde_json::{json, Value};
-use tidesync_client::{Client, ClientEvent, Doc, SpaceName};
+use serde_json::Value;
+use tidesync_client::{Client, SpaceName};
 
 /// Mutations in the A → B run.
 const E2E_MUTATIONS: u64 = 100_000;
 /// A's local transaction size.
-const LOCAL_TX: u64 = 1_000;
 /// Records in the bootstrap run (`BENCH_BOOTSTRAP_RECORDS` overrides).
 const BOOTSTRAP_RECORDS: u64 = 1_000_000;
 /// Measured repetitions (after one warm-up).
 const REPS: usize = 3;
-
-/// A small todo (~60 bytes of JSON), the same for every path that writes record `i`.
-fn todo(i: u64) -> Doc {
-    match json!({"title": format!("Buy milk #{i}"), "done": i.is_multiple_of(3), "priority": i % 5})
-    {
-        Value::Object(doc) => doc,
-        _ => unreachable!("an object literal"),
-    }
-}
 
 // ---- raw SQLite baseline -----------------------------------------------------------------
 
@@ -62,7 +52,7 @@ fn todo(i: u64) -> Doc {
 fn raw_insert(path: &Path, n: u64) -> f64 {
     // Built before the clock starts, like A's writes.
     let rows: Vec<(String, String)> = (0..n)
-        .map(|i| (record_id(i), Value::Object(todo(i)).to_string()))
+        .map(|i| (record_id(i), Value::Object(small_todo(i)).to_string()))
         .collect();
     let start = Instant::now();
     let mut conn = rusqlite::Connection::open(path).expect("raw open");
@@ -98,82 +88,36 @@ fn raw_insert(path: &Path, n: u64) -> f64 {
 // ---- 1. A → server → B -------------------------------------------------------------------
 
 /// One A → B run of `n` mutations into `space`; returns seconds.
-fn a_to_b(dir: &Path, server: &Server, token: &str, space: &SpaceName, n: u64) -> f64 {
-    let mut a_config = config(
-        &dir.join(format!("a-{space}.db")),
-        &server.url(),
-        space,
-        token,
-    );
-    a_config.start_online = false;
-    let a = Client::open(a_config).expect("open A");
-    for from in (0..n).step_by(LOCAL_TX as usize) {
-        a.transaction(|tx| {
-            for i in from..(from + LOCAL_TX).min(n) {
-                tx.put(&key(space, i), todo(i))?;
-            }
-            Ok(())
-        })
-        .expect("A writes");
-    }
-    let b = Client::open(config(
-        &dir.join(format!("b-{space}.db")),
-        &server.url(),
-        space,
-        token,
-    ))
-    .expect("open B");
-    wait_synced(&b);
-    let events = b.subscribe();
-    // When A's last mutation is acknowledged (progress line only: where the time goes).
-    let a_events = a.subscribe();
-    let pushed = std::thread::spawn(move || {
-        let mut acked = 0u64;
-        while acked < n {
-            match a_events.recv_timeout(WAIT) {
-                Ok(ClientEvent::Acked { seqs }) => acked += seqs.len() as u64,
-                Ok(_) => {}
-                Err(_) => return None,
-            }
-        }
-        Some(Instant::now())
-    });
-
-    let start = Instant::now();
-    a.resume();
-    let mut received = 0u64;
-    let deadline = start + WAIT;
-    while received < n {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match events.recv_timeout(left) {
-            Ok(ClientEvent::RecordsChanged { count, .. }) => received += count as u64,
-            Ok(_) => {}
-            Err(e) => panic!("timed out: B received {received} of {n} records: {e}"),
-        }
-    }
-    let secs = start.elapsed().as_secs_f64();
-    if let Ok(Some(at)) = pushed.join() {
+fn run_a_to_b(dir: &Path, server: &Server, token: &str, space: &SpaceName, n: u64) -> f64 {
+    let at = |name: &str| {
+        config(
+            &dir.join(format!("{name}-{space}.db")),
+            &server.url(),
+            space,
+            token,
+        )
+    };
+    let run = a_to_b(at("a"), at("b"), space, n, || {});
+    if let Some(pushed) = run.a_pushed {
         eprintln!(
-            "    A's last push answered after {:.3} s, B done after {secs:.3} s",
-            at.duration_since(start).as_secs_f64()
+            "    A's last push answered after {pushed:.3} s, B done after {:.3} s",
+            run.secs
         );
     }
-
-    assert_eq!(count_records(&b, space), n, "B shows every record");
-    a.close();
-    b.close();
-    secs
+    run.a.close();
+    run.b.close();
+    run.secs
 }
 
 fn bench_e2e(dir: &Path, server: &Server) {
     let spaces: Vec<SpaceName> = (0..=REPS).map(|r| space(&format!("e2e{r}"))).collect();
     let token = server.token(&spaces);
     // Warm-up (connections, page cache, allocator), a tenth of the size.
-    a_to_b(dir, server, &token, &spaces[0], E2E_MUTATIONS / 10);
+    run_a_to_b(dir, server, &token, &spaces[0], E2E_MUTATIONS / 10);
     raw_insert(&dir.join("raw-e2e-warm.db"), E2E_MUTATIONS / 10);
     let (mut ours, mut raw, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
     for (rep, space) in spaces[1..].iter().enumerate() {
-        let t = a_to_b(dir, server, &token, space, E2E_MUTATIONS);
+        let t = run_a_to_b(dir, server, &token, space, E2E_MUTATIONS);
         let r = raw_insert(&dir.join(format!("raw-e2e-{rep}.db")), E2E_MUTATIONS);
         eprintln!("  e2e rep {rep}: {t:.3} s (raw {r:.3} s)");
         ours.push(t);
@@ -224,7 +168,7 @@ fn bench_bootstrap(dir: &Path, server: &Server) {
     let boot = space("boot");
     let token = server.token(std::slice::from_ref(&boot));
     let fill = Instant::now();
-    server.fill(&boot, n, todo);
+    server.fill(&boot, n, small_todo);
     eprintln!(
         "  filled the server with {n} records in {:.1} s",
         fill.elapsed().as_secs_f64()

@@ -35,8 +35,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use serde_json::{json, Value};
-use tidesync_client::{Client, ClientConfig, ClientEvent, Doc, SpaceName, StaticToken};
+use tidesync_client::{Client, ClientConfig, SpaceName, StaticToken};
 use tidesync_testkit::{FaultProxy, ProxyStats};
 
 /// Records in the bootstrap run (`BENCH_WIRE_RECORDS` overrides).
@@ -44,20 +43,10 @@ const BOOTSTRAP_RECORDS: u64 = 1_000_000;
 /// Mutations in the A → B run.
 const E2E_MUTATIONS: u64 = 100_000;
 /// A's local transaction size.
-const LOCAL_TX: u64 = 1_000;
 /// A → B runs of each mode (medians are printed).
 const E2E_REPS: usize = 3;
 /// Longest a bootstrap of a million records at pages of 1,000 may take.
 const LONG_WAIT: Duration = Duration::from_secs(1_800);
-
-/// A small todo (~60 bytes of JSON): the shape of benches/sync.rs's.
-fn todo(i: u64) -> Doc {
-    match json!({"title": format!("Buy milk #{i}"), "done": i.is_multiple_of(3), "priority": i % 5})
-    {
-        Value::Object(doc) => doc,
-        _ => unreachable!("an object literal"),
-    }
-}
 
 /// The default configuration, through `proxy`, with compression on or off.
 fn default_config(
@@ -133,7 +122,7 @@ fn bench_bootstrap(dir: &Path, server: &Server) {
     let boot = space("wire");
     let token = server.token(std::slice::from_ref(&boot));
     let fill = Instant::now();
-    server.fill(&boot, n, todo);
+    server.fill(&boot, n, small_todo);
     eprintln!(
         "  filled the server with {n} records in {:.1} s",
         fill.elapsed().as_secs_f64()
@@ -193,65 +182,42 @@ fn median_run(runs: &[Run]) -> Run {
 }
 
 /// One A → B run of `n` puts into `space`; bytes A → server and server → B.
-fn a_to_b(dir: &Path, server: &Server, token: &str, space: &SpaceName, n: u64, on: bool) -> Run {
+fn a_to_b_bytes(
+    dir: &Path,
+    server: &Server,
+    token: &str,
+    space: &SpaceName,
+    n: u64,
+    on: bool,
+) -> Run {
     let (proxy_a, proxy_b) = (
         FaultProxy::start(server.0.addr()).expect("proxy A"),
         FaultProxy::start(server.0.addr()).expect("proxy B"),
     );
-    let mut a_config = default_config(
-        &dir.join(format!("a-{space}.db")),
-        &proxy_a,
-        space,
-        token,
-        on,
-    );
-    a_config.start_online = false;
-    let a = Client::open(a_config).expect("open A");
-    for from in (0..n).step_by(LOCAL_TX as usize) {
-        a.transaction(|tx| {
-            for i in from..(from + LOCAL_TX).min(n) {
-                tx.put(&key(space, i), todo(i))?;
-            }
-            Ok(())
-        })
-        .expect("A writes");
-    }
-    let b_config = default_config(
-        &dir.join(format!("b-{space}.db")),
-        &proxy_b,
-        space,
-        token,
-        on,
-    );
-    let b = Client::open(b_config).expect("open B");
-    wait_synced(&b);
-    let events = b.subscribe();
-    let (a_before, b_before) = (proxy_a.stats(), proxy_b.stats());
-
-    let start = Instant::now();
-    a.resume();
-    let mut received = 0u64;
-    let deadline = start + WAIT;
-    while received < n {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match events.recv_timeout(left) {
-            Ok(ClientEvent::RecordsChanged { count, .. }) => received += count as u64,
-            Ok(_) => {}
-            Err(e) => panic!("timed out: B received {received} of {n} records: {e}"),
-        }
-    }
-    let secs = start.elapsed().as_secs_f64();
-    wait_synced(&a);
-    wait_synced(&b);
+    let at = |name: &str, proxy: &FaultProxy| {
+        default_config(
+            &dir.join(format!("{name}-{space}.db")),
+            proxy,
+            space,
+            token,
+            on,
+        )
+    };
+    let mut before = None;
+    let run = a_to_b(at("a", &proxy_a), at("b", &proxy_b), space, n, || {
+        before = Some((proxy_a.stats(), proxy_b.stats()));
+    });
+    let (a_before, b_before) = before.expect("the run started");
+    wait_synced(&run.a);
+    wait_synced(&run.b);
     let (_, a_sent) = since(proxy_a.stats(), a_before);
     let (b_received, _) = since(proxy_b.stats(), b_before);
-    assert_eq!(count_records(&b, space), n, "B shows every record");
-    a.close();
-    b.close();
+    run.a.close();
+    run.b.close();
     Run {
         to_client: b_received,
         to_server: a_sent,
-        secs,
+        secs: run.secs,
     }
 }
 
@@ -276,7 +242,7 @@ fn bench_e2e(dir: &Path, server: &Server) {
         };
         for on in order {
             let space = &pair[usize::from(on)];
-            let run = a_to_b(dir, server, &token, space, n, on);
+            let run = a_to_b_bytes(dir, server, &token, space, n, on);
             eprintln!(
                 "  A → B rep {rep} {:>10}: A → server {} B, server → B {} B, {:.2} s",
                 mode(on),

@@ -1,15 +1,15 @@
 //! What the client benches share: a server on loopback filled through its storage, the bench
-//! clients' configuration, and the table output.
+//! clients' configuration, the A → server → B workload, and the table output.
 #![allow(dead_code, clippy::expect_used)] // each bench uses part of it; setup failures abort
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
 use tidesync_client::{
-    Client, ClientConfig, ClientId, CollectionName, Doc, Durability, Hlc, ListOptions, Mutation,
-    Op, RecordKey, SpaceName, StaticToken,
+    Client, ClientConfig, ClientEvent, ClientId, CollectionName, Doc, Durability, Hlc, ListOptions,
+    Mutation, Op, RecordKey, SpaceName, StaticToken,
 };
 use tidesync_server::auth::Grants;
 use tidesync_server::storage::{PushInput, Storage};
@@ -134,13 +134,94 @@ pub fn default_config(
     config
 }
 
-/// The small todo (~60 bytes of JSON) of record `i` that the sync bench writes (its
-/// `todo`): `{"title":"Buy milk #i","done":i%3==0,"priority":i%5}`.
+/// The small todo (~60 bytes of JSON) of record `i`, the same for every bench and path
+/// that writes it: `{"title":"Buy milk #i","done":i%3==0,"priority":i%5}`.
 pub fn small_todo(i: u64) -> Doc {
     match json!({"title": format!("Buy milk #{i}"), "done": i.is_multiple_of(3), "priority": i % 5})
     {
         Value::Object(doc) => doc,
         _ => unreachable!("an object literal"),
+    }
+}
+
+/// A writes the A → server → B workload in local transactions of this many puts.
+pub const LOCAL_TX: u64 = 1_000;
+
+/// One A → server → B run, its clients still open.
+pub struct AToB {
+    /// From `A.resume()` until B had every record.
+    pub secs: f64,
+    /// When A's last mutation was acknowledged, from the same start.
+    pub a_pushed: Option<f64>,
+    pub a: Client,
+    pub b: Client,
+}
+
+/// The A → server → B workload every client bench measures: A (opened from `a`, paused)
+/// writes `n` [`small_todo`]s into `space` in local transactions of [`LOCAL_TX`]; B (opened
+/// from `b`) is online and synced; `at_start` runs just before the clock starts at
+/// `A.resume()`; the clock stops when B's `RecordsChanged` events add up to `n` (checked
+/// through `Client::list` afterwards).
+pub fn a_to_b(
+    mut a: ClientConfig,
+    b: ClientConfig,
+    space: &SpaceName,
+    n: u64,
+    at_start: impl FnOnce(),
+) -> AToB {
+    a.start_online = false;
+    let a = Client::open(a).expect("open A");
+    for from in (0..n).step_by(LOCAL_TX as usize) {
+        a.transaction(|tx| {
+            for i in from..(from + LOCAL_TX).min(n) {
+                tx.put(&key(space, i), small_todo(i))?;
+            }
+            Ok(())
+        })
+        .expect("A writes");
+    }
+    let b = Client::open(b).expect("open B");
+    wait_synced(&b);
+    let events = b.subscribe();
+    // When A's last mutation is acknowledged (where the time goes).
+    let a_events = a.subscribe();
+    let pushed = std::thread::spawn(move || {
+        let mut acked = 0u64;
+        while acked < n {
+            match a_events.recv_timeout(WAIT) {
+                Ok(ClientEvent::Acked { seqs }) => acked += seqs.len() as u64,
+                Ok(_) => {}
+                Err(_) => return None,
+            }
+        }
+        Some(Instant::now())
+    });
+
+    at_start();
+    let start = Instant::now();
+    a.resume();
+    let mut received = 0u64;
+    let deadline = start + WAIT;
+    while received < n {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match events.recv_timeout(left) {
+            Ok(ClientEvent::RecordsChanged { count, .. }) => received += count as u64,
+            Ok(_) => {}
+            Err(e) => panic!("timed out: B received {received} of {n} records: {e}"),
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let a_pushed = pushed
+        .join()
+        .ok()
+        .flatten()
+        .map(|at| at.duration_since(start).as_secs_f64());
+    assert_eq!(count_records(&b, space), n, "B shows every record");
+    AToB {
+        secs,
+        a_pushed,
+        a,
+        b,
     }
 }
 
