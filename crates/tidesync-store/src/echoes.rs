@@ -24,6 +24,10 @@ pub(crate) fn apply(conn: &Connection, client: &ClientId, echo: &Echo) -> Result
         )
         .and_then(|mut s| s.query_row(keys, |r| Ok((r.get(0)?, r.get(1)?))).optional())
         .map_err(StoreError::sql("read an echoed record"))?;
+    // Already there: the same page carried the record in full (a refetch of it).
+    if row.as_ref().is_some_and(|(_, v)| *v as u64 == echo.version) {
+        return Ok(true);
+    }
     let Some((base, _)) = row.filter(|(_, v)| *v as u64 == echo.from) else {
         queue(conn, &key)?;
         return Ok(false);

@@ -190,3 +190,16 @@ fn a_base_reset_forgets_what_was_waiting() {
         "everything is downloaded again"
     );
 }
+
+#[test]
+fn an_echo_of_a_record_the_same_page_carried_in_full_is_already_applied() {
+    let (db, _copy, server) = written();
+    let full = server.pull(0, 3);
+    let mut store = db.open();
+    // The refetch of `a` and its echo in one page (the server sends both).
+    let mut page = full.clone();
+    page.echoes = vec![echo("a", 3, 0, (1, 3), 2)];
+    let applied = store.apply_pull(&page).unwrap();
+    assert!(!applied.refetch_waiting, "nothing left to fetch");
+    assert!(store.records_to_refetch(10).unwrap().is_empty());
+}
