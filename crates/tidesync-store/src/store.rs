@@ -348,12 +348,30 @@ impl Store {
         sync::requeue(&self.conn)
     }
 
-    /// Records the server's answer to a push: acknowledgements, conflicts, rejections (whose
-    /// local effect is rolled back). One transaction.
+    /// Records the server's answer to a push that carried every queued mutation through
+    /// its `acked_through`: [`Store::apply_push_answer`] with that as the last seq carried.
     pub fn apply_push_response(&mut self, response: &PushResponse) -> Result<PushApplied> {
+        self.apply_push_answer(response, response.acked_through)
+    }
+
+    /// Records the server's answer to a push whose last mutation was `carried_through`:
+    /// acknowledgements, conflicts, rejections (whose local effect is rolled back). One
+    /// transaction. The push position moves at most to `carried_through`: the server's
+    /// `acked_through` can run past a request (a retry after a lost answer may carry fewer
+    /// mutations than the first try), and says nothing about mutations the request did not
+    /// carry; they are pushed again and learn their outcome.
+    pub fn apply_push_answer(
+        &mut self,
+        response: &PushResponse,
+        carried_through: u64,
+    ) -> Result<PushApplied> {
         let now = self.config.wall_clock.now_ms();
         let client = self.client_id.clone();
-        self.write(|conn, counts| sync::apply_push_response(conn, &client, response, now, counts))
+        let answer = sync::PushAnswer {
+            response,
+            carried_through,
+        };
+        self.write(|conn, counts| sync::apply_push_response(conn, &client, answer, now, counts))
     }
 
     /// Applies one page of pulled changes to the base, rebases pending mutations on it,

@@ -101,26 +101,29 @@ pub(crate) fn requeue(conn: &Connection) -> Result<usize> {
         .map_err(StoreError::sql("requeue mutations"))
 }
 
+/// A push answer, and the last seq the push carried.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PushAnswer<'a> {
+    pub response: &'a PushResponse,
+    pub carried_through: u64,
+}
+
 pub(crate) fn apply_push_response(
     conn: &Connection,
     client: &ClientId,
-    response: &PushResponse,
+    answer: PushAnswer<'_>,
     now_ms: u64,
     counts: &mut StoreCounts,
 ) -> Result<PushApplied> {
+    let PushAnswer {
+        response,
+        carried_through,
+    } = answer;
     // Rejected rows leave the outbox: pin the counters in the clock row first.
     Counters::load(conn)?.save(conn)?;
-    // The push position moves only over what this push carried. The server's `last_seq` can
-    // be past it: a retry after a lost answer may carry fewer mutations than the first try
-    // (batches adapt), and the server answers nothing about those it did not get, so one of
-    // them may have been rejected. They are pushed again and learn their outcome.
-    let sent_through: Option<i64> = conn
-        .prepare_cached("SELECT max(seq) FROM outbox WHERE state = ?1")
-        .and_then(|mut s| s.query_row([SENDING], |r| r.get(0)))
-        .map_err(StoreError::sql("read the mutations being sent"))?;
-    let acked_through = sent_through.map_or(response.acked_through, |sent| {
-        response.acked_through.min(sent as u64)
-    });
+    // The push position moves only over what this push carried (see
+    // `Store::apply_push_answer`).
+    let acked_through = response.acked_through.min(carried_through);
     // What the answer covers leaves the unpushed figures (read before rejected rows go).
     let acked_from = meta::get_u64(conn, meta::ACKED_THROUGH)?;
     let acked_to = acked_from.max(acked_through);

@@ -900,10 +900,13 @@ fn a_push_answer_past_what_the_push_carried_moves_the_push_position_only_over_wh
     }
     store.mark_sending(1, 1).unwrap();
     store
-        .apply_push_response(&PushResponse {
-            acked_through: 3,
-            results: Vec::new(),
-        })
+        .apply_push_answer(
+            &PushResponse {
+                acked_through: 3,
+                results: Vec::new(),
+            },
+            1,
+        )
         .unwrap();
     assert_eq!(store.acked_through().unwrap(), 1);
     assert_eq!(

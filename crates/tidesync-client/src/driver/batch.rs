@@ -35,6 +35,11 @@ impl PushBatch {
         }
     }
 
+    /// The batch's last seq (0 for an empty batch, which is never sent).
+    pub(crate) fn last_seq(&self) -> u64 {
+        self.seqs.last().copied().unwrap_or(0)
+    }
+
     /// The record mutation `seq` of this batch wrote.
     pub(crate) fn key_of(&self, seq: u64) -> Option<&RecordKey> {
         self.seqs.binary_search(&seq).ok().map(|i| &self.keys[i])

@@ -395,7 +395,9 @@ impl Driver {
         out: &mut Output,
     ) -> Result<PushProgress, Failure> {
         let recorded = result.and_then(|response| {
-            let applied = store.apply_push_response(&response).map_err(local)?;
+            let applied = store
+                .apply_push_answer(&response, batch.last_seq())
+                .map_err(local)?;
             Ok((response, applied))
         });
         let (response, applied) = match recorded {
