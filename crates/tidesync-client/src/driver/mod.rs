@@ -365,13 +365,18 @@ impl Driver {
         self.exchange = None;
         let cursor = store.cursor().map_err(local)?;
         self.download.get_or_insert_with(DownloadProgress::default);
-        let refetch = if self.protocol >= 2 {
-            let mut keys = store.records_to_refetch(MAX_REFETCH).map_err(local)?;
-            keys.retain(|k| self.spaces.contains(&k.space));
-            keys
+        // Records of spaces this client no longer syncs cannot be asked for: they count as
+        // answered (nothing) and leave the refetch list with this pull.
+        let asked = if self.protocol >= 2 {
+            store.records_to_refetch(MAX_REFETCH).map_err(local)?
         } else {
             Vec::new()
         };
+        let refetch: Vec<RecordKey> = asked
+            .iter()
+            .filter(|k| self.spaces.contains(&k.space))
+            .cloned()
+            .collect();
         let request = PullRequest {
             client_id: self.client_id.clone(),
             protocol: self.protocol,
@@ -383,7 +388,7 @@ impl Driver {
             limit: Some(u32::try_from(self.pull_size.size()).unwrap_or(u32::MAX)),
             refetch: refetch.clone(),
         };
-        Ok((self.begin(Kind::Pull(refetch)), request))
+        Ok((self.begin(Kind::Pull(asked)), request))
     }
 
     /// Records a push answer: acknowledgements, conflicts, rejections (rolled back).
@@ -409,7 +414,7 @@ impl Driver {
                 if let Err(e) = store.requeue_sending() {
                     tracing::warn!(error = %e, "cannot mark mutations as queued again");
                 }
-                return match self.adapt(&failure, |d| &mut d.push_size) {
+                return match self.adapt(&failure, |d| &mut d.push_size, store, out) {
                     // Sent again at once, smaller or in the older protocol.
                     Adapted::Retry => Ok(PushProgress { more: true }),
                     Adapted::No => Err(failure),
@@ -473,7 +478,7 @@ impl Driver {
         let page = match result {
             Ok(page) => page,
             Err(failure) => {
-                return match self.adapt(&failure, |d| &mut d.pull_size) {
+                return match self.adapt(&failure, |d| &mut d.pull_size, store, out) {
                     Adapted::Retry => Ok(PullProgress { has_more: true }),
                     Adapted::No => Err(failure),
                 }
@@ -523,7 +528,13 @@ impl Driver {
     /// Adapts to a failed exchange: a server that does not speak this protocol version is
     /// spoken to in the oldest one, a batch that timed out or was too large (`413`) is
     /// made smaller. `Retry`: send again at once.
-    fn adapt(&mut self, failure: &Failure, size: fn(&mut Driver) -> &mut Adaptive) -> Adapted {
+    fn adapt(
+        &mut self,
+        failure: &Failure,
+        size: fn(&mut Driver) -> &mut Adaptive,
+        store: &mut Store,
+        out: &mut Output,
+    ) -> Adapted {
         match failure {
             Failure::Refused { code, .. }
                 if code == ErrorCode::UnsupportedProtocol.as_str()
@@ -535,7 +546,27 @@ impl Driver {
                     "the server does not speak this protocol version: using the older one"
                 );
                 self.protocol = MIN_PROTOCOL_VERSION;
-                Adapted::Retry
+                // Protocol 1 cannot ask for records by key: echoes still waiting for a
+                // refetch (from before the server went back to an older version) are
+                // downloaded with everything else.
+                match store.records_to_refetch(1) {
+                    Ok(waiting) if waiting.is_empty() => Adapted::Retry,
+                    Ok(_) => match store.reset_base() {
+                        Ok(()) => {
+                            self.after_reset = true;
+                            out.events.push(ClientEvent::BaseReset);
+                            Adapted::Retry
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cannot reset the base");
+                            Adapted::No
+                        }
+                    },
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot read the records to refetch");
+                        Adapted::No
+                    }
+                }
             }
             Failure::Refused { status: 413, .. } if size(self).too_large() => Adapted::Retry,
             Failure::Timeout => {

@@ -374,3 +374,86 @@ fn pull_pages_start_small_and_grow_while_changes_remain() {
     }
     assert_eq!(limits, [FIRST_PULL_PAGE, 1_000, 4_000, 10_000]);
 }
+
+#[test]
+fn a_record_to_refetch_in_a_space_no_longer_synced_leaves_the_list_instead_of_looping() {
+    let mut rig = Rig::new();
+    let other = SpaceName::new("no-longer-synced").unwrap();
+    let echo = tidesync_protocol::Echo {
+        space: other.clone(),
+        collection: tidesync_protocol::CollectionName::new("c").unwrap(),
+        id: tidesync_protocol::RecordId::new("r").unwrap(),
+        version: 3,
+        from: 1,
+        first_seq: 1,
+        last_seq: 1,
+        count: 1,
+    };
+    let page = |echoes| PullResponse::<CheckedChange> {
+        changes: Vec::new(),
+        echoes,
+        cursor: [(SpaceName::new("s").unwrap(), 0)].into_iter().collect(),
+        has_more: false,
+        remaining: 0,
+        acked_through: 0,
+    };
+    // An echo this store cannot rebuild (from an earlier configuration of spaces).
+    assert!(
+        rig.store
+            .apply_pull(&page(vec![echo]))
+            .unwrap()
+            .refetch_waiting
+    );
+    let (exchange, request) = the_pull(&started(&mut rig));
+    assert!(
+        request.refetch.is_empty(),
+        "not asked of a space it does not pull"
+    );
+    rig.feed(Input::Pulled {
+        exchange,
+        result: Ok(page(Vec::new())),
+    });
+    assert!(rig.store.records_to_refetch(10).unwrap().is_empty());
+    assert!(
+        rig.store.has_synced().unwrap(),
+        "the pull is complete: no loop"
+    );
+}
+
+#[test]
+fn going_back_to_protocol_1_with_records_to_refetch_downloads_the_base_again() {
+    let mut rig = Rig::new();
+    let echo = tidesync_protocol::Echo {
+        space: SpaceName::new("s").unwrap(),
+        collection: tidesync_protocol::CollectionName::new("c").unwrap(),
+        id: tidesync_protocol::RecordId::new("r").unwrap(),
+        version: 3,
+        from: 1,
+        first_seq: 1,
+        last_seq: 1,
+        count: 1,
+    };
+    let page = PullResponse::<CheckedChange> {
+        changes: Vec::new(),
+        echoes: vec![echo],
+        cursor: [(SpaceName::new("s").unwrap(), 3)].into_iter().collect(),
+        has_more: false,
+        remaining: 0,
+        acked_through: 0,
+    };
+    rig.store.apply_pull(&page).unwrap();
+    let (exchange, request) = the_pull(&started(&mut rig));
+    assert_eq!(request.refetch.len(), 1);
+    let out = rig.feed(Input::Pulled {
+        exchange,
+        result: Err(refused(400, ErrorCode::UnsupportedProtocol)),
+    });
+    assert!(out
+        .events
+        .iter()
+        .any(|e| matches!(e, ClientEvent::BaseReset)));
+    let (_, again) = the_pull(&out);
+    assert_eq!(again.protocol, MIN_PROTOCOL_VERSION);
+    assert!(again.cursor.is_empty(), "downloaded from scratch");
+    assert!(rig.store.records_to_refetch(10).unwrap().is_empty());
+}
