@@ -1,7 +1,7 @@
 //! One page of changes in one `REPEATABLE READ READ ONLY` transaction: the changes, the new
 //! cursor, `remaining` and `acked_through` all come from one snapshot.
 
-use tidesync_protocol::{Cursor, PullResponse, RawChange};
+use tidesync_protocol::{Cursor, PullResponse, RawChange, SpaceName};
 use tokio_postgres::IsolationLevel;
 
 use crate::storage::page::{self, Entries, Remaining, StoredRow};
@@ -131,13 +131,10 @@ async fn read(
             .await
             .map_err(db_error("refetch records"))?;
         for row in rows {
-            let space = input
-                .refetch
-                .iter()
-                .map(|k| &k.space)
-                .find(|s| s.as_str() == row.get::<_, &str>(6))
-                .ok_or_else(|| StorageError::Internal("a refetched row of another space".into()))?;
-            entries.change(space, stored_row(&row))?;
+            let space = SpaceName::new(row.get::<_, &str>(6)).map_err(|e| {
+                StorageError::Internal(format!("a stored record's space is invalid: {e}"))
+            })?;
+            entries.change(&space, stored_row(&row))?;
         }
     }
     Ok(entries.finish(cursor, remaining, acked_through))
