@@ -53,18 +53,6 @@ fn exit_with(message: &str) -> ! {
     std::process::exit(1);
 }
 
-/// A positive integer from the environment variable `name`, or `default` if it is unset.
-fn env_count(name: &str, default: u64) -> u64 {
-    match std::env::var(name) {
-        Err(std::env::VarError::NotPresent) => default,
-        Ok(text) => match text.trim().parse::<u64>() {
-            Ok(n) if n > 0 => n,
-            _ => exit_with(&format!("{name} must be a positive integer, got '{text}'")),
-        },
-        Err(e) => exit_with(&format!("{name}: {e}")),
-    }
-}
-
 /// Seconds with three significant digits' worth of decimals (0.023 s, 1.91 s, 46.1 s).
 fn secs(s: f64) -> String {
     if s < 1.0 {

@@ -367,16 +367,12 @@ fn bench_watch(dir: &Path, db: &Path, server: &Server, space: &SpaceName, token:
 }
 
 fn main() {
-    let n: u64 = std::env::var("BENCH_QUERY_RECORDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(RECORDS);
+    let n = env_count("BENCH_QUERY_RECORDS", RECORDS);
     let dir = tempfile::tempdir().expect("tempdir");
     let server = Server::start(&dir.path().join("server.db"));
     let space = space("tasks");
     let token = server.token(std::slice::from_ref(&space));
-    let (secs, ()) = time(|| server.fill(&space, n, task));
-    eprintln!("  filled the server with {n} tasks in {secs:.1} s");
+    server.fill(&space, n, task);
 
     header(&format!(
         "tidesync-client query benchmarks ({}k records; medians; ratio = measured ÷ baseline, same run)",

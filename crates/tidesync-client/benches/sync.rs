@@ -161,18 +161,10 @@ fn bootstrap(
 }
 
 fn bench_bootstrap(dir: &Path, server: &Server) {
-    let n: u64 = std::env::var("BENCH_BOOTSTRAP_RECORDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(BOOTSTRAP_RECORDS);
+    let n = env_count("BENCH_BOOTSTRAP_RECORDS", BOOTSTRAP_RECORDS);
     let boot = space("boot");
     let token = server.token(std::slice::from_ref(&boot));
-    let fill = Instant::now();
     server.fill(&boot, n, small_todo);
-    eprintln!(
-        "  filled the server with {n} records in {:.1} s",
-        fill.elapsed().as_secs_f64()
-    );
     bootstrap(dir, server, &token, &boot, n, "boot-warm");
     let (mut ours, mut raw, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
     for rep in 0..REPS {

@@ -115,18 +115,10 @@ fn bootstrap(dir: &Path, server: &Server, token: &str, space: &SpaceName, n: u64
 }
 
 fn bench_bootstrap(dir: &Path, server: &Server) {
-    let n: u64 = std::env::var("BENCH_WIRE_RECORDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(BOOTSTRAP_RECORDS);
+    let n = env_count("BENCH_WIRE_RECORDS", BOOTSTRAP_RECORDS);
     let boot = space("wire");
     let token = server.token(std::slice::from_ref(&boot));
-    let fill = Instant::now();
     server.fill(&boot, n, small_todo);
-    eprintln!(
-        "  filled the server with {n} records in {:.1} s",
-        fill.elapsed().as_secs_f64()
-    );
     let plain = bootstrap(dir, server, &token, &boot, n, false);
     let compressed = bootstrap(dir, server, &token, &boot, n, true);
     for (run, on) in [(plain, false), (compressed, true)] {

@@ -15,6 +15,25 @@ use tidesync_server::auth::Grants;
 use tidesync_server::storage::{PushInput, Storage};
 use tidesync_server::{EmbeddedServer, MergeRules};
 
+/// A positive integer from the environment variable `name` (a bench's size knob), or
+/// `default` when it is unset; anything else ends the bench with a message saying so.
+pub fn env_count(name: &str, default: u64) -> u64 {
+    match std::env::var(name) {
+        Err(std::env::VarError::NotPresent) => default,
+        Ok(text) => match text.trim().parse::<u64>() {
+            Ok(n) if n > 0 => n,
+            _ => {
+                eprintln!("{name} must be a positive integer, got '{text}'");
+                std::process::exit(2)
+            }
+        },
+        Err(e) => {
+            eprintln!("{name}: {e}");
+            std::process::exit(2)
+        }
+    }
+}
+
 /// Batch size of the server fill.
 pub const FILL_BATCH: u64 = 5_000;
 /// Longest any single wait may take.
@@ -68,8 +87,9 @@ impl Server {
 
     /// Pushes `n` puts of records `0..n` (documents from `doc`) into `space` through the
     /// storage, in batches of [`FILL_BATCH`] (what a server receives from a busy writer,
-    /// without HTTP).
+    /// without HTTP), and says how long it took.
     pub fn fill(&self, space: &SpaceName, n: u64, doc: impl Fn(u64) -> Doc) {
+        let started = Instant::now();
         let client = ClientId::new("filler").expect("valid client");
         for from in (0..n).step_by(FILL_BATCH as usize) {
             let mutations = (from..(from + FILL_BATCH).min(n))
@@ -90,6 +110,10 @@ impl Server {
             };
             self.0.run(self.0.storage().push(input)).expect("fill push");
         }
+        eprintln!(
+            "  filled the server with {n} records in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
     }
 
     pub fn url(&self) -> String {
