@@ -297,7 +297,7 @@ fn a_server_that_does_not_speak_protocol_2_is_spoken_to_in_protocol_1_at_once() 
 }
 
 #[test]
-fn pushes_grow_while_a_backlog_remains_and_a_413_halves_them() {
+fn a_413_halves_the_push_sends_it_again_at_once_and_caps_later_ones() {
     let mut rig = Rig::new();
     for i in 0..1_000 {
         rig.write(&format!("r{i}"));
