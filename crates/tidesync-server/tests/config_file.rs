@@ -360,11 +360,11 @@ body_read_timeout = "ten seconds"
         (7, "unknown conflict policy \"newest\""),
         (8, "not a collection name"),
         (8, "unknown conflict policy \"strictest\""),
-        (11, "0 is too small"),
-        (12, "-5 is too small"),
-        (13, "500 is too large"),
-        (16, "zero duration"),
-        (17, "not a duration"),
+        (11, "max_body_bytes = 0 is too small"),
+        (12, "max_mutations_per_push = -5 is too small"),
+        (13, "max_doc_depth = 500 is too large"),
+        (16, "heartbeat = \"0s\": a zero duration"),
+        (17, "body_read_timeout = \"ten seconds\" is not a duration"),
         (
             14,
             "default_pull_limit (2000) is larger than max_pull_limit (1000)",
@@ -385,7 +385,7 @@ body_read_timeout = "ten seconds"
     );
     assert!(text.ends_with("has 13 errors"), "{text}");
     assert!(
-        text.contains("tidesync.toml:11:18: 0 is too small"),
+        text.contains("tidesync.toml:11:18: max_body_bytes = 0 is too small"),
         "{text}"
     );
 }
@@ -406,7 +406,10 @@ fn a_missing_file_is_named_with_what_to_do() {
     let d = &e.diagnostics[0];
     assert_eq!(d.at, Location::WholeFile(path.to_path_buf()));
     assert!(d.message.contains("cannot read"), "{e}");
-    assert!(d.hint.as_deref().unwrap_or("").contains("--config"), "{e}");
+    assert!(
+        d.hint.as_deref().unwrap_or("").contains("check the path"),
+        "{e}"
+    );
 }
 
 #[test]

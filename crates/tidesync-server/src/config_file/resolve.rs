@@ -61,7 +61,7 @@ pub fn resolve(
         "max_clock_skew",
         overrides.max_clock_skew.map(|v| (v, "--max-clock-skew-ms")),
         file.max_clock_skew,
-        |r, s| r.duration(s, true),
+        |r, s| r.duration("max_clock_skew", s, true),
         Duration::from_secs(60),
     );
     let log_format = r.pick(
@@ -128,7 +128,7 @@ fn read(path: &Path) -> Result<SourceText, Diagnostic> {
             at: Location::WholeFile(path.to_path_buf()),
             message: format!("cannot read the configuration file: {e}"),
             hint: Some(match e.kind() {
-                std::io::ErrorKind::NotFound => "check the path given to --config (relative paths are relative to the working directory); tidesync.example.toml in the repository is a commented example".into(),
+                std::io::ErrorKind::NotFound => "check the path (a relative one is relative to the working directory); tidesync.example.toml in the repository is a commented example".into(),
                 std::io::ErrorKind::PermissionDenied => "make the file readable by the user the server runs as".into(),
                 _ => "the configuration file must be a readable UTF-8 TOML file".into(),
             }),
@@ -337,7 +337,7 @@ impl Resolver<'_> {
                 overrides.db_pool_size.map(|v| (v, "--db-pool-size")),
                 pool_size,
                 |r, v| {
-                    r.count(v, 1, i64::from(MAX_DB_POOL_SIZE), "connections")
+                    r.count("db_pool_size", v, 1, i64::from(MAX_DB_POOL_SIZE))
                         .map(|n| n as u32)
                 },
                 DEFAULT_DB_POOL_SIZE,
@@ -427,13 +427,13 @@ impl Resolver<'_> {
         let max_usize = i64::try_from(usize::MAX).unwrap_or(i64::MAX);
         let max_u32 = i64::from(u32::MAX);
         macro_rules! limit {
-            ($field:ident, $max:expr, $unit:expr, $as:ty) => {{
+            ($field:ident, $max:expr, $as:ty) => {{
                 let key = concat!("limits.", stringify!($field));
                 self.pick(
                     key,
                     None,
                     file.$field,
-                    |r, v| r.count(v, 1, $max, $unit).map(|n| n as $as),
+                    |r, v| r.count(key, v, 1, $max).map(|n| n as $as),
                     d.$field,
                 )
             }};
@@ -445,7 +445,7 @@ impl Resolver<'_> {
                     key,
                     None,
                     file.$field,
-                    |r, s| r.duration(s, false),
+                    |r, s| r.duration(key, s, false),
                     d.$field,
                 )
             }};
@@ -453,15 +453,15 @@ impl Resolver<'_> {
         let default_pull_limit_span = file.default_pull_limit.as_ref().map(Spanned::span);
         let max_pull_limit_span = file.max_pull_limit.as_ref().map(Spanned::span);
         let limits = Limits {
-            max_body_bytes: limit!(max_body_bytes, max_usize, "bytes", usize),
-            max_mutations_per_push: limit!(max_mutations_per_push, max_usize, "mutations", usize),
-            max_doc_bytes: limit!(max_doc_bytes, max_usize, "bytes", usize),
-            max_doc_depth: limit!(max_doc_depth, MAX_DOC_DEPTH, "levels", usize),
-            max_spaces_per_pull: limit!(max_spaces_per_pull, max_usize, "spaces", usize),
-            default_pull_limit: limit!(default_pull_limit, max_u32, "records", u32),
-            max_pull_limit: limit!(max_pull_limit, max_u32, "records", u32),
-            max_event_streams: limit!(max_event_streams, max_usize, "streams", usize),
-            max_header_bytes: limit!(max_header_bytes, max_usize, "bytes", usize),
+            max_body_bytes: limit!(max_body_bytes, max_usize, usize),
+            max_mutations_per_push: limit!(max_mutations_per_push, max_usize, usize),
+            max_doc_bytes: limit!(max_doc_bytes, max_usize, usize),
+            max_doc_depth: limit!(max_doc_depth, MAX_DOC_DEPTH, usize),
+            max_spaces_per_pull: limit!(max_spaces_per_pull, max_usize, usize),
+            default_pull_limit: limit!(default_pull_limit, max_u32, u32),
+            max_pull_limit: limit!(max_pull_limit, max_u32, u32),
+            max_event_streams: limit!(max_event_streams, max_usize, usize),
+            max_header_bytes: limit!(max_header_bytes, max_usize, usize),
             heartbeat: duration!(heartbeat),
             header_read_timeout: duration!(header_read_timeout),
             body_read_timeout: duration!(body_read_timeout),
@@ -486,12 +486,13 @@ impl Resolver<'_> {
         limits
     }
 
-    /// An integer in `min..=max`.
-    fn count(&mut self, value: Spanned<i64>, min: i64, max: i64, unit: &str) -> Option<i64> {
+    /// An integer in `min..=max` for `key` (dotted; its last part names it in messages).
+    fn count(&mut self, key: &str, value: Spanned<i64>, min: i64, max: i64) -> Option<i64> {
+        let name = key.rsplit('.').next().unwrap_or(key);
         self.judge(value, |n| {
             if n < min {
                 Err(Problem::new(
-                    format!("{n} is too small: at least {min} {unit}"),
+                    format!("{name} = {n} is too small: the least is {min}"),
                     if n == 0 {
                         "a limit of 0 would refuse everything; leave the key out for the default"
                             .to_owned()
@@ -503,7 +504,7 @@ impl Resolver<'_> {
                 ))
             } else if n > max {
                 Err(Problem::new(
-                    format!("{n} is too large: at most {max} {unit}"),
+                    format!("{name} = {n} is too large: the most is {max}"),
                     format!("give a value from {min} to {max}"),
                 ))
             } else {
@@ -513,17 +514,18 @@ impl Resolver<'_> {
     }
 
     /// A duration written as humantime reads it ("90s", "500ms", "1m 30s").
-    fn duration(&mut self, value: Spanned<String>, zero_ok: bool) -> Option<Duration> {
+    fn duration(&mut self, key: &str, value: Spanned<String>, zero_ok: bool) -> Option<Duration> {
+        let name = key.rsplit('.').next().unwrap_or(key);
         self.judge(value, |s| {
             let d = humantime::parse_duration(&s).map_err(|e| {
                 Problem::new(
-                    format!("{s:?} is not a duration: {e}"),
+                    format!("{name} = {s:?} is not a duration: {e}"),
                     "a number and a unit, e.g. \"500ms\", \"30s\", \"10m\", \"1h\", \"30d\"",
                 )
             })?;
             if d.is_zero() && !zero_ok {
                 return Err(Problem::new(
-                    "a zero duration is not allowed here",
+                    format!("{name} = {s:?}: a zero duration is not allowed here"),
                     "leave the key out for the default",
                 ));
             }

@@ -52,6 +52,9 @@ impl Resolved {
         out.table("policies");
         out.key("policies.default", c.rules.policies.default.name().into());
         out.table("policies.collections");
+        if c.rules.policies.per_collection.is_empty() {
+            out.comment("none: every collection has the default policy");
+        }
         for (collection, policy) in &c.rules.policies.per_collection {
             out.key(
                 &format!("policies.collections.{}", collection.as_str()),
