@@ -8,8 +8,10 @@
 //! naming the key, never a setting silently ignored).
 //!
 //! A section defined by another module (its type deriving `Deserialize` with
-//! `deny_unknown_fields`) joins as one `Option<Spanned<Section>>` field here and one call to
-//! `Resolver::section` in resolution.
+//! `deny_unknown_fields`) joins as one `Option<Spanned<Section>>` field here, one call to
+//! `Resolver::judge` in resolution (its validation as the check, `Resolver::base_dir` for
+//! relative paths; an error lands on the section's line), one field of [`super::ServerConfig`]
+//! and its keys in `show` (secrets through `Toml::secret`).
 
 use std::collections::BTreeMap;
 
@@ -25,7 +27,7 @@ pub(crate) struct ConfigFile {
     pub database_url: Option<Spanned<String>>,
     pub db_pool_size: Option<Spanned<i64>>,
     pub log_format: Option<Spanned<String>>,
-    pub compression: Option<bool>,
+    pub compression: Option<Spanned<bool>>,
     pub max_clock_skew: Option<Spanned<String>>,
     pub policies: Option<PoliciesSection>,
     pub limits: Option<LimitsSection>,

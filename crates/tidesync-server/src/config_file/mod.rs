@@ -20,7 +20,7 @@ mod file;
 mod resolve;
 mod show;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
@@ -229,14 +229,20 @@ pub struct Resolved {
     pub config: ServerConfig,
     /// The file it was read from, if any.
     pub file: Option<PathBuf>,
-    /// The origin of each key set by something other than its default, by dotted key
-    /// (`listen`, `limits.max_body_bytes`, `policies.collections.todos`).
-    origins: BTreeMap<String, Origin>,
+    /// The dotted keys (`listen`, `limits.max_body_bytes`, `policies.collections.todos`)
+    /// a flag or an environment variable set, and by which.
+    overridden: BTreeMap<String, Origin>,
+    /// The dotted keys of every value the file sets.
+    file_keys: BTreeSet<String>,
 }
 
 impl Resolved {
     /// Where the value of the dotted `key` came from.
     pub fn origin(&self, key: &str) -> Origin {
-        self.origins.get(key).copied().unwrap_or(Origin::Default)
+        match self.overridden.get(key) {
+            Some(origin) => *origin,
+            None if self.file_keys.contains(key) => Origin::File,
+            None => Origin::Default,
+        }
     }
 }

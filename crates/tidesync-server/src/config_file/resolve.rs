@@ -1,6 +1,6 @@
 //! Flags, environment, file and defaults into one [`ServerConfig`], every problem collected.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Display;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -34,19 +34,23 @@ pub fn resolve(
         file: path.map(Path::to_path_buf),
         diagnostics,
     };
-    let (source, file) = match path {
+    let (source, file, file_keys) = match path {
         Some(path) => {
             let source = read(path).map_err(|d| errors(vec![d]))?;
-            let file = parse(&source).map_err(|d| errors(vec![d]))?;
-            (source, file)
+            let (file, keys) = parse(&source).map_err(|d| errors(vec![d]))?;
+            (source, file, keys)
         }
-        None => (SourceText::default(), ConfigFile::default()),
+        None => (
+            SourceText::default(),
+            ConfigFile::default(),
+            BTreeSet::new(),
+        ),
     };
     let env = |name: &'static str| env(name).filter(|v| !v.trim().is_empty());
     let mut r = Resolver {
         source: &source,
         diagnostics: Diagnostics::default(),
-        origins: BTreeMap::new(),
+        overridden: BTreeMap::new(),
     };
     let listen = r.listen(file.listen, overrides);
     let storage = r.storage(
@@ -62,7 +66,7 @@ pub fn resolve(
         overrides.max_clock_skew.map(|v| (v, "--max-clock-skew-ms")),
         file.max_clock_skew,
         |r, s| r.duration("max_clock_skew", s, true),
-        Duration::from_secs(60),
+        MergeRules::default().max_clock_skew,
     );
     let log_format = r.pick(
         "log_format",
@@ -81,17 +85,13 @@ pub fn resolve(
         LogFormat::Text,
     );
     let mut limits = r.limits(file.limits.unwrap_or_default());
-    limits.compression = match (overrides.compression, file.compression) {
-        (Some(v), _) => {
-            r.origin("compression", Origin::Flag("--no-compression"));
-            v
-        }
-        (None, Some(v)) => {
-            r.origin("compression", Origin::File);
-            v
-        }
-        (None, None) => true,
-    };
+    limits.compression = r.pick(
+        "compression",
+        overrides.compression.map(|v| (v, "--no-compression")),
+        file.compression,
+        |_, v| Some(v.into_inner()),
+        Limits::default().compression,
+    );
     if !r.diagnostics.list.is_empty() {
         let mut list = r.diagnostics.list;
         // In the order of the file, then the environment.
@@ -114,7 +114,8 @@ pub fn resolve(
             log_format,
         },
         file: path.map(Path::to_path_buf),
-        origins: r.origins,
+        overridden: r.overridden,
+        file_keys,
     })
 }
 
@@ -136,16 +137,35 @@ fn read(path: &Path) -> Result<SourceText, Diagnostic> {
     }
 }
 
-/// Reads the TOML: a syntax error, an unknown key or a wrong type stops here.
-fn parse(source: &SourceText) -> Result<ConfigFile, Diagnostic> {
-    toml::from_str(&source.text).map_err(|e| {
+/// Reads the TOML, and the dotted key of every value the file sets: a syntax error, an
+/// unknown key or a wrong type stops here.
+fn parse(source: &SourceText) -> Result<(ConfigFile, BTreeSet<String>), Diagnostic> {
+    let diagnostic = |e: toml::de::Error| {
         let at = match e.span() {
             Some(span) => source.locate(&span),
             None => source.locate(&(0..0)),
         };
         let (message, hint) = explain(e.message());
         Diagnostic { at, message, hint }
-    })
+    };
+    let file = toml::from_str(&source.text).map_err(diagnostic)?;
+    let table: toml::Table = toml::from_str(&source.text).map_err(diagnostic)?;
+    let mut keys = BTreeSet::new();
+    dotted_keys(&table, "", &mut keys);
+    Ok((file, keys))
+}
+
+/// The dotted keys of every value that is not a table, inline tables included.
+fn dotted_keys(table: &toml::Table, prefix: &str, keys: &mut BTreeSet<String>) {
+    for (key, value) in table {
+        let dotted = format!("{prefix}{key}");
+        match value {
+            toml::Value::Table(inner) => dotted_keys(inner, &format!("{dotted}."), keys),
+            _ => {
+                keys.insert(dotted);
+            }
+        }
+    }
 }
 
 /// The parser's message as a message and a hint: serde's "unknown field `x`, expected one
@@ -200,18 +220,19 @@ impl From<String> for Problem {
 }
 
 /// The resolution under way: the file's text (for positions; empty without a file), the
-/// problems found, and the origin of every value not left at its default. A value that
+/// problems found, and the keys a flag or the environment set. A value that
 /// fails to resolve leaves a diagnostic and resolves to its default, so that resolution
 /// carries on and finds the next problem.
 struct Resolver<'a> {
     source: &'a SourceText,
     diagnostics: Diagnostics,
-    origins: BTreeMap<String, Origin>,
+    overridden: BTreeMap<String, Origin>,
 }
 
 impl Resolver<'_> {
-    fn origin(&mut self, key: &str, origin: Origin) {
-        self.origins.insert(key.to_owned(), origin);
+    /// Notes that a flag or an environment variable set `key`.
+    fn overridden(&mut self, key: &str, origin: Origin) {
+        self.overridden.insert(key.to_owned(), origin);
     }
 
     /// The directory relative paths of the file are resolved against.
@@ -253,14 +274,11 @@ impl Resolver<'_> {
         default: R,
     ) -> R {
         if let Some((value, name)) = flag {
-            self.origin(key, Origin::Flag(name));
+            self.overridden(key, Origin::Flag(name));
             return value;
         }
         match file {
-            Some(value) => {
-                self.origin(key, Origin::File);
-                judge(self, value).unwrap_or(default)
-            }
+            Some(value) => judge(self, value).unwrap_or(default),
             None => default,
         }
     }
@@ -305,11 +323,13 @@ impl Resolver<'_> {
                 ),
             );
         }
+        // `Some(None)`: a URL was given but is bad (reported); the data directory is then
+        // resolved only to carry on finding problems.
         let url = if let Some(url) = &overrides.database_url {
-            self.origin("database_url", Origin::Flag("--database-url"));
+            self.overridden("database_url", Origin::Flag("--database-url"));
             Some(Some(url.clone()))
         } else if let Some(url) = env(ENV_DATABASE_URL) {
-            self.origin("database_url", Origin::Env(ENV_DATABASE_URL));
+            self.overridden("database_url", Origin::Env(ENV_DATABASE_URL));
             Some(match DatabaseUrl::new(url) {
                 Ok(url) => Some(url),
                 Err(e) => {
@@ -322,7 +342,6 @@ impl Resolver<'_> {
                 }
             })
         } else if let Some(url) = database_url {
-            self.origin("database_url", Origin::File);
             Some(self.judge(url, |url| {
                 DatabaseUrl::new(url).map_err(|e| {
                     Problem::new(e, "postgres://USER[:PASSWORD]@HOST:PORT/DATABASE, or key=value pairs (host=… user=… dbname=…)")
@@ -347,13 +366,12 @@ impl Resolver<'_> {
             }
         }
         let data_dir = if let Some(dir) = &overrides.data_dir {
-            self.origin("data_dir", Origin::Flag("--data-dir"));
+            self.overridden("data_dir", Origin::Flag("--data-dir"));
             Some(dir.clone())
         } else if let Some(dir) = env(ENV_DATA_DIR) {
-            self.origin("data_dir", Origin::Env(ENV_DATA_DIR));
+            self.overridden("data_dir", Origin::Env(ENV_DATA_DIR));
             Some(PathBuf::from(dir))
         } else if let Some(dir) = data_dir {
-            self.origin("data_dir", Origin::File);
             let base = self.base_dir().to_path_buf();
             self.judge(dir, |dir| {
                 if dir.trim().is_empty() {
@@ -393,15 +411,11 @@ impl Resolver<'_> {
             });
             let policy = self.policy(policy);
             if let (Some(collection), Some(policy)) = (collection, policy) {
-                self.origin(
-                    &format!("policies.collections.{}", collection.as_str()),
-                    Origin::File,
-                );
                 per_collection.insert(collection, policy);
             }
         }
         for (collection, policy) in &overrides.policies {
-            self.origin(
+            self.overridden(
                 &format!("policies.collections.{}", collection.as_str()),
                 Origin::Flag("--policy"),
             );
