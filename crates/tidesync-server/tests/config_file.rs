@@ -391,6 +391,16 @@ body_read_timeout = "ten seconds"
 }
 
 #[test]
+fn a_bad_pool_size_is_reported_even_without_a_database_url() {
+    let e = errors("data_dir = \"d\"\ndb_pool_size = 0\n");
+    assert_eq!(lines(&e)[0].0, 2, "{e}");
+    assert!(
+        lines(&e)[0].1.contains("db_pool_size = 0 is too small"),
+        "{e}"
+    );
+}
+
+#[test]
 fn data_dir_and_database_url_together_are_refused() {
     let e = errors("data_dir = \"d\"\ndatabase_url = \"postgres://u@h/db\"\n");
     let (line, message, _) = &lines(&e)[0];

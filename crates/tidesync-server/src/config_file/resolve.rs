@@ -323,32 +323,29 @@ impl Resolver<'_> {
                 ),
             );
         }
-        // `Some(None)`: a URL was given but is bad (reported); the data directory is then
+        // `Some(Err(()))`: a URL was given but is bad (reported); the data directory is then
         // resolved only to carry on finding problems.
-        let url = if let Some(url) = &overrides.database_url {
+        let url: Option<Result<DatabaseUrl, ()>> = if let Some(url) = &overrides.database_url {
             self.overridden("database_url", Origin::Flag("--database-url"));
-            Some(Some(url.clone()))
+            Some(Ok(url.clone()))
         } else if let Some(url) = env(ENV_DATABASE_URL) {
             self.overridden("database_url", Origin::Env(ENV_DATABASE_URL));
-            Some(match DatabaseUrl::new(url) {
-                Ok(url) => Some(url),
-                Err(e) => {
-                    self.diagnostics.env(
-                        ENV_DATABASE_URL,
-                        e,
-                        Some("unset it to use the file's storage, or give postgres://USER@HOST:PORT/DATABASE".into()),
-                    );
-                    None
-                }
-            })
-        } else if let Some(url) = database_url {
-            Some(self.judge(url, |url| {
-                DatabaseUrl::new(url).map_err(|e| {
-                    Problem::new(e, "postgres://USER[:PASSWORD]@HOST:PORT/DATABASE, or key=value pairs (host=… user=… dbname=…)")
-                })
+            Some(DatabaseUrl::new(url).map_err(|e| {
+                self.diagnostics.env(
+                    ENV_DATABASE_URL,
+                    e,
+                    Some("unset it to use the file's storage, or give postgres://USER@HOST:PORT/DATABASE".into()),
+                );
             }))
         } else {
-            None
+            database_url.map(|url| {
+                self.judge(url, |url| {
+                    DatabaseUrl::new(url).map_err(|e| {
+                        Problem::new(e, "postgres://USER[:PASSWORD]@HOST:PORT/DATABASE, or key=value pairs (host=… user=… dbname=…)")
+                    })
+                })
+                .ok_or(())
+            })
         };
         if let Some(url) = url {
             let pool_size = self.pick(
@@ -361,9 +358,12 @@ impl Resolver<'_> {
                 },
                 DEFAULT_DB_POOL_SIZE,
             );
-            if let Some(url) = url {
+            if let Ok(url) = url {
                 return StorageConfig::Postgres { url, pool_size };
             }
+        } else if let Some(pool_size) = pool_size {
+            // Unused without a database URL, but a bad value is still a mistake to report.
+            self.count("db_pool_size", pool_size, 1, i64::from(MAX_DB_POOL_SIZE));
         }
         let data_dir = if let Some(dir) = &overrides.data_dir {
             self.overridden("data_dir", Origin::Flag("--data-dir"));
