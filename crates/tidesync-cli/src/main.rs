@@ -1,7 +1,8 @@
 //! `tidesync`: run the sync server (`tidesync serve`, optionally from a `--config` file
-//! that `tidesync config check` checks), issue API tokens (`tidesync token create`), move an embedded server's data into PostgreSQL (`tidesync migrate-storage`),
-//! watch the whole offline-to-online story (`tidesync demo`), and inspect or sync a client
-//! database (`tidesync client`).
+//! that `tidesync config check` checks), issue API tokens (`tidesync token create`), move
+//! an embedded server's data into PostgreSQL (`tidesync migrate-storage`), watch the whole
+//! offline-to-online story (`tidesync demo`), and inspect or sync a client database
+//! (`tidesync client`).
 //!
 //! Errors end the process with one line on stderr (`error: ...`) and exit code 1; bad flags
 //! give one `error: ...` line too, with exit code 2. This is the only crate that uses
@@ -22,10 +23,10 @@ use std::process::ExitCode;
 
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Parser, Subcommand};
-use tidesync_server::config_file::LogFormat;
+use tidesync_server::config_file::{LogFormat, ENV_DATABASE_URL, ENV_DATA_DIR};
 
-/// Default data directory, relative to the working directory.
-const DEFAULT_DATA_DIR: &str = "./tidesync-data";
+/// Default data directory, relative to the working directory (the server's default too).
+const DEFAULT_DATA_DIR: &str = tidesync_server::config_file::DEFAULT_DATA_DIR;
 /// The server database inside the data directory.
 const DATABASE_FILE: &str = "server.db";
 
@@ -83,7 +84,7 @@ enum TokenCommand {
 #[derive(Debug, Clone, clap::Args)]
 struct DataDir {
     /// Where the server keeps its database.
-    #[arg(long = "data-dir", env = "TIDESYNC_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
+    #[arg(long = "data-dir", env = ENV_DATA_DIR, default_value = DEFAULT_DATA_DIR)]
     path: PathBuf,
 }
 
@@ -96,7 +97,7 @@ struct DatabaseUrl {
     /// a schema of its own). --data-dir is then ignored.
     #[arg(
         long = "database-url",
-        env = "TIDESYNC_DATABASE_URL",
+        env = ENV_DATABASE_URL,
         value_name = "URL",
         hide_env_values = true
     )]
@@ -142,10 +143,9 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(err) => return flag_error(err),
     };
-    // The server logs at info; the demo and the client commands keep stderr for their own
-    // output unless RUST_LOG asks for more.
-    // `serve` starts logging itself, once its configuration (which may name the format) is
-    // resolved.
+    // The server logs at info, starting once its configuration (which may name the format)
+    // is resolved; the demo and the client commands keep stderr for their own output unless
+    // RUST_LOG asks for more.
     let default_level = match cli.command {
         Command::Serve(_) => None,
         Command::Demo(_) => Some("error"),

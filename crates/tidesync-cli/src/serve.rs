@@ -43,10 +43,10 @@ pub struct ServeArgs {
     /// (env TIDESYNC_DATABASE_URL): postgres://USER[:PASSWORD]@HOST:PORT/DATABASE (add
     /// ?options=-csearch_path%3DSCHEMA for a schema of its own). The data directory is then
     /// ignored.
-    /// (Checked when the configuration is resolved, not by the flag parser, whose errors
-    /// would repeat the value and so the password.)
-    #[arg(long, value_name = "URL")]
-    database_url: Option<String>,
+    // Checked when the configuration is resolved, not by the flag parser: clap's errors
+    // repeat the value, and so the password.
+    #[arg(long, value_name = "URL", value_parser = parse_secret)]
+    database_url: Option<Secret>,
     /// Most PostgreSQL connections of this node's pool (with a database URL; one LISTEN
     /// connection comes on top). Default 16.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_DB_POOL_SIZE)))]
@@ -74,7 +74,7 @@ pub struct ServeArgs {
 impl ServeArgs {
     /// What the flags given say; `log_format` is the global flag.
     fn overrides(&self, log_format: Option<LogFormat>) -> anyhow::Result<Overrides> {
-        let database_url = match self.database_url.as_deref() {
+        let database_url = match self.database_url.as_ref().map(|s| s.0.as_str()) {
             Some(url) if !url.trim().is_empty() => {
                 Some(DatabaseUrl::new(url).map_err(|e| anyhow!("--database-url: {e}"))?)
             }
@@ -92,6 +92,20 @@ impl ServeArgs {
             log_format,
         })
     }
+}
+
+/// A flag's value that may hold a password: its `Debug` hides it.
+#[derive(Clone)]
+struct Secret(String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<hidden>")
+    }
+}
+
+fn parse_secret(s: &str) -> Result<Secret, String> {
+    Ok(Secret(s.to_owned()))
 }
 
 fn parse_listen(s: &str) -> Result<ListenAddr, String> {
