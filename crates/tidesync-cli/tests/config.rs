@@ -48,6 +48,20 @@ async fn the_example_file_checks_and_serves_with_flags_over_it() {
         assert!(shown.contains(line), "{line:?} in:\n{shown}");
     }
 
+    // The example shows every key there is (some commented out), so it stays the reference.
+    let text = std::fs::read_to_string(example()).expect("example");
+    for line in shown
+        .lines()
+        .filter(|l| !l.starts_with('#') && l.contains(" = "))
+    {
+        let key = line.split(" = ").next().unwrap_or(line);
+        assert!(
+            text.lines()
+                .any(|l| l.trim_start_matches("# ").starts_with(&format!("{key} = "))),
+            "{key} is not in tidesync.example.toml"
+        );
+    }
+
     // The example names ./tidesync-data and 127.0.0.1:8787; the flags win.
     let dir = tempfile::tempdir().expect("temp dir");
     let data = dir.path().join("data");
