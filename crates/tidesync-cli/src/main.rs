@@ -1,7 +1,8 @@
-//! `tidesync`: run the sync server (`tidesync serve`), issue API tokens (`tidesync token
-//! create`), move an embedded server's data into PostgreSQL (`tidesync migrate-storage`),
-//! watch the whole offline-to-online story (`tidesync demo`), and inspect or sync a client
-//! database (`tidesync client`).
+//! `tidesync`: run the sync server (`tidesync serve`, optionally from a `--config` file
+//! that `tidesync config check` checks), issue API tokens (`tidesync token create`), move
+//! an embedded server's data into PostgreSQL (`tidesync migrate-storage`), watch the whole
+//! offline-to-online story (`tidesync demo`), and inspect or sync a client database
+//! (`tidesync client`).
 //!
 //! Errors end the process with one line on stderr (`error: ...`) and exit code 1; bad flags
 //! give one `error: ...` line too, with exit code 2. This is the only crate that uses
@@ -9,6 +10,7 @@
 //! library crates.
 
 mod client;
+mod config;
 mod demo;
 mod migrate;
 mod serve;
@@ -19,10 +21,12 @@ mod token;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::builder::{PossibleValuesParser, TypedValueParser};
+use clap::{Parser, Subcommand};
+use tidesync_server::config_file::{LogFormat, ENV_DATABASE_URL, ENV_DATA_DIR};
 
-/// Default data directory, relative to the working directory.
-const DEFAULT_DATA_DIR: &str = "./tidesync-data";
+/// Default data directory, relative to the working directory (the server's default too).
+const DEFAULT_DATA_DIR: &str = tidesync_server::config_file::DEFAULT_DATA_DIR;
 /// The server database inside the data directory.
 const DATABASE_FILE: &str = "server.db";
 
@@ -33,25 +37,28 @@ const DATABASE_FILE: &str = "server.db";
     about = "tidesync: offline-first sync engine (server, demo, client tools)"
 )]
 struct Cli {
-    /// Log format on stderr. Verbosity comes from RUST_LOG (default: info).
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
-    log_format: LogFormat,
+    /// Log format on stderr: text (default) or json; for `serve`, over the config file's
+    /// `log_format`. Verbosity comes from RUST_LOG (default: info).
+    #[arg(
+        long,
+        global = true,
+        value_name = "FORMAT",
+        value_parser = PossibleValuesParser::new(["text", "json"]).try_map(|s| s.parse::<LogFormat>())
+    )]
+    log_format: Option<LogFormat>,
     #[command(subcommand)]
     command: Command,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// One JSON object per line.
-    Json,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the sync server.
     Serve(serve::ServeArgs),
+    /// Check a server configuration file.
+    Config {
+        #[command(subcommand)]
+        command: config::ConfigCommand,
+    },
     /// The whole story in one command: a server and clients that edit offline, conflict, get
     /// rejected, get killed and reopened, reconnect and converge.
     Demo(demo::DemoArgs),
@@ -77,7 +84,7 @@ enum TokenCommand {
 #[derive(Debug, Clone, clap::Args)]
 struct DataDir {
     /// Where the server keeps its database.
-    #[arg(long = "data-dir", env = "TIDESYNC_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
+    #[arg(long = "data-dir", env = ENV_DATA_DIR, default_value = DEFAULT_DATA_DIR)]
     path: PathBuf,
 }
 
@@ -90,7 +97,7 @@ struct DatabaseUrl {
     /// a schema of its own). --data-dir is then ignored.
     #[arg(
         long = "database-url",
-        env = "TIDESYNC_DATABASE_URL",
+        env = ENV_DATABASE_URL,
         value_name = "URL",
         hide_env_values = true
     )]
@@ -136,16 +143,23 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(err) => return flag_error(err),
     };
-    // The server logs at info; the demo and the client commands keep stderr for their own
-    // output unless RUST_LOG asks for more.
+    // The server logs at info, starting once its configuration (which may name the format)
+    // is resolved; the demo and the client commands keep stderr for their own output unless
+    // RUST_LOG asks for more.
     let default_level = match cli.command {
-        Command::Serve(_) => "info",
-        Command::Demo(_) => "error",
-        Command::Token { .. } | Command::Client(_) | Command::MigrateStorage(_) => "off",
+        Command::Serve(_) => None,
+        Command::Demo(_) => Some("error"),
+        Command::Token { .. }
+        | Command::Client(_)
+        | Command::MigrateStorage(_)
+        | Command::Config { .. } => Some("off"),
     };
-    init_logging(cli.log_format, default_level);
+    if let Some(level) = default_level {
+        init_logging(cli.log_format.unwrap_or_default(), level);
+    }
     let result = match cli.command {
-        Command::Serve(args) => serve::run(args),
+        Command::Serve(args) => serve::run(args, cli.log_format),
+        Command::Config { command } => config::run(command),
         Command::Demo(args) => demo::run(args),
         Command::Client(args) => client::run(args),
         Command::Token {
@@ -207,6 +221,7 @@ fn flag_error(err: clap::Error) -> ExitCode {
     }
 }
 
+/// Starts logging to stderr in `format`, at RUST_LOG's level or `default_level`.
 fn init_logging(format: LogFormat, default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));

@@ -1,5 +1,6 @@
-//! `tidesync serve`: open the storage (the embedded SQLite file in `--data-dir`, or
-//! PostgreSQL with `--database-url`), listen, serve until Ctrl-C or SIGTERM, then shut down
+//! `tidesync serve`: resolve the configuration (flags, environment, `--config` file,
+//! defaults), open the storage (the embedded SQLite file in the data directory, or
+//! PostgreSQL with a database URL), listen, serve until Ctrl-C or SIGTERM, then shut down
 //! gracefully.
 //!
 //! An embedded server holds an exclusive lock on `DATA_DIR/server.lock` for its lifetime: a
@@ -9,69 +10,106 @@
 
 use std::fs::File;
 use std::io::{Read, Seek, Write};
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, Context};
 use clap::Args;
 use tidesync_protocol::CollectionName;
+use tidesync_server::config_file::{
+    DatabaseUrl, ListenAddr, LogFormat, Overrides, ServerConfig, StorageConfig, MAX_DB_POOL_SIZE,
+};
 use tidesync_server::storage::postgres::{PostgresOptions, PostgresStorage};
 use tidesync_server::storage::sqlite::SqliteStorage;
 use tidesync_server::storage::Storage;
-use tidesync_server::{AppState, Limits, MergeRules, Policies, Policy};
+use tidesync_server::{AppState, MergeRules, Policy};
 
-use crate::{storage_message, DataDir, DatabaseUrl};
+use crate::{storage_message, DataDir};
 
-/// Flags of `tidesync serve`.
+/// Flags of `tidesync serve`. Each overrides the same key of the `--config` file (and the
+/// environment variable, where one exists); what neither sets has its default (docs/
+/// operations.md, "Configuration file").
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    #[command(flatten)]
-    data_dir: DataDir,
-    #[command(flatten)]
-    database_url: DatabaseUrl,
-    /// Most PostgreSQL connections of this node's pool (with --database-url; one LISTEN
-    /// connection comes on top).
-    #[arg(long, value_name = "N", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=10_000))]
-    db_pool_size: u32,
+    /// Read the settings from this TOML file (check it with `tidesync config check FILE`);
+    /// the flags below override it.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Where the server keeps its database (env TIDESYNC_DATA_DIR; default ./tidesync-data).
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Keep the server's data in PostgreSQL instead of the SQLite file in the data directory
+    /// (env TIDESYNC_DATABASE_URL): postgres://USER[:PASSWORD]@HOST:PORT/DATABASE (add
+    /// ?options=-csearch_path%3DSCHEMA for a schema of its own). The data directory is then
+    /// ignored.
+    // Checked when the configuration is resolved, not by the flag parser: clap's errors
+    // repeat the value, and so the password.
+    #[arg(long, value_name = "URL", value_parser = parse_secret)]
+    database_url: Option<Secret>,
+    /// Most PostgreSQL connections of this node's pool (with a database URL; one LISTEN
+    /// connection comes on top). Default 16.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_DB_POOL_SIZE)))]
+    db_pool_size: Option<u32>,
     /// Address to listen on, HOST:PORT: an IP address or a host name such as localhost
     /// (resolved; the first address that can be bound is used). Port 0 picks a free port.
-    #[arg(long, default_value = "127.0.0.1:8787", value_parser = parse_listen)]
-    listen: Listen,
+    /// Default 127.0.0.1:8787.
+    #[arg(long, value_name = "HOST:PORT", value_parser = parse_listen)]
+    listen: Option<ListenAddr>,
     /// Conflict policy of one collection, COLLECTION=lww|server_wins|strict (repeatable).
     #[arg(long = "policy", value_name = "COLLECTION=POLICY", value_parser = parse_policy)]
     policies: Vec<(CollectionName, Policy)>,
-    /// Conflict policy of every other collection: lww, server_wins or strict.
-    #[arg(long, default_value = "lww", value_parser = parse_policy_name)]
-    default_policy: Policy,
-    /// Client clocks further ahead of the server's than this are re-stamped.
-    #[arg(long, default_value_t = 60_000)]
-    max_clock_skew_ms: u64,
+    /// Conflict policy of every other collection: lww, server_wins or strict. Default lww.
+    #[arg(long, value_name = "POLICY", value_parser = parse_policy_name)]
+    default_policy: Option<Policy>,
+    /// Client clocks further ahead of the server's than this are re-stamped. Default 60000.
+    #[arg(long, value_name = "MS")]
+    max_clock_skew_ms: Option<u64>,
     /// Neither compress responses nor accept compressed request bodies (gzip, zstd), and do
     /// not advertise them (e.g. when a reverse proxy in front compresses).
     #[arg(long)]
     no_compression: bool,
 }
 
-/// `--listen`: what was given, and the addresses it resolved to.
-#[derive(Debug, Clone)]
-struct Listen {
-    text: String,
-    addrs: Vec<SocketAddr>,
+impl ServeArgs {
+    /// What the flags given say; `log_format` is the global flag.
+    fn overrides(&self, log_format: Option<LogFormat>) -> anyhow::Result<Overrides> {
+        let database_url = match self.database_url.as_ref().map(|s| s.0.as_str()) {
+            Some(url) if !url.trim().is_empty() => {
+                Some(DatabaseUrl::new(url).map_err(|e| anyhow!("--database-url: {e}"))?)
+            }
+            _ => None,
+        };
+        Ok(Overrides {
+            listen: self.listen.clone(),
+            data_dir: self.data_dir.clone(),
+            database_url,
+            db_pool_size: self.db_pool_size,
+            default_policy: self.default_policy,
+            policies: self.policies.clone(),
+            max_clock_skew: self.max_clock_skew_ms.map(Duration::from_millis),
+            compression: self.no_compression.then_some(false),
+            log_format,
+        })
+    }
 }
 
-fn parse_listen(s: &str) -> Result<Listen, String> {
-    let addrs: Vec<SocketAddr> = s
-        .to_socket_addrs()
-        .map_err(|e| format!("expected HOST:PORT, e.g. 127.0.0.1:8787 or localhost:8787 ({e})"))?
-        .collect();
-    if addrs.is_empty() {
-        return Err(format!("{s} resolves to no address"));
+/// A flag's value that may hold a password: its `Debug` hides it.
+#[derive(Clone)]
+struct Secret(String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<hidden>")
     }
-    Ok(Listen {
-        text: s.to_owned(),
-        addrs,
-    })
+}
+
+fn parse_secret(s: &str) -> Result<Secret, String> {
+    Ok(Secret(s.to_owned()))
+}
+
+fn parse_listen(s: &str) -> Result<ListenAddr, String> {
+    s.parse()
 }
 
 fn parse_policy_name(s: &str) -> Result<Policy, String> {
@@ -86,22 +124,28 @@ fn parse_policy(s: &str) -> Result<(CollectionName, Policy), String> {
     Ok((collection, policy.parse()?))
 }
 
-/// Runs the server until a shutdown signal.
-pub fn run(args: ServeArgs) -> anyhow::Result<()> {
-    let rules = MergeRules {
-        policies: Policies {
-            default: args.default_policy,
-            per_collection: args.policies.into_iter().collect(),
-        },
-        max_clock_skew: Duration::from_millis(args.max_clock_skew_ms),
-    };
+/// Resolves the configuration (flags over environment over `--config` over defaults),
+/// starts logging in the format it names, and runs the server until a shutdown signal.
+pub fn run(args: ServeArgs, log_format: Option<LogFormat>) -> anyhow::Result<()> {
+    let resolved = crate::config::resolve(args.config.as_deref(), &args.overrides(log_format)?)?;
+    crate::init_logging(resolved.config.log_format, "info");
+    if let Some(file) = &resolved.file {
+        tracing::info!(file = %file.display(), "configuration read");
+    }
+    let ServerConfig {
+        listen,
+        storage,
+        rules,
+        limits,
+        log_format: _,
+    } = resolved.config;
     // The data directory is only touched (created) for the embedded backend.
-    let backend = match args.database_url.get() {
-        Some(url) => Backend::Postgres {
-            url: url.to_owned(),
-            pool_size: args.db_pool_size as usize,
+    let backend = match storage {
+        StorageConfig::Postgres { url, pool_size } => Backend::Postgres {
+            url: url.expose().to_owned(),
+            pool_size: pool_size as usize,
         },
-        None => Backend::Sqlite(args.data_dir.clone()),
+        StorageConfig::Sqlite { data_dir } => Backend::Sqlite(DataDir { path: data_dir }),
     };
     // Before anything else: a second server on the same directory stops here, having touched
     // nothing. Held until this function returns.
@@ -111,15 +155,11 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     };
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(args.listen.addrs.as_slice())
+        let listener = tokio::net::TcpListener::bind(listen.addrs.as_slice())
             .await
-            .with_context(|| format!("cannot listen on {}", args.listen.text))?;
+            .with_context(|| format!("cannot listen on {}", listen.text))?;
         let addr = listener.local_addr().context("no local address")?;
         let (storage, banner) = backend.open(rules).await?;
-        let limits = Limits {
-            compression: !args.no_compression,
-            ..Limits::default()
-        };
         let state = AppState::new(storage, limits);
         println!("tidesync listening on http://{addr}");
         for line in banner {

@@ -18,6 +18,17 @@ pub enum Policy {
     Strict,
 }
 
+impl Policy {
+    /// The policy's name, as `FromStr` reads it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Policy::Lww => "lww",
+            Policy::ServerWins => "server_wins",
+            Policy::Strict => "strict",
+        }
+    }
+}
+
 impl std::str::FromStr for Policy {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {

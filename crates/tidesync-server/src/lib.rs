@@ -26,6 +26,7 @@ mod app;
 pub mod auth;
 mod compression;
 pub mod config;
+pub mod config_file;
 mod embedded;
 mod error;
 mod extract;

@@ -143,8 +143,14 @@ impl Drop for Server {
 impl Server {
     /// `tidesync serve` listening on `listen` (HOST:PORT), killed on drop.
     pub fn start_listening(data_dir: &Path, listen: &str) -> Server {
+        Server::start_with(&["--data-dir", path(data_dir), "--listen", listen])
+    }
+
+    /// `tidesync serve args...` (which must make it listen on a free port), killed on drop.
+    pub fn start_with(args: &[&str]) -> Server {
         let mut child = command()
-            .args(["serve", "--data-dir", path(data_dir), "--listen", listen])
+            .arg("serve")
+            .args(args)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

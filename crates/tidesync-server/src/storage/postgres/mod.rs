@@ -376,6 +376,13 @@ fn parse_url(url: &str) -> Result<tokio_postgres::Config, StorageError> {
     Ok(config)
 }
 
+/// Checks that `url` is a PostgreSQL connection string this storage can use and returns
+/// where it points, `user@host:port/db` (never the password): what a configuration check
+/// shows instead of the URL.
+pub fn describe_url(url: &str) -> Result<String, StorageError> {
+    parse_url(url).map(|config| describe(&config))
+}
+
 /// `user@host:port/db` of `config`, for messages (no password).
 fn describe(config: &tokio_postgres::Config) -> String {
     use tokio_postgres::config::Host;
