@@ -214,6 +214,20 @@ impl Store {
         }
     }
 
+    /// Runs one statement below the API: `sqlite` on SQLite, `postgres` on PostgreSQL
+    /// (which must return rows, e.g. `INSERT … RETURNING 1`).
+    pub fn execute(&self, sqlite: &str, postgres: &str) {
+        match &self.home {
+            Home::Sqlite { storage, .. } => {
+                let conn = rusqlite::Connection::open(storage.path()).expect("open");
+                conn.execute_batch(sqlite).expect("execute");
+            }
+            Home::Postgres { db, .. } => {
+                db.query(postgres);
+            }
+        }
+    }
+
     /// Every row of every table of the server database (the same set on both backends:
     /// spaces, clients, records, rejected mutations, tokens; on SQLite also `meta`), in key
     /// order, each value as text (`None` for NULL): what "no data changed" compares, below
@@ -346,6 +360,19 @@ impl TestServer {
     /// Deletes `token`'s row from the database, below the API.
     pub fn delete_token(&self, token: &str) {
         self.store.delete_token(token);
+    }
+
+    /// See [`Store::execute`].
+    pub fn execute(&self, sqlite: &str, postgres: &str) {
+        self.store.execute(sqlite, postgres);
+    }
+
+    /// This server with the admin dashboard on, behind `token`.
+    pub fn with_admin(mut self, token: &str) -> TestServer {
+        let token = tidesync_server::admin::AdminToken::new(token).expect("a valid admin token");
+        self.state = self.state.with_admin(token);
+        self.router = app(self.state.clone());
+        self
     }
 
     /// See [`Store::dump_tables`].
