@@ -16,6 +16,7 @@ use std::time::Duration;
 use anyhow::{anyhow, Context};
 use clap::Args;
 use tidesync_protocol::CollectionName;
+use tidesync_server::admin::AdminToken;
 use tidesync_server::storage::postgres::{PostgresOptions, PostgresStorage};
 use tidesync_server::storage::sqlite::SqliteStorage;
 use tidesync_server::storage::Storage;
@@ -51,6 +52,16 @@ pub struct ServeArgs {
     /// not advertise them (e.g. when a reverse proxy in front compresses).
     #[arg(long)]
     no_compression: bool,
+    /// Turn on the admin dashboard at /admin behind this token (at least 16 characters,
+    /// e.g. `openssl rand -hex 32`). Prefer the environment variable: a flag's value shows
+    /// in the process list.
+    #[arg(
+        long,
+        env = "TIDESYNC_ADMIN_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    admin_token: Option<String>,
 }
 
 /// `--listen`: what was given, and the addresses it resolved to.
@@ -120,8 +131,15 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             compression: !args.no_compression,
             ..Limits::default()
         };
-        let state = AppState::new(storage, limits);
+        let mut state = AppState::new(storage, limits);
+        if let Some(token) = &args.admin_token {
+            let token = AdminToken::new(token).context("--admin-token (TIDESYNC_ADMIN_TOKEN)")?;
+            state = state.with_admin(token);
+        }
         println!("tidesync listening on http://{addr}");
+        if args.admin_token.is_some() {
+            println!("admin dashboard at http://{addr}/admin");
+        }
         for line in banner {
             println!("{line}");
         }

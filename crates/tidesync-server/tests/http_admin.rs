@@ -303,7 +303,7 @@ async fn the_page_shows_the_seeded_spaces_clients_and_rejections(backend: Backen
     );
     assert!(page.contains("base_version 999 is above"), "{page}");
     assert!(
-        page.contains("<td class=\"mono\">alice-phone</td><td class=\"n\">5</td>"),
+        page.contains("<td class=\"mono nowrap\">alice-phone</td><td class=\"n\">5</td>"),
         "{page}"
     );
     // The live rates start from what the page was rendered with.

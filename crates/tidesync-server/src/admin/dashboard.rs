@@ -30,9 +30,9 @@ pub(crate) struct View<'a> {
 /// whether it is a rate (a counter shown per second) or a level (a gauge shown as is).
 const TILES: [(&str, &str, bool); 7] = [
     ("pushes", "pushes / s", true),
-    ("mutations_applied", "mutations applied / s", true),
-    ("mutations_merged", "merged with conflicts / s", true),
-    ("mutations_rejected", "mutations rejected / s", true),
+    ("mutations_applied", "applied / s", true),
+    ("mutations_merged", "merged / s", true),
+    ("mutations_rejected", "rejected / s", true),
     ("pulls", "pulls / s", true),
     ("changes_pulled", "changes pulled / s", true),
     ("open_event_streams", "open event streams", false),
@@ -77,7 +77,8 @@ fn rates(out: &mut String, view: &View<'_>) {
         out,
         "<section id=\"rates\" data-snapshot=\"{}\" data-at-ms=\"{at_ms}\"><h2>Live rates</h2>\
          <p class=\"note\">This node's metrics (also at <code>/metrics</code>), per second over \
-         the last 2 s; totals since it started. <span id=\"live\">Waiting for the first \
+         the last 2 s; totals since it started. Mutations are applied, merged (applied with \
+         field conflicts) or rejected. <span id=\"live\">Waiting for the first \
          sample…</span></p><div class=\"rates\">",
         Escaped(&snapshot)
     );
@@ -256,7 +257,7 @@ fn rejections(out: &mut String, view: &View<'_>) {
         };
         let _ = write!(
             out,
-            "<tr><td>{when}</td><td class=\"mono\">{}</td><td class=\"n\">{}</td>\
+            "<tr><td class=\"nowrap\">{when}</td><td class=\"mono nowrap\">{}</td><td class=\"n\">{}</td>\
              <td class=\"code\">{}</td><td>{}</td></tr>",
             Escaped(row.client_id),
             count(row.seq),

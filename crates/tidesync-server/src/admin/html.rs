@@ -101,15 +101,16 @@ h2 { margin: 0 0 4px; font-size: 15px; }
 p.note { margin: 0 0 10px; color: var(--muted); font-size: 12.5px; }
 table { width: 100%; border-collapse: collapse; }
 th, td { text-align: left; padding: 5px 8px; border-top: 1px solid var(--line);
-  vertical-align: top; }
+  vertical-align: baseline; }
 th { color: var(--muted); font-weight: 600; font-size: 12.5px; border-top: none; }
 td.n, th.n { text-align: right; font-variant-numeric: tabular-nums; }
 td.mono { font-family: ui-monospace, SFMono-Regular, Menlo, monospace; font-size: 12.5px;
-  word-break: break-all; }
+  overflow-wrap: break-word; }
+td.nowrap { white-space: nowrap; }
 td.code { color: var(--bad); font-family: ui-monospace, SFMono-Regular, Menlo, monospace;
   font-size: 12.5px; white-space: nowrap; }
 td.empty { color: var(--muted); font-style: italic; }
-.rates { display: grid; grid-template-columns: repeat(auto-fill, minmax(150px, 1fr));
+.rates { display: grid; grid-template-columns: repeat(auto-fill, minmax(135px, 1fr));
   gap: 10px; }
 .rate { border: 1px solid var(--line); border-radius: 6px; padding: 8px 12px; }
 .rate .v { font-size: 22px; font-weight: 600; font-variant-numeric: tabular-nums; }
