@@ -275,7 +275,8 @@ pub(crate) fn millis(at: SystemTime) -> u64 {
 }
 
 /// Polls the metrics every 2 s and shows per-second rates between two samples (the first
-/// against the snapshot the page was rendered with). Writes only `textContent`.
+/// against the snapshot the page was rendered with); stops once signed out. Writes only
+/// `textContent`.
 const SCRIPT: &str = r#"
 (() => {
   const section = document.getElementById("rates");
@@ -299,7 +300,11 @@ const SCRIPT: &str = r#"
   const tick = async () => {
     try {
       const answer = await fetch("/admin/metrics.json", { cache: "no-store", credentials: "same-origin" });
-      if (answer.status === 401) { live.textContent = "Signed out: reload the page to sign in."; return; }
+      if (answer.status === 401) {
+        clearInterval(timer);
+        live.textContent = "Signed out: reload the page to sign in.";
+        return;
+      }
       if (!answer.ok) { live.textContent = "Metrics unavailable (" + answer.status + ")."; return; }
       const m = await answer.json();
       show(m);
@@ -310,6 +315,6 @@ const SCRIPT: &str = r#"
     }
   };
   setTimeout(tick, 1000);
-  setInterval(tick, 2000);
+  const timer = setInterval(tick, 2000);
 })();
 "#;
