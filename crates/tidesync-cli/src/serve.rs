@@ -99,6 +99,12 @@ fn parse_policy(s: &str) -> Result<(CollectionName, Policy), String> {
 
 /// Runs the server until a shutdown signal.
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let admin = args
+        .admin_token
+        .as_deref()
+        .map(AdminToken::new)
+        .transpose()
+        .context("--admin-token (TIDESYNC_ADMIN_TOKEN)")?;
     let rules = MergeRules {
         policies: Policies {
             default: args.default_policy,
@@ -132,12 +138,12 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             ..Limits::default()
         };
         let mut state = AppState::new(storage, limits);
-        if let Some(token) = &args.admin_token {
-            let token = AdminToken::new(token).context("--admin-token (TIDESYNC_ADMIN_TOKEN)")?;
+        let admin_on = admin.is_some();
+        if let Some(token) = admin {
             state = state.with_admin(token);
         }
         println!("tidesync listening on http://{addr}");
-        if args.admin_token.is_some() {
+        if admin_on {
             println!("admin dashboard at http://{addr}/admin");
         }
         for line in banner {

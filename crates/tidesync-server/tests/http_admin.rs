@@ -380,8 +380,7 @@ async fn the_page_shows_at_most_rows_of_each_kind(backend: Backend) {
         .collect();
     let reply = server.push(&token, "c-bulk", mutations).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
-    for i in 0..total {
-        let space = names[i];
+    for (i, space) in names.iter().enumerate() {
         let reply = server
             .push(
                 &token,

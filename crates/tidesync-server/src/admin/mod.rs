@@ -14,9 +14,9 @@
 //! | `POST /admin/logout` | ends the session |
 //! | `GET /admin/metrics.json` | the counters the page's live rates are computed from |
 //!
-//! Access ([`session`]): `Authorization: Bearer <admin token>` (scripts), or the session
-//! cookie a browser gets from the login form. Everything shown is escaped ([`html`]).
-//! What "last seen" and the recent rejections are: [`activity`]; what is read from storage
+//! Access (`session.rs`): `Authorization: Bearer <admin token>` (scripts), or the session
+//! cookie a browser gets from the login form. Everything shown is escaped (`html.rs`).
+//! What "last seen" and the recent rejections are: `activity.rs`; what is read from storage
 //! and what it costs: [`crate::storage::overview`].
 
 mod activity;
