@@ -294,8 +294,20 @@ async fn the_page_shows_the_seeded_spaces_clients_and_rejections(backend: Backen
         "{page}"
     );
     assert!(page.contains("s ago (push)"), "{page}");
-    // A client that only pulled has no stored row: clients are those that pushed.
-    assert!(page.contains("2 of 2 clients"), "{page}");
+    assert!(page.contains("2 of 2 clients that pushed"), "{page}");
+    // A client that only pulled has no stored row, but this node saw it.
+    let puller: String = bob
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .take(24)
+        .collect();
+    assert!(
+        page.contains(&format!(
+            "<td class=\"mono\">{puller}</td><td>bob</td><td class=\"n\"><span class=\"empty\">none</span></td>"
+        )),
+        "{page}"
+    );
+    assert!(page.contains("s ago (pull)"), "{page}");
     // The rejection, with its reason.
     assert!(
         page.contains("<td class=\"code\">base_ahead</td>"),
@@ -396,7 +408,7 @@ async fn the_page_shows_at_most_rows_of_each_kind(backend: Backend) {
         "{page}"
     );
     assert!(
-        page.contains(&format!("{ROWS} of {} clients", total + 1)),
+        page.contains(&format!("{ROWS} of {} clients that pushed", total + 1)),
         "{page}"
     );
     let section = |id: &str| {

@@ -151,6 +151,7 @@ def seed(server):
         fail(f"expected a stale_base rejection: {answer}")
     server.push(eve, "eve-tablet", [mutation(1, "user:eve", "todos", "e1", doc={})])
     server.pull(bob, "bob-laptop", ["team:rockets"])
+    server.pull(bob, "bob-watch", ["team:rockets"])  # only pulls: no stored client row
     return alice
 
 
@@ -349,7 +350,7 @@ def main():
             wait_for("the dashboard", lambda: browser.eval("!!document.getElementById('spaces')"))
             text = browser.text()
             expected = ["user:alice", "team:rockets", "user:eve", "alice-phone", "bob-laptop",
-                        "bob-phone", "eve-tablet", HOSTILE_USER, "base_ahead", "stale_base",
+                        "bob-phone", "eve-tablet", "bob-watch", HOSTILE_USER, "base_ahead", "stale_base",
                         "base_version 999 is above", "the record changed on the server"]
             missing = [e for e in expected if e not in text]
             if missing:
@@ -360,6 +361,12 @@ def main():
                 ".find(r => r[0] === 'user:alice')")
             if row != ["user:alice", "4", "2", "1"]:
                 fail(f"user:alice should be at version 4 with 2 live and 1 deleted: {row}")
+            watcher = browser.eval(
+                "[...document.querySelectorAll('#clients tbody tr')]"
+                ".map(r => [...r.cells].map(c => c.innerText))"
+                ".find(r => r[0] === 'bob-watch')")
+            if not watcher or watcher[1:3] != ["bob", "none"] or "(pull)" not in watcher[3]:
+                fail(f"bob-watch should be listed as bob's, never pushed, seen pulling: {watcher}")
             if browser.eval("!!document.getElementById('pwned')"):
                 fail("a user name became markup")
 

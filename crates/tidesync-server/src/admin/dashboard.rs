@@ -6,7 +6,7 @@
 use std::fmt::Write;
 use std::time::SystemTime;
 
-use crate::admin::activity::Activity;
+use crate::admin::activity::{Activity, Seen};
 use crate::admin::html::{ago, count, page, utc, Escaped};
 use crate::metrics::Snapshot;
 use crate::storage::overview::{RecordCounts, RECORD_COUNT_CAP};
@@ -162,38 +162,82 @@ fn record_cells(records: RecordCounts) -> String {
 
 fn clients(out: &mut String, view: &View<'_>) {
     let o = view.overview;
+    // Clients this node saw that storage does not list: they only pulled (a client row is
+    // made by its first push).
+    let room = view.limit.saturating_sub(o.clients.len());
+    let unstored: Vec<Seen> = view
+        .activity
+        .recent_clients(view.limit)
+        .into_iter()
+        .filter(|seen| {
+            !o.clients
+                .iter()
+                .any(|c| c.client_id == seen.client_id.as_str())
+        })
+        .take(room)
+        .collect();
     let _ = write!(
         out,
-        "<section id=\"clients\"><h2>Clients</h2><p class=\"note\">{} of {} clients: those \
-         this node saw most recently, then the highest last seq. <em>Last seen</em> is the \
-         last push or pull this node served to the client since it started (other nodes \
-         keep their own).</p><table><thead><tr><th>client</th><th>owner</th>\
+        "<section id=\"clients\"><h2>Clients</h2><p class=\"note\">{} of {} clients that \
+         pushed: those this node saw most recently, then the highest last seq; then clients \
+         this node saw only pulling (no last seq). <em>Last seen</em> is the last push or \
+         pull this node served to the client since it started (other nodes keep their \
+         own).</p><table><thead><tr><th>client</th><th>owner</th>\
          <th class=\"n\">last seq</th><th>last seen</th></tr></thead><tbody>",
         count(o.clients.len() as u64),
         count(o.client_count)
     );
-    if o.clients.is_empty() {
-        out.push_str("<tr><td class=\"empty\" colspan=\"4\">No client has pushed yet.</td></tr>");
+    if o.clients.is_empty() && unstored.is_empty() {
+        out.push_str("<tr><td class=\"empty\" colspan=\"4\">No client yet.</td></tr>");
     }
     for client in &o.clients {
-        let seen = match view.activity.last_seen(&client.client_id) {
-            Some(seen) => format!(
-                "<span title=\"{}\">{} ({})</span>",
-                Escaped(&utc(seen.at)),
-                Escaped(&ago(seen.at, view.now)),
-                seen.request.as_str()
-            ),
-            None => "<span class=\"empty\">not since this node started</span>".to_owned(),
-        };
-        let _ = write!(
+        let seen = view.activity.last_seen(&client.client_id);
+        client_row(
             out,
-            "<tr><td class=\"mono\">{}</td><td>{}</td><td class=\"n\">{}</td><td>{seen}</td></tr>",
-            Escaped(&client.client_id),
-            Escaped(&client.user),
-            count(client.last_seq)
+            view,
+            &client.client_id,
+            &client.user,
+            Some(client.last_seq),
+            seen,
+        );
+    }
+    for seen in unstored {
+        client_row(
+            out,
+            view,
+            seen.client_id.as_str(),
+            &seen.user,
+            None,
+            Some(seen.clone()),
         );
     }
     out.push_str("</tbody></table></section>");
+}
+
+fn client_row(
+    out: &mut String,
+    view: &View<'_>,
+    client_id: &str,
+    user: &str,
+    last_seq: Option<u64>,
+    seen: Option<Seen>,
+) {
+    let seen = match seen {
+        Some(seen) => format!(
+            "<span title=\"{}\">{} ({})</span>",
+            Escaped(&utc(seen.at)),
+            Escaped(&ago(seen.at, view.now)),
+            seen.request.as_str()
+        ),
+        None => "<span class=\"empty\">not since this node started</span>".to_owned(),
+    };
+    let last_seq = last_seq.map_or_else(|| "<span class=\"empty\">none</span>".to_owned(), count);
+    let _ = write!(
+        out,
+        "<tr><td class=\"mono\">{}</td><td>{}</td><td class=\"n\">{last_seq}</td><td>{seen}</td></tr>",
+        Escaped(client_id),
+        Escaped(user),
+    );
 }
 
 /// A rejection as the table shows it.
