@@ -153,17 +153,29 @@ mod tests {
 
     const GOOD: &str = "0123456789abcdef0123";
 
+    /// A configuration file holding only the section.
+    #[derive(Debug, Deserialize)]
+    struct File {
+        admin: AdminConfig,
+    }
+
     #[test]
-    fn the_section_deserializes_from_its_documented_shape() {
-        let config: AdminConfig =
-            serde_json::from_value(serde_json::json!({"token": GOOD})).expect("token");
-        assert!(config.token(Path::new(".")).expect("valid").matches(GOOD));
-        let unknown = serde_json::from_value::<AdminConfig>(serde_json::json!({"tokn": GOOD}));
-        assert!(unknown.is_err(), "unknown fields are refused");
+    fn the_section_deserializes_from_its_documented_toml_shape() {
+        let file: File = toml::from_str(&format!("[admin]\ntoken = \"{GOOD}\"\n")).expect("token");
+        assert!(file
+            .admin
+            .token(Path::new("."))
+            .expect("valid")
+            .matches(GOOD));
         assert!(
-            !format!("{config:?}").contains(GOOD),
+            !format!("{:?}", file.admin).contains(GOOD),
             "Debug hides the token"
         );
+        let file: File = toml::from_str("[admin]\ntoken_file = \"admin.txt\"\n").expect("file");
+        assert_eq!(file.admin.token_file, Some(PathBuf::from("admin.txt")));
+        let unknown = toml::from_str::<File>(&format!("[admin]\ntokn = \"{GOOD}\"\n"))
+            .expect_err("unknown fields are refused");
+        assert!(unknown.to_string().contains("tokn"), "{unknown}");
     }
 
     #[test]
