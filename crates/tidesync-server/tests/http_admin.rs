@@ -374,6 +374,15 @@ async fn every_value_on_the_page_is_escaped(backend: Backend) {
         .expect("ascii");
     assert!(policy.contains("default-src 'none'"), "{policy}");
     assert!(policy.contains("script-src 'nonce-"), "{policy}");
+    assert!(!policy.contains("unsafe-inline"), "{policy}");
+    // The nonce the policy names is the one on the page's style and script.
+    let nonce = policy
+        .split("'nonce-")
+        .nth(1)
+        .and_then(|rest| rest.split('\'').next())
+        .expect("a nonce");
+    assert!(reply.text.contains(&format!("<style nonce=\"{nonce}\">")));
+    assert!(reply.text.contains(&format!("<script nonce=\"{nonce}\">")));
     assert_eq!(reply.headers[header::X_FRAME_OPTIONS], "DENY");
 }
 

@@ -378,6 +378,8 @@ def main():
                 "Number(document.querySelector('[data-metric=\"pushes\"]').innerText) > 0"),
                 timeout=30)
             traffic.join()
+            if browser.eval("getComputedStyle(document.querySelector('header')).display") != "flex":
+                fail("the page's own style was not applied (refused by the Content-Security-Policy?)")
             blocked = [m for m in browser.console if "Content Security Policy" in m]
             if blocked:
                 fail(f"the Content-Security-Policy blocked something: {blocked}")

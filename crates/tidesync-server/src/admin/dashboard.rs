@@ -22,7 +22,7 @@ pub(crate) struct View<'a> {
     pub metrics: Snapshot,
     /// Rows per table.
     pub limit: usize,
-    /// The `Content-Security-Policy` nonce of this response's script.
+    /// The `Content-Security-Policy` nonce of this response's style and script.
     pub nonce: &'a str,
 }
 
@@ -53,7 +53,7 @@ pub(crate) fn render(view: &View<'_>) -> String {
         "<script nonce=\"{}\">{SCRIPT}</script>",
         Escaped(view.nonce)
     );
-    page("tidesync admin", &body)
+    page("tidesync admin", &body, view.nonce)
 }
 
 fn header(out: &mut String, view: &View<'_>) {

@@ -2,8 +2,8 @@
 //! [`Escaped`]), the page frame with its inline style, the login page, and number and time
 //! formats.
 //!
-//! The pages load nothing: the style is inline and the only script (the live rates) is
-//! inline too, allowed by a per-response nonce in the `Content-Security-Policy`.
+//! The pages load nothing: the style and the only script (the live rates) are inline,
+//! allowed by a per-response nonce in the `Content-Security-Policy` (no `'unsafe-inline'`).
 
 use std::fmt::{self, Display, Write};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -124,22 +124,24 @@ td.empty { color: var(--muted); font-style: italic; }
 .error { color: var(--bad); }
 "#;
 
-/// A whole page: `title` (escaped here), `body` (already HTML).
-pub(crate) fn page(title: &str, body: &str) -> String {
+/// A whole page: `title` (escaped here), `body` (already HTML), its style allowed by the
+/// response's `nonce`.
+pub(crate) fn page(title: &str, body: &str, nonce: &str) -> String {
     let mut out = String::with_capacity(body.len() + STYLE.len() + 400);
     let _ = write!(
         out,
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
          <meta name=\"robots\" content=\"noindex\">\
-         <title>{}</title><style>{STYLE}</style></head><body>{body}</body></html>\n",
-        Escaped(title)
+         <title>{}</title><style nonce=\"{}\">{STYLE}</style></head><body>{body}</body></html>\n",
+        Escaped(title),
+        Escaped(nonce)
     );
     out
 }
 
 /// The login page, with `problem` (if any) shown above the form.
-pub(crate) fn login(problem: Option<&str>) -> String {
+pub(crate) fn login(problem: Option<&str>, nonce: &str) -> String {
     let problem = problem
         .map(|p| format!("<p class=\"error\" id=\"problem\">{}</p>", Escaped(p)))
         .unwrap_or_default();
@@ -156,6 +158,7 @@ pub(crate) fn login(problem: Option<&str>) -> String {
              required autofocus>\
              <button type=\"submit\">Sign in</button></form></section></main>"
         ),
+        nonce,
     )
 }
 

@@ -1,6 +1,6 @@
 //! The `/admin` handlers. HTML answers carry `Cache-Control: no-store` and a
-//! `Content-Security-Policy` that allows only the page's own inline style and its one
-//! nonce-marked script, no framing, and forms posting only to this server.
+//! `Content-Security-Policy` that allows only the page's own style and script (marked with
+//! the response's nonce), no framing, and forms posting only to this server.
 
 use std::time::SystemTime;
 
@@ -86,7 +86,7 @@ async fn dashboard(
             clients: recent,
         })
         .await?;
-    let nonce = uuid::Uuid::new_v4().simple().to_string();
+    let nonce = nonce();
     let page = dashboard::render(&View {
         now: SystemTime::now(),
         started: admin.started,
@@ -96,7 +96,7 @@ async fn dashboard(
         limit: ROWS,
         nonce: &nonce,
     });
-    Ok(html_response(StatusCode::OK, page, Some(&nonce)))
+    Ok(html_response(StatusCode::OK, page, &nonce))
 }
 
 /// The login form's body.
@@ -171,7 +171,8 @@ async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Result<Re
 /// The login page with `status`. `failed`: a wrong token was presented, counted as an
 /// authentication failure in the metrics (a first visit without credentials is not).
 fn sign_in(status: StatusCode, problem: Option<&str>, failed: bool) -> Response {
-    let mut response = html_response(status, html::login(problem), None);
+    let nonce = nonce();
+    let mut response = html_response(status, html::login(problem, &nonce), &nonce);
     if status == StatusCode::UNAUTHORIZED {
         response.headers_mut().insert(
             WWW_AUTHENTICATE,
@@ -197,11 +198,16 @@ fn redirect(cookie: Option<&str>) -> Response {
     response
 }
 
-/// An HTML answer with the admin pages' security headers; `nonce` allows the page's script.
-fn html_response(status: StatusCode, page: String, nonce: Option<&str>) -> Response {
-    let script = nonce.map_or_else(|| "'none'".to_owned(), |n| format!("'nonce-{n}'"));
+/// A fresh `Content-Security-Policy` nonce (122 random bits).
+fn nonce() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+/// An HTML answer with the admin pages' security headers; `nonce` allows the page's own
+/// style and script, and nothing else inline.
+fn html_response(status: StatusCode, page: String, nonce: &str) -> Response {
     let policy = format!(
-        "default-src 'none'; style-src 'unsafe-inline'; script-src {script}; \
+        "default-src 'none'; style-src 'nonce-{nonce}'; script-src 'nonce-{nonce}'; \
          connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
     );
     let mut response = (status, page).into_response();
