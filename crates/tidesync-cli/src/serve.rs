@@ -17,6 +17,7 @@ use std::time::Duration;
 use anyhow::{anyhow, Context};
 use clap::Args;
 use tidesync_protocol::CollectionName;
+use tidesync_server::admin::AdminToken;
 use tidesync_server::config_file::{
     DatabaseUrl, ListenAddr, LogFormat, Overrides, ServerConfig, StorageConfig, MAX_DB_POOL_SIZE,
 };
@@ -69,6 +70,11 @@ pub struct ServeArgs {
     /// not advertise them (e.g. when a reverse proxy in front compresses).
     #[arg(long)]
     no_compression: bool,
+    /// Turn on the admin dashboard at /admin behind this token (at least 16 characters,
+    /// e.g. `openssl rand -hex 32`). Prefer TIDESYNC_ADMIN_TOKEN or the file's [admin]
+    /// section: a flag's value shows in the process list.
+    #[arg(long, value_name = "TOKEN", value_parser = parse_secret)]
+    admin_token: Option<Secret>,
 }
 
 impl ServeArgs {
@@ -80,6 +86,12 @@ impl ServeArgs {
             }
             _ => None,
         };
+        let admin_token = match &self.admin_token {
+            Some(token) => {
+                Some(AdminToken::new(&token.0).map_err(|e| anyhow!("--admin-token: {e}"))?)
+            }
+            None => None,
+        };
         Ok(Overrides {
             listen: self.listen.clone(),
             data_dir: self.data_dir.clone(),
@@ -90,6 +102,7 @@ impl ServeArgs {
             max_clock_skew: self.max_clock_skew_ms.map(Duration::from_millis),
             compression: self.no_compression.then_some(false),
             log_format,
+            admin_token,
         })
     }
 }
@@ -138,6 +151,7 @@ pub fn run(args: ServeArgs, log_format: Option<LogFormat>) -> anyhow::Result<()>
         rules,
         limits,
         log_format: _,
+        admin,
     } = resolved.config;
     // The data directory is only touched (created) for the embedded backend.
     let backend = match storage {
@@ -160,8 +174,15 @@ pub fn run(args: ServeArgs, log_format: Option<LogFormat>) -> anyhow::Result<()>
             .with_context(|| format!("cannot listen on {}", listen.text))?;
         let addr = listener.local_addr().context("no local address")?;
         let (storage, banner) = backend.open(rules).await?;
-        let state = AppState::new(storage, limits);
+        let mut state = AppState::new(storage, limits);
+        let admin_on = admin.is_some();
+        if let Some(token) = admin {
+            state = state.with_admin(token);
+        }
         println!("tidesync listening on http://{addr}");
+        if admin_on {
+            println!("admin dashboard at http://{addr}/admin");
+        }
         for line in banner {
             println!("{line}");
         }

@@ -200,6 +200,21 @@ fn a_corrupt_database_is_a_clear_error() {
 }
 
 #[test]
+fn a_weak_admin_token_is_a_clear_error_before_anything_is_touched() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data_dir = dir.path().join("data");
+    let data_dir = data_dir.to_str().expect("utf-8");
+    for (token, needle) in [
+        ("short", "at least 16"),
+        ("has spaces in it, long", "whitespace"),
+    ] {
+        let out = tidesync(&["serve", "--data-dir", data_dir, "--admin-token", token]);
+        assert_clear_error(&out, needle);
+        assert!(!dir.path().join("data").exists(), "nothing was created");
+    }
+}
+
+#[test]
 fn bad_flags_fail_without_starting() {
     let dir = tempfile::tempdir().expect("temp dir");
     let data_dir = dir.path().to_str().expect("utf-8");

@@ -5,6 +5,7 @@
 //! - `POST /v1/pull`: changes since a cursor, paginated, with `acked_through`.
 //! - `GET /v1/events`: Server-Sent Events, a data-less poke per space when its version moves.
 //! - Bearer API tokens mapped to a user and the spaces it may read and write.
+//! - `GET /admin`: an admin dashboard behind an admin token, off by default ([`admin`]).
 //!
 //! Entry points: [`app`] (the axum router over an [`AppState`], what tests drive without a
 //! socket), [`serve`] (the router on a listener, with time limits and graceful shutdown),
@@ -22,6 +23,7 @@
 //! What it does not do: no TLS (put it behind a reverse proxy), no record-level access rules
 //! beyond spaces.
 
+pub mod admin;
 mod app;
 pub mod auth;
 mod compression;

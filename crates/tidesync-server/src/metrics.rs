@@ -174,12 +174,40 @@ impl Metrics {
         StreamGauge(self.open_event_streams.clone())
     }
 
+    /// The current value of every counter (and the open-streams gauge), for the admin
+    /// dashboard's live rates.
+    pub(crate) fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            pushes: self.pushes.get(),
+            mutations_applied: self.mutations_applied.get(),
+            mutations_merged: self.mutations_merged.get(),
+            mutations_rejected: self.mutations_rejected.get(),
+            pulls: self.pulls.get(),
+            changes_pulled: self.changes_pulled.get(),
+            auth_failures: self.auth_failures.get(),
+            open_event_streams: self.open_event_streams.get().max(0) as u64,
+        }
+    }
+
     /// The metrics in the OpenMetrics text format.
     pub(crate) fn encode(&self) -> Result<String, std::fmt::Error> {
         let mut out = String::new();
         encode(&mut out, &self.registry)?;
         Ok(out)
     }
+}
+
+/// The counters of [`Metrics`] at one moment (totals since this node started).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+pub(crate) struct Snapshot {
+    pub pushes: u64,
+    pub mutations_applied: u64,
+    pub mutations_merged: u64,
+    pub mutations_rejected: u64,
+    pub pulls: u64,
+    pub changes_pulled: u64,
+    pub auth_failures: u64,
+    pub open_event_streams: u64,
 }
 
 /// Decrements `open_event_streams` when dropped.

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
+use crate::admin::{Activity, Admin, AdminToken};
 use crate::config::Limits;
 use crate::metrics::Metrics;
 use crate::service::SyncService;
@@ -13,6 +14,8 @@ use crate::storage::Storage;
 #[derive(Clone)]
 pub struct AppState {
     inner: Arc<Shared>,
+    /// The admin dashboard, when an admin token is configured.
+    admin: Option<Arc<Admin>>,
 }
 
 struct Shared {
@@ -33,6 +36,7 @@ impl std::fmt::Debug for AppState {
                 &self.inner.streams.available_permits(),
             )
             .field("shutting_down", &self.is_shutting_down())
+            .field("admin", &self.admin.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -50,7 +54,25 @@ impl AppState {
                 streams,
                 shutdown,
             }),
+            admin: None,
         }
+    }
+
+    /// This state with the admin dashboard at `/admin` turned on, behind `token` (see
+    /// [`crate::admin`]). Off by default: `/admin` answers `404`.
+    pub fn with_admin(mut self, token: AdminToken) -> AppState {
+        self.admin = Some(Arc::new(Admin::new(token)));
+        self
+    }
+
+    /// The admin dashboard's state, when it is on.
+    pub(crate) fn admin(&self) -> Option<&Admin> {
+        self.admin.as_deref()
+    }
+
+    /// What this node saw of its clients, kept only while the dashboard is on.
+    pub(crate) fn activity(&self) -> Option<&Activity> {
+        self.admin().map(Admin::activity)
     }
 
     /// Validation, storage and error mapping of pushes and pulls.

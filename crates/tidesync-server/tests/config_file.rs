@@ -431,3 +431,48 @@ fn without_a_file_flags_and_defaults_resolve() {
     let e = resolve(None, &Overrides::default(), &env).expect_err("bad env");
     assert_eq!(e.diagnostics[0].at, Location::Env("TIDESYNC_DATABASE_URL"));
 }
+
+#[test]
+fn the_admin_token_comes_from_the_file_the_environment_or_a_flag_and_is_never_shown() {
+    let secret = "0123456789abcdef-file-token";
+    let (dir, path) = write(
+        "tidesync.toml",
+        "[admin]\ntoken_file = \"admin-token.txt\"\n",
+    );
+    std::fs::write(dir.path().join("admin-token.txt"), format!("{secret}\n")).expect("write");
+    let r = ok(&path);
+    assert!(
+        r.config.admin.is_some(),
+        "token_file is read against the file's directory"
+    );
+    let shown = r.to_toml();
+    assert!(
+        shown.contains("[admin]") && !shown.contains(secret),
+        "{shown}"
+    );
+
+    let env_token = |name: &str| {
+        (name == "TIDESYNC_ADMIN_TOKEN").then(|| "fedcba9876543210-from-env".to_owned())
+    };
+    let r = resolve(Some(&path), &Overrides::default(), &env_token).expect("resolves");
+    assert_eq!(r.origin("admin.token"), Origin::Env("TIDESYNC_ADMIN_TOKEN"));
+    assert!(!r.to_toml().contains("from-env"));
+
+    let none = ok(&write("tidesync.toml", "").1);
+    assert!(none.config.admin.is_none());
+    assert!(none.to_toml().contains("the dashboard at /admin is off"));
+}
+
+#[test]
+fn a_bad_admin_section_is_reported_at_its_line() {
+    let e = errors("listen = \"127.0.0.1:0\"\n\n[admin]\ntoken = \"short\"\n");
+    let found = lines(&e);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(found[0].1.contains("at least 16"), "{found:?}");
+
+    let e = errors("[admin]\ntoken = \"0123456789abcdef\"\ntoken_file = \"t.txt\"\n");
+    assert!(lines(&e)[0].1.contains("keep one"), "{e}");
+
+    let e = errors("[admin]\ntokn = \"0123456789abcdef\"\n");
+    assert!(lines(&e)[0].1.contains("unknown key"), "{e}");
+}

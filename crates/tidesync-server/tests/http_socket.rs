@@ -16,7 +16,9 @@ use futures::StreamExt;
 use serde_json::{json, Value};
 use tidesync_protocol::{PullResponse, PushResponse, RawChange, SpaceName};
 use tidesync_server::auth::{Grants, TokenHash};
-use tidesync_server::storage::{Poke, PullInput, PushInput, Storage, StorageError};
+use tidesync_server::storage::{
+    Overview, OverviewRequest, Poke, PullInput, PushInput, Storage, StorageError,
+};
 use tidesync_server::{serve, AppState, Limits, MergeRules};
 use tokio::sync::{oneshot, Notify};
 use tokio::task::JoinHandle;
@@ -75,6 +77,9 @@ impl Storage for Hooked {
     }
     fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Poke> {
         self.inner.subscribe()
+    }
+    async fn overview(&self, request: OverviewRequest) -> Result<Overview, StorageError> {
+        self.inner.overview(request).await
     }
     async fn health(&self) -> Result<(), StorageError> {
         self.inner.health().await

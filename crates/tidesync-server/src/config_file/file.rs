@@ -18,6 +18,8 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::admin::AdminConfig;
+
 /// The whole file.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -31,6 +33,7 @@ pub(crate) struct ConfigFile {
     pub max_clock_skew: Option<Spanned<String>>,
     pub policies: Option<PoliciesSection>,
     pub limits: Option<LimitsSection>,
+    pub admin: Option<Spanned<AdminConfig>>,
 }
 
 /// `[policies]`: conflict policies.

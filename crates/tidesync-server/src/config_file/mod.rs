@@ -2,7 +2,7 @@
 //! resolution with flags, environment and defaults into one [`ServerConfig`].
 //!
 //! Precedence, for every key: a flag, then an environment variable where one exists
-//! (`TIDESYNC_DATA_DIR`, `TIDESYNC_DATABASE_URL`), then the file, then the default.
+//! (`TIDESYNC_DATA_DIR`, `TIDESYNC_DATABASE_URL`, `TIDESYNC_ADMIN_TOKEN`), then the file, then the default.
 //! Relative paths in the file are resolved against the file's directory; relative paths in
 //! flags and the environment against the working directory.
 //!
@@ -28,6 +28,7 @@ use std::time::Duration;
 
 use tidesync_protocol::CollectionName;
 
+use crate::admin::AdminToken;
 use crate::{Limits, MergeRules, Policy};
 
 pub use diagnostic::{ConfigErrors, Diagnostic, Location};
@@ -37,6 +38,8 @@ pub use resolve::resolve;
 pub const ENV_DATA_DIR: &str = "TIDESYNC_DATA_DIR";
 /// The environment variable that holds the PostgreSQL URL.
 pub const ENV_DATABASE_URL: &str = "TIDESYNC_DATABASE_URL";
+/// The environment variable that holds the admin token (turns the dashboard on).
+pub const ENV_ADMIN_TOKEN: &str = "TIDESYNC_ADMIN_TOKEN";
 
 /// Default `listen`.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8787";
@@ -60,6 +63,8 @@ pub struct ServerConfig {
     pub limits: Limits,
     /// How the log lines on stderr look.
     pub log_format: LogFormat,
+    /// The admin token: the dashboard at `/admin` is on when set.
+    pub admin: Option<AdminToken>,
 }
 
 /// Where the server keeps its data.
@@ -207,6 +212,8 @@ pub struct Overrides {
     pub compression: Option<bool>,
     /// `--log-format`.
     pub log_format: Option<LogFormat>,
+    /// `--admin-token`.
+    pub admin_token: Option<AdminToken>,
 }
 
 /// Where a resolved value came from.

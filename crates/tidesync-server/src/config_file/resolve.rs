@@ -13,9 +13,10 @@ use super::diagnostic::{Diagnostics, SourceText};
 use super::file::{ConfigFile, LimitsSection, PoliciesSection};
 use super::{
     ConfigErrors, DatabaseUrl, Diagnostic, ListenAddr, Location, LogFormat, Origin, Overrides,
-    Resolved, ServerConfig, StorageConfig, DEFAULT_DATA_DIR, DEFAULT_DB_POOL_SIZE,
+    Resolved, ServerConfig, StorageConfig, DEFAULT_DATA_DIR, DEFAULT_DB_POOL_SIZE, ENV_ADMIN_TOKEN,
     ENV_DATABASE_URL, ENV_DATA_DIR, MAX_DB_POOL_SIZE,
 };
+use crate::admin::{AdminConfig, AdminToken};
 use crate::{Limits, MergeRules, Policies, Policy};
 
 /// Deepest `max_doc_depth` accepted: a document nests inside a push body, and clients and
@@ -92,6 +93,7 @@ pub fn resolve(
         |_, v| Some(v.into_inner()),
         Limits::default().compression,
     );
+    let admin = r.admin(file.admin, overrides, &env);
     if !r.diagnostics.list.is_empty() {
         let mut list = r.diagnostics.list;
         // In the order of the file, then the environment.
@@ -112,6 +114,7 @@ pub fn resolve(
             },
             limits,
             log_format,
+            admin,
         },
         file: path.map(Path::to_path_buf),
         overridden: r.overridden,
@@ -389,6 +392,37 @@ impl Resolver<'_> {
         StorageConfig::Sqlite {
             data_dir: data_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
         }
+    }
+
+    /// The admin token: `--admin-token`, else `TIDESYNC_ADMIN_TOKEN`, else `[admin]`.
+    fn admin(
+        &mut self,
+        file: Option<Spanned<AdminConfig>>,
+        overrides: &Overrides,
+        env: &dyn Fn(&'static str) -> Option<String>,
+    ) -> Option<AdminToken> {
+        if let Some(token) = &overrides.admin_token {
+            self.overridden("admin.token", Origin::Flag("--admin-token"));
+            return Some(token.clone());
+        }
+        if let Some(token) = env(ENV_ADMIN_TOKEN) {
+            self.overridden("admin.token", Origin::Env(ENV_ADMIN_TOKEN));
+            return AdminToken::new(&token)
+                .map_err(|e| {
+                    self.diagnostics.env(
+                        ENV_ADMIN_TOKEN,
+                        e.to_string(),
+                        Some("unset it to use the file's [admin] section".into()),
+                    );
+                })
+                .ok();
+        }
+        let base = self.base_dir().to_path_buf();
+        self.judge(file?, |section| {
+            section
+                .token(&base)
+                .map_err(|e| Problem::from(e.to_string()))
+        })
     }
 
     fn policies(&mut self, file: PoliciesSection, overrides: &Overrides) -> Policies {

@@ -86,6 +86,16 @@ impl Resolved {
         ] {
             out.key(&format!("limits.{key}"), duration_value(d));
         }
+        match &c.admin {
+            Some(_) => {
+                out.table("admin");
+                out.secret("admin.token", "set: the dashboard is on at /admin");
+            }
+            None => {
+                out.text.push('\n');
+                out.comment("[admin] not set: the dashboard at /admin is off");
+            }
+        }
         out.text
     }
 }

@@ -9,6 +9,7 @@ use axum::extract::State;
 use axum::Json;
 use tidesync_protocol::{PullRequest, PullResponse, RawChange};
 
+use crate::admin::Request;
 use crate::error::ApiError;
 use crate::extract::{Auth, JsonBody};
 use crate::state::AppState;
@@ -21,6 +22,9 @@ pub(crate) async fn pull(
 ) -> Result<Json<PullResponse<RawChange>>, ApiError> {
     let started = Instant::now();
     tracing::Span::current().record("client_id", request.client_id.as_str());
+    if let Some(activity) = state.activity() {
+        activity.saw(&request.client_id, &grants.user, Request::Pull);
+    }
     let response = state.service().pull(&grants, request).await?;
     state.metrics().pull_done(&response, started.elapsed());
     tracing::debug!(

@@ -17,12 +17,14 @@
 //!   `(space, version)`), never the size of the space.
 
 mod echo;
+pub mod overview;
 mod page;
 mod plan;
 pub mod postgres;
 pub mod sqlite;
 
 pub use echo::EchoChain;
+pub use overview::{Overview, OverviewRequest};
 
 use async_trait::async_trait;
 use tidesync_protocol::{
@@ -126,6 +128,11 @@ pub trait Storage: Send + Sync + 'static {
 
     /// Pokes for every committed version change, from now on.
     fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Poke>;
+
+    /// A bounded summary of the spaces, clients and stored rejections, for the admin
+    /// dashboard: at most `request.limit` rows of each kind, read in one snapshot (see
+    /// [`crate::storage::overview`] for what is chosen and what it costs).
+    async fn overview(&self, request: OverviewRequest) -> Result<Overview, StorageError>;
 
     /// Whether the storage answers (for `/healthz`).
     async fn health(&self) -> Result<(), StorageError>;

@@ -20,7 +20,9 @@ use tidesync_protocol::{Hlc, PullResponse, PushResponse, RawChange, SpaceName};
 use tidesync_server::auth::{Grants, TokenHash};
 use tidesync_server::storage::postgres::PostgresStorage;
 use tidesync_server::storage::sqlite::SqliteStorage;
-use tidesync_server::storage::{Poke, PullInput, PushInput, Storage, StorageError};
+use tidesync_server::storage::{
+    Overview, OverviewRequest, Poke, PullInput, PushInput, Storage, StorageError,
+};
 use tidesync_server::{app, AppState, Limits, MergeRules};
 use tidesync_testkit::TestDatabase;
 use tower::ServiceExt;
@@ -98,6 +100,9 @@ impl Storage for AnyStorage {
     }
     fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Poke> {
         self.inner().subscribe()
+    }
+    async fn overview(&self, request: OverviewRequest) -> Result<Overview, StorageError> {
+        self.inner().overview(request).await
     }
     async fn health(&self) -> Result<(), StorageError> {
         self.inner().health().await
@@ -205,6 +210,20 @@ impl Store {
                     hex(&hash)
                 ));
                 assert_eq!(deleted.len(), 1);
+            }
+        }
+    }
+
+    /// Runs one statement below the API: `sqlite` on SQLite, `postgres` on PostgreSQL
+    /// (which must return rows, e.g. `INSERT … RETURNING 1`).
+    pub fn execute(&self, sqlite: &str, postgres: &str) {
+        match &self.home {
+            Home::Sqlite { storage, .. } => {
+                let conn = rusqlite::Connection::open(storage.path()).expect("open");
+                conn.execute_batch(sqlite).expect("execute");
+            }
+            Home::Postgres { db, .. } => {
+                db.query(postgres);
             }
         }
     }
@@ -341,6 +360,19 @@ impl TestServer {
     /// Deletes `token`'s row from the database, below the API.
     pub fn delete_token(&self, token: &str) {
         self.store.delete_token(token);
+    }
+
+    /// See [`Store::execute`].
+    pub fn execute(&self, sqlite: &str, postgres: &str) {
+        self.store.execute(sqlite, postgres);
+    }
+
+    /// This server with the admin dashboard on, behind `token`.
+    pub fn with_admin(mut self, token: &str) -> TestServer {
+        let token = tidesync_server::admin::AdminToken::new(token).expect("a valid admin token");
+        self.state = self.state.with_admin(token);
+        self.router = app(self.state.clone());
+        self
     }
 
     /// See [`Store::dump_tables`].

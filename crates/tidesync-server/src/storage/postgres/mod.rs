@@ -25,6 +25,7 @@
 
 pub mod import;
 mod listen;
+mod overview;
 mod pull;
 mod push;
 mod schema;
@@ -45,7 +46,9 @@ use tokio_postgres::NoTls;
 
 use crate::auth::{stored_grants, Grants, NewToken, TokenHash};
 use crate::config::MergeRules;
-use crate::storage::{Poke, PullInput, PushInput, Storage, StorageError};
+use crate::storage::{
+    Overview, OverviewRequest, Poke, PullInput, PushInput, Storage, StorageError,
+};
 
 pub use schema::SCHEMA_VERSION;
 
@@ -325,6 +328,14 @@ impl Storage for PostgresStorage {
 
     fn subscribe(&self) -> broadcast::Receiver<Poke> {
         self.pokes.subscribe()
+    }
+
+    async fn overview(&self, request: OverviewRequest) -> Result<Overview, StorageError> {
+        self.timed("overview", async {
+            let mut client = self.client().await?;
+            overview::overview(&mut client, &request).await
+        })
+        .await
     }
 
     async fn health(&self) -> Result<(), StorageError> {

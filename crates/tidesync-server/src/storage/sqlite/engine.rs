@@ -14,8 +14,10 @@ use tokio::sync::broadcast;
 
 use crate::auth::{Grants, TokenHash};
 use crate::config::MergeRules;
-use crate::storage::sqlite::{pull, push, schema, writer};
-use crate::storage::{Poke, PullInput, PushInput, Storage, StorageError};
+use crate::storage::sqlite::{overview, pull, push, schema, writer};
+use crate::storage::{
+    Overview, OverviewRequest, Poke, PullInput, PushInput, Storage, StorageError,
+};
 
 /// A synchronous server engine over one SQLite file.
 #[derive(Debug)]
@@ -126,6 +128,10 @@ impl Storage for EngineStorage {
 
     fn subscribe(&self) -> broadcast::Receiver<Poke> {
         self.pokes.subscribe()
+    }
+
+    async fn overview(&self, request: OverviewRequest) -> Result<Overview, StorageError> {
+        overview::overview(&self.engine()?.conn, &request)
     }
 
     async fn health(&self) -> Result<(), StorageError> {

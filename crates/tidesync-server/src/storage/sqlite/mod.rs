@@ -2,6 +2,7 @@
 //! pushes in groups, a pool of reader connections for pulls, all off the async executor.
 
 mod engine;
+mod overview;
 mod pull;
 mod push;
 mod schema;
@@ -18,7 +19,9 @@ use tokio::sync::{broadcast, oneshot, Semaphore};
 
 use crate::auth::{stored_grants, Grants, NewToken, TokenHash};
 use crate::config::MergeRules;
-use crate::storage::{Poke, PullInput, PushInput, Storage, StorageError};
+use crate::storage::{
+    Overview, OverviewRequest, Poke, PullInput, PushInput, Storage, StorageError,
+};
 
 pub use crate::storage::page::EXACT_REMAINING;
 pub use engine::{EngineClock, EngineStorage, SyncEngine};
@@ -188,6 +191,11 @@ impl Storage for SqliteStorage {
 
     fn subscribe(&self) -> broadcast::Receiver<Poke> {
         self.pokes.subscribe()
+    }
+
+    async fn overview(&self, request: OverviewRequest) -> Result<Overview, StorageError> {
+        self.read(move |conn| overview::overview(conn, &request))
+            .await
     }
 
     async fn health(&self) -> Result<(), StorageError> {
