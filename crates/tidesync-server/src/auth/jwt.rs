@@ -279,7 +279,7 @@ impl JwtVerifier {
             ),
             ErrorKind::MissingRequiredClaim(claim) => ApiError::new(
                 ErrorCode::MissingClaim,
-                format!("the token has no `{claim}` claim, which this server requires"),
+                format!("the token has no `{claim}` claim (of the right type), which this server requires"),
             ),
             ErrorKind::InvalidClaimFormat(claim) => ApiError::new(
                 ErrorCode::InvalidClaim,
