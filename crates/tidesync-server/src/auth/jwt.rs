@@ -11,7 +11,7 @@
 //! `invalid_claim`). Messages name the failed check, never key material.
 //!
 //! Everything is parsed once by [`JwtVerifier::new`]: the [`jsonwebtoken::Validation`], the
-//! decoding keys ([`keys`]), the space templates ([`claims`]). Per request: one base64 and
+//! decoding keys (`keys`), the space templates (`claims`). Per request: one base64 and
 //! JSON parse of the header, a key lookup, the signature check, the claims.
 //!
 //! What it does not do: issue tokens, check revocation (a JWT is good until `exp`), or
