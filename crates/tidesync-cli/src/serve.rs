@@ -151,6 +151,7 @@ pub fn run(args: ServeArgs, log_format: Option<LogFormat>) -> anyhow::Result<()>
         rules,
         limits,
         log_format: _,
+        jwt,
         admin,
     } = resolved.config;
     // The data directory is only touched (created) for the embedded backend.
@@ -175,6 +176,15 @@ pub fn run(args: ServeArgs, log_format: Option<LogFormat>) -> anyhow::Result<()>
         let addr = listener.local_addr().context("no local address")?;
         let (storage, banner) = backend.open(rules).await?;
         let mut state = AppState::new(storage, limits);
+        if let Some(jwt) = jwt {
+            // A wrong JWKS URL shows in the log now rather than at the first request; the
+            // server still starts (the set is fetched again when a token needs it).
+            match jwt.verifier.fetch_keys().await {
+                Ok(keys) => tracing::info!(keys, algorithm = jwt.config.algorithm.as_str(), "JWT auth on"),
+                Err(e) => tracing::warn!(error = %e, "JWT auth on, but its key set could not be fetched yet"),
+            }
+            state = state.with_jwt(jwt.verifier);
+        }
         let admin_on = admin.is_some();
         if let Some(token) = admin {
             state = state.with_admin(token);

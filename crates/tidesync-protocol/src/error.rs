@@ -70,6 +70,34 @@ pub enum ErrorCode {
     /// server, or this one before it was restored from an older backup); pull from
     /// scratch, then decide.
     BaseAhead,
+    /// JWT refusal (401): the token's `exp` is past, beyond the server's leeway; get a
+    /// fresh token from the app's sign-in.
+    TokenExpired,
+    /// JWT refusal (401): the token's `nbf` is in the future, beyond the server's leeway
+    /// (check the clocks of the issuer and the server).
+    TokenNotYetValid,
+    /// JWT refusal (401): the token's `aud` does not name the audience the server expects.
+    InvalidAudience,
+    /// JWT refusal (401): the token's `iss` is not the issuer the server expects.
+    InvalidIssuer,
+    /// JWT refusal (401): the signature does not verify with the server's key (tampered
+    /// token, or signed by another key).
+    InvalidSignature,
+    /// JWT refusal (401): the token's `alg` is not the one algorithm the server accepts
+    /// (`none` never is).
+    AlgorithmNotAllowed,
+    /// JWT refusal (401): the token's `kid` names no key the server knows, even after
+    /// fetching its key set again (or it names none and the set holds several).
+    UnknownKeyId,
+    /// JWT refusal (401): the bearer is not a JWT (three base64url parts with a JSON
+    /// header and payload) or is not a JWT this server can read.
+    MalformedToken,
+    /// JWT refusal (401): a claim the server needs (`exp`, the user claim, a claim a space
+    /// template names, and `iss`/`aud` when checked) is absent.
+    MissingClaim,
+    /// JWT refusal (401): a claim has the wrong type, or makes an invalid user or space
+    /// name.
+    InvalidClaim,
 }
 
 impl ErrorCode {
@@ -94,6 +122,16 @@ impl ErrorCode {
             Self::RuleViolation => "rule_violation",
             Self::TransactionAborted => "transaction_aborted",
             Self::BaseAhead => "base_ahead",
+            Self::TokenExpired => "token_expired",
+            Self::TokenNotYetValid => "token_not_yet_valid",
+            Self::InvalidAudience => "invalid_audience",
+            Self::InvalidIssuer => "invalid_issuer",
+            Self::InvalidSignature => "invalid_signature",
+            Self::AlgorithmNotAllowed => "algorithm_not_allowed",
+            Self::UnknownKeyId => "unknown_key_id",
+            Self::MalformedToken => "malformed_token",
+            Self::MissingClaim => "missing_claim",
+            Self::InvalidClaim => "invalid_claim",
         }
     }
 }
@@ -143,6 +181,16 @@ mod tests {
             ErrorCode::RuleViolation,
             ErrorCode::TransactionAborted,
             ErrorCode::BaseAhead,
+            ErrorCode::TokenExpired,
+            ErrorCode::TokenNotYetValid,
+            ErrorCode::InvalidAudience,
+            ErrorCode::InvalidIssuer,
+            ErrorCode::InvalidSignature,
+            ErrorCode::AlgorithmNotAllowed,
+            ErrorCode::UnknownKeyId,
+            ErrorCode::MalformedToken,
+            ErrorCode::MissingClaim,
+            ErrorCode::InvalidClaim,
         ] {
             let json = serde_json::to_string(&code).expect("serialize");
             assert_eq!(json, format!("\"{}\"", code.as_str()));

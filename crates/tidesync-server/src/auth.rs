@@ -1,11 +1,14 @@
 //! API tokens: opaque bearer tokens issued by `tidesync token create`, stored as SHA-256
-//! hashes, each mapped to a user and the spaces the user may read and write.
+//! hashes, each mapped to a user and the spaces the user may read and write. Next to them,
+//! [`jwt`]: tokens from the app's own sign-in, verified with the provider's keys.
 
 use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tidesync_protocol::SpaceName;
+
+pub mod jwt;
 
 /// Prefix of every token, so a leaked one is easy to recognize in logs and scanners.
 pub const TOKEN_PREFIX: &str = "tsk_";
@@ -46,11 +49,8 @@ impl NewToken {
     pub(crate) fn issue(grants: &Grants) -> Result<NewToken, crate::storage::StorageError> {
         use crate::storage::StorageError;
         let user = grants.user.as_str();
-        if user.is_empty() || user.len() > 128 || user.chars().any(char::is_control) {
-            return Err(StorageError::Internal(format!(
-                "invalid user {user:?}: 1..=128 bytes without control characters"
-            )));
-        }
+        check_user(user)
+            .map_err(|rule| StorageError::Internal(format!("invalid user {user:?}: {rule}")))?;
         let token = new_token();
         let grants_json = serde_json::to_string(grants)
             .map_err(|e| StorageError::Internal(format!("serialize grants: {e}")))?;
@@ -64,6 +64,15 @@ impl NewToken {
             created_at,
         })
     }
+}
+
+/// The rule of user names, whether an API token's or a JWT's: 1..=128 bytes without control
+/// characters.
+pub(crate) fn check_user(user: &str) -> Result<(), &'static str> {
+    if user.is_empty() || user.len() > 128 || user.chars().any(char::is_control) {
+        return Err("1..=128 bytes without control characters");
+    }
+    Ok(())
 }
 
 /// Stored grants (JSON) back as grants.

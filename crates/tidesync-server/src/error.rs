@@ -38,6 +38,7 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
             StatusCode::BAD_REQUEST
         }
         ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
+        code if is_token_refusal(code) => StatusCode::UNAUTHORIZED,
         ErrorCode::Forbidden => StatusCode::FORBIDDEN,
         ErrorCode::SeqGap | ErrorCode::CursorReset => StatusCode::CONFLICT,
         ErrorCode::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -49,6 +50,25 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
         ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
         _ => StatusCode::BAD_REQUEST,
     }
+}
+
+/// Whether `code` is one of the JWT refusals (`token_expired`, `invalid_signature`, …,
+/// docs/protocol.md): each is a `401` answered with `WWW-Authenticate: Bearer
+/// error="invalid_token"` (RFC 6750).
+pub(crate) fn is_token_refusal(code: ErrorCode) -> bool {
+    matches!(
+        code,
+        ErrorCode::TokenExpired
+            | ErrorCode::TokenNotYetValid
+            | ErrorCode::InvalidAudience
+            | ErrorCode::InvalidIssuer
+            | ErrorCode::InvalidSignature
+            | ErrorCode::AlgorithmNotAllowed
+            | ErrorCode::UnknownKeyId
+            | ErrorCode::MalformedToken
+            | ErrorCode::MissingClaim
+            | ErrorCode::InvalidClaim
+    )
 }
 
 impl ApiError {
@@ -193,6 +213,11 @@ impl IntoResponse for ApiError {
         }
         if self.code == ErrorCode::Unauthorized {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        } else if is_token_refusal(self.code) {
+            headers.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer error=\"invalid_token\""),
+            );
         }
         if let Some(accepted) = self.accept_encoding {
             headers.insert(header::ACCEPT_ENCODING, HeaderValue::from_static(accepted));
@@ -262,6 +287,12 @@ mod tests {
         assert_eq!(
             response.extensions().get::<ErrorCode>(),
             Some(&ErrorCode::Unauthorized)
+        );
+        let response = ApiError::new(ErrorCode::TokenExpired, "expired").into_response();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            response.headers()[header::WWW_AUTHENTICATE],
+            "Bearer error=\"invalid_token\""
         );
     }
 }

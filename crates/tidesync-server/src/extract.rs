@@ -9,9 +9,11 @@
 //!   column); a name, id or clock stamp that breaks its rule is `400 invalid_input`.
 //!   The `Content-Type` header is **not** checked: every body is read as JSON, so a client that
 //!   forgets the header (curl `-d`) is served rather than refused with a 415.
-//! - [`Auth`]: `Authorization: Bearer <token>` resolved to the token's [`Grants`]; a missing or
-//!   malformed header, more than one `Authorization` header, or an unknown token is
-//!   `401 unauthorized` with `WWW-Authenticate: Bearer`.
+//! - [`Auth`]: `Authorization: Bearer <token>` resolved to the token's [`Grants`] by
+//!   [`AppState::authenticate`] (an API token, or a JWT when JWT auth is configured); a
+//!   missing or malformed header, more than one `Authorization` header, or an unknown API
+//!   token is `401 unauthorized` with `WWW-Authenticate: Bearer`; a refused JWT is a `401`
+//!   with the code of the failed check and `WWW-Authenticate: Bearer error="invalid_token"`.
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
@@ -21,7 +23,7 @@ use axum::http::StatusCode;
 use serde::de::DeserializeOwned;
 use serde_json::error::Category;
 
-use crate::auth::{Grants, TokenHash};
+use crate::auth::Grants;
 use crate::compression::ContentCoding;
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -102,16 +104,9 @@ impl FromRequestParts<AppState> for Auth {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let token = bearer_token(parts)?;
-        match state.storage().authenticate(TokenHash::of(token)).await? {
-            Some(grants) => {
-                tracing::Span::current().record("user", grants.user.as_str());
-                Ok(Auth(grants))
-            }
-            None => Err(ApiError::unauthorized(
-                "the bearer token is unknown or revoked",
-            )),
-        }
+        let grants = state.authenticate(bearer_token(parts)?).await?;
+        tracing::Span::current().record("user", grants.user.as_str());
+        Ok(Auth(grants))
     }
 }
 

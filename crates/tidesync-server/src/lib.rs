@@ -6,6 +6,8 @@
 //! - `GET /v1/events`: Server-Sent Events, a data-less poke per space when its version moves.
 //! - Bearer API tokens mapped to a user and the spaces it may read and write.
 //! - `GET /admin`: an admin dashboard behind an admin token, off by default ([`admin`]).
+//! - Bearer JWTs from the app's own sign-in (HS256, RS256, ES256; a secret, a PEM key or a
+//!   JWKS), their claims mapped to a user and spaces ([`auth::jwt`]).
 //!
 //! Entry points: [`app`] (the axum router over an [`AppState`], what tests drive without a
 //! socket), [`serve`] (the router on a listener, with time limits and graceful shutdown),

@@ -158,7 +158,7 @@ impl Metrics {
 
     /// Records an error response.
     pub(crate) fn error(&self, code: ErrorCode) {
-        if code == ErrorCode::Unauthorized {
+        if crate::error::status_of(code) == axum::http::StatusCode::UNAUTHORIZED {
             self.auth_failures.inc();
         }
         self.errors

@@ -5,7 +5,10 @@ use std::sync::Arc;
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::admin::{Activity, Admin, AdminToken};
+use crate::auth::jwt::JwtVerifier;
+use crate::auth::{Grants, TokenHash, TOKEN_PREFIX};
 use crate::config::Limits;
+use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::service::SyncService;
 use crate::storage::Storage;
@@ -16,6 +19,8 @@ pub struct AppState {
     inner: Arc<Shared>,
     /// The admin dashboard, when an admin token is configured.
     admin: Option<Arc<Admin>>,
+    /// Verifies bearers that are not API tokens, when JWT auth is configured.
+    jwt: Option<JwtVerifier>,
 }
 
 struct Shared {
@@ -37,6 +42,7 @@ impl std::fmt::Debug for AppState {
             )
             .field("shutting_down", &self.is_shutting_down())
             .field("admin", &self.admin.is_some())
+            .field("jwt", &self.jwt)
             .finish_non_exhaustive()
     }
 }
@@ -55,6 +61,38 @@ impl AppState {
                 shutdown,
             }),
             admin: None,
+            jwt: None,
+        }
+    }
+
+    /// The same state, also accepting bearer JWTs verified by `verifier`: a bearer that is
+    /// not an API token (`tsk_…`) goes to it. API tokens keep working as before.
+    pub fn with_jwt(mut self, verifier: JwtVerifier) -> AppState {
+        self.jwt = Some(verifier);
+        self
+    }
+
+    /// The JWT verifier, when JWT auth is configured.
+    pub fn jwt(&self) -> Option<&JwtVerifier> {
+        self.jwt.as_ref()
+    }
+
+    /// The grants of a bearer token: an API token (`tsk_…`) is looked up in storage; any
+    /// other bearer is verified as a JWT when JWT auth is configured. A refusal is a `401`
+    /// whose code names why (`unauthorized` for API tokens, the JWT checks' own codes).
+    pub async fn authenticate(&self, bearer: &str) -> Result<Grants, ApiError> {
+        if let (Some(jwt), false) = (&self.jwt, bearer.starts_with(TOKEN_PREFIX)) {
+            return jwt.verify(bearer).await;
+        }
+        match self.storage().authenticate(TokenHash::of(bearer)).await? {
+            Some(grants) => Ok(grants),
+            None if self.jwt.is_none() && bearer.starts_with("eyJ") => Err(ApiError::unauthorized(
+                "the bearer token looks like a JWT, but this server has no JWT auth \
+                     configured ([auth.jwt], docs/operations.md); send an API token (tsk_…)",
+            )),
+            None => Err(ApiError::unauthorized(
+                "the bearer token is unknown or revoked",
+            )),
         }
     }
 

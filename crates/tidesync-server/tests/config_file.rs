@@ -476,3 +476,40 @@ fn a_bad_admin_section_is_reported_at_its_line() {
     let e = errors("[admin]\ntokn = \"0123456789abcdef\"\n");
     assert!(lines(&e)[0].1.contains("unknown key"), "{e}");
 }
+
+#[test]
+fn the_jwt_section_of_the_issue_resolves_and_its_secret_is_never_shown() {
+    let secret = "a-test-secret-of-at-least-thirty-two-bytes";
+    let text = format!(
+        "listen = \"127.0.0.1:8787\"\ndata_dir = \"./tidesync-data\"\n[auth.jwt]\nalgorithm = \"HS256\"\nsecret = \"{secret}\"\nuser_claim = \"sub\"\nspaces = [\"user:{{sub}}\"]\n"
+    );
+    let (_dir, path) = write("tidesync.toml", &text);
+    let r = ok(&path);
+    let jwt = r.config.jwt.as_ref().expect("JWT auth on");
+    assert_eq!(jwt.config.spaces, vec!["user:{sub}".to_owned()]);
+    let shown = r.to_toml();
+    assert!(
+        shown.contains("[auth.jwt]") && shown.contains("user:{sub}"),
+        "{shown}"
+    );
+    assert!(!shown.contains(secret), "{shown}");
+}
+
+#[test]
+fn a_bad_jwt_section_is_reported_at_its_line_with_what_to_fix() {
+    // A key file that is not there: found by `config check`, not at the first request.
+    let e = errors(
+        "listen = \"127.0.0.1:0\"\n[auth.jwt]\nalgorithm = \"RS256\"\npublic_key_file = \"missing.pem\"\nspaces = [\"user:{sub}\"]\n",
+    );
+    let found = lines(&e);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(found[0].1.contains("missing.pem"), "{found:?}");
+    // A secret too short to resist guessing.
+    let e = errors(
+        "[auth.jwt]\nalgorithm = \"HS256\"\nsecret = \"short\"\nspaces = [\"user:{sub}\"]\n",
+    );
+    assert!(lines(&e)[0].1.contains("[auth.jwt]"), "{e}");
+    // An unknown key inside the section.
+    let e = errors("[auth.jwt]\nalgorithm = \"HS256\"\nsecrett = \"x\"\n");
+    assert!(lines(&e)[0].1.contains("unknown"), "{e}");
+}

@@ -19,6 +19,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::admin::AdminConfig;
+use crate::auth::jwt::JwtConfig;
 
 /// The whole file.
 #[derive(Debug, Default, Deserialize)]
@@ -33,7 +34,15 @@ pub(crate) struct ConfigFile {
     pub max_clock_skew: Option<Spanned<String>>,
     pub policies: Option<PoliciesSection>,
     pub limits: Option<LimitsSection>,
+    pub auth: Option<AuthSection>,
     pub admin: Option<Spanned<AdminConfig>>,
+}
+
+/// `[auth]`: how bearers other than API tokens are verified.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AuthSection {
+    pub jwt: Option<Spanned<JwtConfig>>,
 }
 
 /// `[policies]`: conflict policies.

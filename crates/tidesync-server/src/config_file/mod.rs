@@ -29,6 +29,7 @@ use std::time::Duration;
 use tidesync_protocol::CollectionName;
 
 use crate::admin::AdminToken;
+use crate::auth::jwt::{JwtConfig, JwtVerifier};
 use crate::{Limits, MergeRules, Policy};
 
 pub use diagnostic::{ConfigErrors, Diagnostic, Location};
@@ -63,8 +64,20 @@ pub struct ServerConfig {
     pub limits: Limits,
     /// How the log lines on stderr look.
     pub log_format: LogFormat,
+    /// JWT auth (`[auth.jwt]`), next to API tokens, when set.
+    pub jwt: Option<JwtAuth>,
     /// The admin token: the dashboard at `/admin` is on when set.
     pub admin: Option<AdminToken>,
+}
+
+/// JWT auth as configured: the settings (relative paths resolved) and the verifier built
+/// from them, its key files already read.
+#[derive(Debug, Clone)]
+pub struct JwtAuth {
+    /// The `[auth.jwt]` settings.
+    pub config: JwtConfig,
+    /// What verifies bearers (give it to `AppState::with_jwt`).
+    pub verifier: JwtVerifier,
 }
 
 /// Where the server keeps its data.

@@ -12,11 +12,12 @@ use toml::Spanned;
 use super::diagnostic::{Diagnostics, SourceText};
 use super::file::{ConfigFile, LimitsSection, PoliciesSection};
 use super::{
-    ConfigErrors, DatabaseUrl, Diagnostic, ListenAddr, Location, LogFormat, Origin, Overrides,
-    Resolved, ServerConfig, StorageConfig, DEFAULT_DATA_DIR, DEFAULT_DB_POOL_SIZE, ENV_ADMIN_TOKEN,
-    ENV_DATABASE_URL, ENV_DATA_DIR, MAX_DB_POOL_SIZE,
+    ConfigErrors, DatabaseUrl, Diagnostic, JwtAuth, ListenAddr, Location, LogFormat, Origin,
+    Overrides, Resolved, ServerConfig, StorageConfig, DEFAULT_DATA_DIR, DEFAULT_DB_POOL_SIZE,
+    ENV_ADMIN_TOKEN, ENV_DATABASE_URL, ENV_DATA_DIR, MAX_DB_POOL_SIZE,
 };
 use crate::admin::{AdminConfig, AdminToken};
+use crate::auth::jwt::JwtVerifier;
 use crate::{Limits, MergeRules, Policies, Policy};
 
 /// Deepest `max_doc_depth` accepted: a document nests inside a push body, and clients and
@@ -93,6 +94,19 @@ pub fn resolve(
         |_, v| Some(v.into_inner()),
         Limits::default().compression,
     );
+    let jwt = file.auth.and_then(|auth| auth.jwt).and_then(|section| {
+        let base = r.base_dir().to_path_buf();
+        r.judge(section, |config| {
+            let config = config.relative_to(&base);
+            let verifier = JwtVerifier::new(&config).map_err(|e| {
+                Problem::new(
+                    format!("[auth.jwt]: {e}"),
+                    "see docs/operations.md, \"JWT auth\", for each setting with examples",
+                )
+            })?;
+            Ok(JwtAuth { config, verifier })
+        })
+    });
     let admin = r.admin(file.admin, overrides, &env);
     if !r.diagnostics.list.is_empty() {
         let mut list = r.diagnostics.list;
@@ -114,6 +128,7 @@ pub fn resolve(
             },
             limits,
             log_format,
+            jwt,
             admin,
         },
         file: path.map(Path::to_path_buf),

@@ -10,6 +10,7 @@ use std::time::Duration;
 use toml::Value;
 
 use super::{Origin, Resolved, StorageConfig};
+use crate::auth::jwt::JwtConfig;
 
 /// Column at which origin comments start.
 const COMMENT_COLUMN: usize = 40;
@@ -86,6 +87,13 @@ impl Resolved {
         ] {
             out.key(&format!("limits.{key}"), duration_value(d));
         }
+        match &c.jwt {
+            Some(jwt) => show_jwt(&mut out, &jwt.config),
+            None => {
+                out.text.push('\n');
+                out.comment("[auth.jwt] not set: only API tokens (tsk_…) are accepted");
+            }
+        }
         match &c.admin {
             Some(_) => {
                 out.table("admin");
@@ -101,6 +109,46 @@ impl Resolved {
 }
 
 /// A duration as humantime writes it ("1m", "15s", "1s 500ms"), which it reads back.
+/// The `[auth.jwt]` keys in force, the secret hidden.
+fn show_jwt(out: &mut Toml<'_>, jwt: &JwtConfig) {
+    out.table("auth.jwt");
+    out.key("auth.jwt.algorithm", jwt.algorithm.as_str().into());
+    if jwt.secret.is_some() {
+        out.secret("auth.jwt.secret", "set");
+    }
+    for (key, path) in [
+        ("public_key_file", &jwt.public_key_file),
+        ("jwks_file", &jwt.jwks_file),
+    ] {
+        if let Some(path) = path {
+            out.key(&format!("auth.jwt.{key}"), path_value(path));
+        }
+    }
+    for (key, value) in [
+        ("jwks_url", &jwt.jwks_url),
+        ("issuer", &jwt.issuer),
+        ("audience", &jwt.audience),
+    ] {
+        if let Some(value) = value {
+            out.key(&format!("auth.jwt.{key}"), value.as_str().into());
+        }
+    }
+    out.key("auth.jwt.leeway", duration_value(jwt.leeway));
+    out.key("auth.jwt.user_claim", jwt.user_claim.as_str().into());
+    let spaces = jwt.spaces.iter().map(|s| Value::from(s.as_str())).collect();
+    out.key("auth.jwt.spaces", Value::Array(spaces));
+    if let Some(claim) = &jwt.spaces_claim {
+        out.key("auth.jwt.spaces_claim", claim.as_str().into());
+    }
+    if jwt.jwks_url.is_some() {
+        out.key("auth.jwt.jwks_refresh", duration_value(jwt.jwks_refresh));
+        out.key(
+            "auth.jwt.jwks_min_refresh",
+            duration_value(jwt.jwks_min_refresh),
+        );
+    }
+}
+
 fn duration_value(d: Duration) -> Value {
     humantime::format_duration(d).to_string().into()
 }
