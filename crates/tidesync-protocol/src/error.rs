@@ -70,6 +70,10 @@ pub enum ErrorCode {
     /// server, or this one before it was restored from an older backup); pull from
     /// scratch, then decide.
     BaseAhead,
+    /// Per-mutation rejection: the record the mutation's transaction would leave behind does
+    /// not match its collection's JSON Schema on the server; the message names the failing
+    /// paths and rules (e.g. `/title: "" is shorter than 1 character`).
+    SchemaViolation,
 }
 
 impl ErrorCode {
@@ -94,6 +98,7 @@ impl ErrorCode {
             Self::RuleViolation => "rule_violation",
             Self::TransactionAborted => "transaction_aborted",
             Self::BaseAhead => "base_ahead",
+            Self::SchemaViolation => "schema_violation",
         }
     }
 }
@@ -143,6 +148,7 @@ mod tests {
             ErrorCode::RuleViolation,
             ErrorCode::TransactionAborted,
             ErrorCode::BaseAhead,
+            ErrorCode::SchemaViolation,
         ] {
             let json = serde_json::to_string(&code).expect("serialize");
             assert_eq!(json, format!("\"{}\"", code.as_str()));
