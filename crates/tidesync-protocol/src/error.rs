@@ -103,6 +103,19 @@ impl ErrorCode {
     }
 }
 
+impl ErrorCode {
+    /// The code as a client speaking `protocol` knows it: a code newer than that protocol is
+    /// sent as the older code that means the same to such a client (`schema_violation`,
+    /// protocol 3, is `rule_violation` before), so a server never sends an old client a code
+    /// it cannot parse.
+    pub fn for_protocol(self, protocol: u32) -> ErrorCode {
+        match self {
+            Self::SchemaViolation if protocol < 3 => Self::RuleViolation,
+            code => code,
+        }
+    }
+}
+
 impl std::fmt::Display for ErrorCode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
@@ -126,6 +139,19 @@ pub struct ErrorBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_code_newer_than_a_protocol_is_sent_as_one_it_knows() {
+        assert_eq!(
+            ErrorCode::SchemaViolation.for_protocol(2),
+            ErrorCode::RuleViolation
+        );
+        assert_eq!(
+            ErrorCode::SchemaViolation.for_protocol(3),
+            ErrorCode::SchemaViolation
+        );
+        assert_eq!(ErrorCode::StaleBase.for_protocol(1), ErrorCode::StaleBase);
+    }
 
     #[test]
     fn codes_serialize_as_their_documented_spelling() {
