@@ -374,6 +374,29 @@ mod tests {
     }
 
     #[test]
+    fn format_is_checked_under_draft_7_and_only_an_annotation_under_2020_12() {
+        let schema = |draft: &str| json!({"$schema": draft, "properties": {"at": {"type": "string", "format": "date-time"}}});
+        let record = || doc(json!({"at": "yesterday"}));
+        let mut modern = Schemas::new();
+        modern
+            .insert(
+                todos(),
+                &schema("https://json-schema.org/draft/2020-12/schema"),
+            )
+            .unwrap();
+        assert!(modern.check(&todos(), record()).is_ok());
+        let mut draft7 = Schemas::new();
+        draft7
+            .insert(todos(), &schema("http://json-schema.org/draft-07/schema#"))
+            .unwrap();
+        let err = draft7.check(&todos(), record()).unwrap_err();
+        assert!(
+            err.ends_with("/at: \"yesterday\" is not a \"date-time\""),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn load_errors_name_the_collection_and_what_to_do() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("broken.json"), "{\"type\": ").unwrap();
