@@ -94,6 +94,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             per_collection: args.policies.into_iter().collect(),
         },
         max_clock_skew: Duration::from_millis(args.max_clock_skew_ms),
+        ..MergeRules::default()
     };
     // The data directory is only touched (created) for the embedded backend.
     let backend = match args.database_url.get() {
