@@ -151,6 +151,7 @@ pub fn run(args: ServeArgs, log_format: Option<LogFormat>) -> anyhow::Result<()>
         rules,
         limits,
         log_format: _,
+        schema_sources: _,
         jwt,
         admin,
     } = resolved.config;

@@ -188,6 +188,68 @@ fn a_strict_rejection_surfaces_and_later_mutations_keep_flowing() {
     });
 }
 
+#[test]
+fn a_schema_violation_reaches_the_client_with_its_path_and_later_writes_still_sync() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), todo_schema());
+    let token = server.token("alice");
+    let a = open_client(dir.path(), "a", &server.url(), &token);
+    let events = a.subscribe();
+    let (empty, milk) = (key("todos", "empty"), key("todos", "milk"));
+    let bad = a.put(&empty, doc(json!({"title": ""}))).unwrap();
+    let good = a.put(&milk, doc(json!({"title": "milk"}))).unwrap();
+    wait_for("the write off its schema is rejected", T, || {
+        matches!(
+            a.mutation_state(bad.seq).unwrap(),
+            Some(MutationState::Rejected { .. })
+        )
+    });
+    let reason = "/title: \"\" is shorter than 1 character";
+    let Some(MutationState::Rejected { code, message }) = a.mutation_state(bad.seq).unwrap() else {
+        unreachable!()
+    };
+    assert_eq!(code, ErrorCode::SchemaViolation);
+    assert!(message.ends_with(reason), "{message}");
+    let rejection = a.rejections().unwrap().remove(0);
+    assert_eq!(
+        (rejection.seq, rejection.code, rejection.message.as_str()),
+        (bad.seq, ErrorCode::SchemaViolation, message.as_str())
+    );
+    let mut seen = Vec::new();
+    wait_for("the rejection event, with its reason", T, || {
+        seen.extend(events.try_iter());
+        seen.iter().any(|e| {
+            matches!(
+                e,
+                ClientEvent::Rejected { code: ErrorCode::SchemaViolation, message, .. }
+                    if message.ends_with(reason)
+            )
+        })
+    });
+    assert_eq!(view(&a, &empty), None, "its local effect was rolled back");
+    wait_for("the write beside it is confirmed", T, || {
+        a.mutation_state(good.seq).unwrap() == Some(MutationState::Confirmed)
+    });
+    // The queue keeps flowing: later writes, and the rejected one fixed, reach the server.
+    a.discard_rejection(rejection.seq).unwrap();
+    a.put(&empty, doc(json!({"title": "no longer empty"})))
+        .unwrap();
+    a.patch(&milk, doc(json!({"done": true}))).unwrap();
+    a.wait_synced(T).unwrap();
+    let on_server = server_docs(&server.snapshot());
+    let doc_of =
+        |id: &str| on_server[&(SPACE.to_owned(), "todos".to_owned(), id.to_owned())].clone();
+    assert_eq!(
+        doc_of("empty"),
+        Some(doc(json!({"title": "no longer empty"})))
+    );
+    assert_eq!(
+        doc_of("milk"),
+        Some(doc(json!({"title": "milk", "done": true})))
+    );
+    assert_eq!(a.status().unwrap().rejections, 0);
+}
+
 struct Rotating {
     refreshed: AtomicUsize,
     good: String,

@@ -98,6 +98,10 @@ pub enum ErrorCode {
     /// JWT refusal (401): a claim has the wrong type, or makes an invalid user or space
     /// name.
     InvalidClaim,
+    /// Per-mutation rejection: the record the mutation's transaction would leave behind does
+    /// not match its collection's JSON Schema on the server; the message names the failing
+    /// paths and rules (e.g. `/title: "" is shorter than 1 character`).
+    SchemaViolation,
 }
 
 impl ErrorCode {
@@ -132,6 +136,20 @@ impl ErrorCode {
             Self::MalformedToken => "malformed_token",
             Self::MissingClaim => "missing_claim",
             Self::InvalidClaim => "invalid_claim",
+            Self::SchemaViolation => "schema_violation",
+        }
+    }
+}
+
+impl ErrorCode {
+    /// The code as a client speaking `protocol` knows it: a code newer than that protocol is
+    /// sent as the older code that means the same to such a client (`schema_violation`,
+    /// protocol 3, is `rule_violation` before), so a server never sends an old client a code
+    /// it cannot parse.
+    pub fn for_protocol(self, protocol: u32) -> ErrorCode {
+        match self {
+            Self::SchemaViolation if protocol < 3 => Self::RuleViolation,
+            code => code,
         }
     }
 }
@@ -159,6 +177,19 @@ pub struct ErrorBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_code_newer_than_a_protocol_is_sent_as_one_it_knows() {
+        assert_eq!(
+            ErrorCode::SchemaViolation.for_protocol(2),
+            ErrorCode::RuleViolation
+        );
+        assert_eq!(
+            ErrorCode::SchemaViolation.for_protocol(3),
+            ErrorCode::SchemaViolation
+        );
+        assert_eq!(ErrorCode::StaleBase.for_protocol(1), ErrorCode::StaleBase);
+    }
 
     #[test]
     fn codes_serialize_as_their_documented_spelling() {
@@ -191,6 +222,7 @@ mod tests {
             ErrorCode::MalformedToken,
             ErrorCode::MissingClaim,
             ErrorCode::InvalidClaim,
+            ErrorCode::SchemaViolation,
         ] {
             let json = serde_json::to_string(&code).expect("serialize");
             assert_eq!(json, format!("\"{}\"", code.as_str()));

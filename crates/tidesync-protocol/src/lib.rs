@@ -34,9 +34,11 @@ pub use raw::{ChangeError, CheckedChange, PulledChange, RawChange};
 
 /// The newest protocol version this crate speaks. Sent in every push and pull; a server
 /// refuses a version it does not know with [`ErrorCode::UnsupportedProtocol`], and a client
-/// then speaks [`MIN_PROTOCOL_VERSION`]. Version 2 adds [`Echo`]es and refetches to pull;
-/// everything else is as in version 1.
-pub const PROTOCOL_VERSION: u32 = 2;
+/// then speaks the version before, down to [`MIN_PROTOCOL_VERSION`]. Version 2 adds
+/// [`Echo`]es and refetches to pull; version 3 adds the rejection code
+/// [`ErrorCode::SchemaViolation`] (see [`ErrorCode::for_protocol`]); everything else is as in
+/// version 1.
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// The oldest protocol version this crate still speaks (and a server still serves).
 pub const MIN_PROTOCOL_VERSION: u32 = 1;

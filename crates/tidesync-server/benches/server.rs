@@ -7,7 +7,8 @@
 //!    batch with the same pragmas. Batches and rows are built before the clock starts.
 //!    The same load again through the HTTP app (`app().oneshot`, bodies serialized before the
 //!    clock starts): JSON parsing, auth, validation and response serialization included.
-//!    For information, one run of the same load over existing records (updates).
+//!    For information, one run of the same load over existing records (updates), and the
+//!    same load of new records into a collection under a JSON Schema.
 //! 2. the time to pull 100 changes from a space of 1M records vs from a space of 1k records;
 //!    then the same page of the big space through the HTTP app, response JSON included
 //!    (for information: no target).
@@ -22,7 +23,7 @@ use std::time::Instant;
 use rusqlite::params;
 use serde_json::json;
 use std::sync::Arc;
-use tidesync_protocol::{ClientId, SpaceName, Stamp};
+use tidesync_protocol::{ClientId, CollectionName, SpaceName, Stamp};
 use tidesync_server::rules::{land, ServerRecord};
 use tidesync_server::storage::sqlite::SqliteStorage;
 use tidesync_server::storage::{PushInput, Storage};
@@ -31,7 +32,7 @@ use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
 use tidesync_protocol::{PushRequest, PROTOCOL_VERSION};
 use tidesync_server::auth::Grants;
-use tidesync_server::{app, AppState, Limits, MergeRules};
+use tidesync_server::{app, AppState, Limits, MergeRules, Schemas};
 use tower::ServiceExt;
 
 const BATCH: u64 = 1_000;
@@ -181,6 +182,56 @@ async fn main() {
         format!("{:.0}k/s", updates / 1000.0),
         format!("{:.0}k/s new", ours / 1000.0),
         ours / updates,
+    );
+    storage.shutdown().await;
+
+    // 1c. The same load of new records into `todos` under a JSON Schema (for information:
+    // what validating each record costs).
+    let mut schemas = Schemas::new();
+    schemas
+        .insert(
+            CollectionName::new("todos").expect("valid"),
+            &json!({
+                "type": "object",
+                "required": ["title", "done"],
+                "properties": {
+                    "title": {"type": "string", "minLength": 1, "maxLength": 200},
+                    "done": {"type": "boolean"},
+                    "priority": {"type": "integer", "minimum": 0, "maximum": 4}
+                },
+                "additionalProperties": false
+            }),
+        )
+        .expect("a valid schema");
+    let rules = MergeRules {
+        schemas,
+        ..MergeRules::default()
+    };
+    let storage = SqliteStorage::open(&dir.path().join("schema.db"), rules).expect("open");
+    push_all(&storage, batches("warm", "warm", 10_000, 10_000)).await;
+    let mut checked = Vec::new();
+    for rep in 0..3u64 {
+        let work: Vec<_> = (0..CLIENTS)
+            .map(|c| {
+                batches(
+                    &format!("s{rep}-{c}"),
+                    &format!("c{rep}-{c}"),
+                    n / CLIENTS,
+                    n,
+                )
+            })
+            .collect();
+        let storage = &storage;
+        let start = Instant::now();
+        futures::future::join_all(work.into_iter().map(|b| push_all(storage, b))).await;
+        checked.push(n as f64 / start.elapsed().as_secs_f64());
+    }
+    let checked = median(checked);
+    info_row(
+        "push: the same, `todos` under a JSON Schema (mut/s)",
+        format!("{:.0}k/s", checked / 1000.0),
+        format!("{:.0}k/s without", ours / 1000.0),
+        ours / checked,
     );
     storage.shutdown().await;
 

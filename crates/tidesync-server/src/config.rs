@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use tidesync_protocol::CollectionName;
 
+use crate::schemas::Schemas;
+
 /// How mutations land on a collection (see docs/protocol.md, "Conflict policies").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Policy {
@@ -70,6 +72,9 @@ pub struct MergeRules {
     /// A mutation stamped more than this far ahead of the server clock is re-stamped with
     /// the server's clock, so a device with a wrong clock cannot win every race.
     pub max_clock_skew: Duration,
+    /// The JSON Schema of each collection that has one: a transaction that would leave a
+    /// record not matching it is rejected with `schema_violation`. Default: none.
+    pub schemas: Schemas,
 }
 
 impl Default for MergeRules {
@@ -77,6 +82,7 @@ impl Default for MergeRules {
         MergeRules {
             policies: Policies::default(),
             max_clock_skew: Duration::from_secs(60),
+            schemas: Schemas::default(),
         }
     }
 }

@@ -9,7 +9,9 @@
 
 use std::sync::Arc;
 
-use tidesync_protocol::{PullRequest, PullResponse, PushRequest, PushResponse, RawChange};
+use tidesync_protocol::{
+    PullRequest, PullResponse, PushOutcome, PushRequest, PushResponse, RawChange,
+};
 
 use crate::auth::Grants;
 use crate::config::Limits;
@@ -54,7 +56,8 @@ impl SyncService {
         grants: &Grants,
         request: PushRequest,
     ) -> Result<PushResponse, ApiError> {
-        validate::protocol(request.protocol)?;
+        let protocol = request.protocol;
+        validate::protocol(protocol)?;
         validate::push(
             &request.mutations,
             request.recover_from.is_some(),
@@ -67,7 +70,13 @@ impl SyncService {
             mutations: request.mutations,
             recover_from: request.recover_from,
         };
-        Ok(self.storage.push(input).await?)
+        let mut response = self.storage.push(input).await?;
+        for result in &mut response.results {
+            if let PushOutcome::Rejected { code, .. } = &mut result.outcome {
+                *code = code.for_protocol(protocol);
+            }
+        }
+        Ok(response)
     }
 
     /// `POST /v1/pull` for `grants`: one page of changes in the readable spaces.

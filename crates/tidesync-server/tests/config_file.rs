@@ -513,3 +513,49 @@ fn a_bad_jwt_section_is_reported_at_its_line_with_what_to_fix() {
     let e = errors("[auth.jwt]\nalgorithm = \"HS256\"\nsecrett = \"x\"\n");
     assert!(lines(&e)[0].1.contains("unknown"), "{e}");
 }
+
+#[test]
+fn schemas_load_from_files_next_to_the_config_and_each_bad_one_is_reported_at_its_line() {
+    let (dir, path) = write(
+        "tidesync.toml",
+        "[schemas.todos]\nfile = \"schemas/todo.json\"\n\n[schemas.notes]\njson = '{\"type\": \"object\", \"required\": [\"body\"]}'\n",
+    );
+    std::fs::create_dir(dir.path().join("schemas")).expect("mkdir");
+    std::fs::write(
+        dir.path().join("schemas/todo.json"),
+        r#"{"type": "object", "properties": {"title": {"type": "string", "minLength": 1}}}"#,
+    )
+    .expect("write schema");
+    let r = ok(&path);
+    let names: Vec<&str> = r
+        .config
+        .rules
+        .schemas
+        .collections()
+        .map(|c| c.as_str())
+        .collect();
+    assert_eq!(names, ["notes", "todos"]);
+    let shown = r.to_toml();
+    assert!(
+        shown.contains("[schemas.todos]") && shown.contains("todo.json"),
+        "{shown}"
+    );
+
+    let e = errors(
+        "[schemas.todos]\nfile = \"missing.json\"\n\n[schemas.notes]\njson = '{\"type\": 12}'\n\n[schemas.\"bad name!\"]\njson = '{}'\n",
+    );
+    let found = lines(&e);
+    assert_eq!(found.len(), 3, "{found:?}");
+    assert!(
+        found.iter().any(|(_, m, _)| m.contains("missing.json")),
+        "{found:?}"
+    );
+    assert!(
+        found.iter().any(|(_, m, _)| m.contains("notes")),
+        "{found:?}"
+    );
+    assert!(
+        found.iter().any(|(_, m, _)| m.contains("bad name!")),
+        "{found:?}"
+    );
+}

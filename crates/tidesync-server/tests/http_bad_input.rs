@@ -9,6 +9,7 @@ use axum::body::Body;
 use axum::http::{header, Method, StatusCode};
 use common::{on_both_backends, push_body, put, Backend, Reply, TestServer};
 use serde_json::{json, Value};
+use tidesync_protocol::PROTOCOL_VERSION;
 use tidesync_server::{Limits, MergeRules};
 
 const SPACE: &str = "user:alice";
@@ -132,7 +133,7 @@ async fn an_unknown_protocol_is_400_unsupported_protocol(backend: Backend) {
         return;
     };
     let mut body = push_body("c1", vec![next(2)]);
-    body["protocol"] = json!(3);
+    body["protocol"] = json!(PROTOCOL_VERSION + 1);
     server
         .post("/v1/push", &token, &body)
         .await

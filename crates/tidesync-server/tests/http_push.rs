@@ -9,7 +9,7 @@ use axum::http::StatusCode;
 use common::{on_both_backends, put, put_on, Backend, TestServer};
 use serde_json::json;
 use tidesync_protocol::CollectionName;
-use tidesync_server::{Limits, MergeRules, Policies, Policy};
+use tidesync_server::{Limits, MergeRules, Policies, Policy, Schemas};
 
 async fn the_same_push_sent_twice_is_applied_once(backend: Backend) {
     let Some(server) = TestServer::new_on(backend).await else {
@@ -193,7 +193,55 @@ async fn a_client_id_of_another_user_is_refused(backend: Backend) {
     assert!(server.pull_all(&bob, &["user:bob"]).await.is_empty());
 }
 
+async fn a_schema_violation_is_sent_as_schema_violation_from_protocol_3_and_as_rule_violation_before(
+    backend: Backend,
+) {
+    let mut schemas = Schemas::new();
+    schemas
+        .insert(
+            CollectionName::new("todos").expect("valid"),
+            &json!({"properties": {"title": {"type": "string", "minLength": 1}}}),
+        )
+        .expect("a valid schema");
+    let rules = MergeRules {
+        schemas,
+        ..MergeRules::default()
+    };
+    let Some(server) = TestServer::with_on(backend, Limits::default(), rules).await else {
+        return;
+    };
+    let token = server.token("alice", &["user:alice"], &[]);
+    let message = "the record does not match the schema of collection todos: \
+                   /title: \"\" is shorter than 1 character";
+    for (protocol, code) in [
+        (3, "schema_violation"),
+        (2, "rule_violation"),
+        (1, "rule_violation"),
+    ] {
+        let client = format!("c{protocol}");
+        let bad = vec![put(1, 1, "user:alice", "todos", "t1", json!({"title": ""}))];
+        let body = json!({"client_id": client, "protocol": protocol, "mutations": bad});
+        let reply = server.post("/v1/push", &token, &body).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+        assert_eq!(
+            reply.json,
+            json!({"acked_through": 1, "results": [
+                {"seq": 1, "outcome": "rejected", "code": code, "message": message}
+            ]}),
+            "protocol {protocol}"
+        );
+        // The remembered rejection, answered again to a retry, is spoken the same way.
+        let again = server.post("/v1/push", &token, &body).await;
+        assert_eq!(
+            again.json["results"][0]["code"], code,
+            "protocol {protocol}"
+        );
+    }
+    assert!(server.pull_all(&token, &["user:alice"]).await.is_empty());
+}
+
 on_both_backends! {
+    a_schema_violation_is_sent_as_schema_violation_from_protocol_3_and_as_rule_violation_before,
     the_same_push_sent_twice_is_applied_once,
     an_empty_push_reports_how_far_the_server_is,
     a_gap_is_refused_with_409_and_changes_nothing,

@@ -22,7 +22,7 @@ use tidesync_server::auth::Grants;
 use tidesync_server::storage::postgres::PostgresStorage;
 use tidesync_server::storage::sqlite::SqliteStorage;
 use tidesync_server::storage::{PullInput, PushInput, Storage, StorageError};
-use tidesync_server::{MergeRules, Policies, Policy};
+use tidesync_server::{MergeRules, Policies, Policy, Schemas};
 use tidesync_testkit::TestDatabase;
 
 /// For each `async fn name(backend: Backend)` listed, `sqlite::name` and `postgres::name`.
@@ -1215,7 +1215,261 @@ async fn a_chain_left_behind_by_a_write_outside_its_rules_is_not_echoed(backend:
     assert_eq!(page.changes[0].doc.as_ref().unwrap()["n"], json!(9));
 }
 
+/// `todos` must have a non-empty string `title` and may have a boolean `done`; other
+/// collections have no schema.
+fn todo_schema() -> MergeRules {
+    let mut schemas = Schemas::new();
+    schemas
+        .insert(
+            CollectionName::new("todos").unwrap(),
+            &json!({
+                "type": "object",
+                "required": ["title"],
+                "properties": {
+                    "title": {"type": "string", "minLength": 1},
+                    "done": {"type": "boolean"}
+                }
+            }),
+        )
+        .unwrap();
+    MergeRules {
+        schemas,
+        ..MergeRules::default()
+    }
+}
+
+/// The outcome of `seq` in `r`.
+fn outcome_of(r: &tidesync_protocol::PushResponse, seq: u64) -> PushOutcome {
+    r.results
+        .iter()
+        .find(|x| x.seq == seq)
+        .unwrap_or_else(|| panic!("no result for seq {seq}: {r:?}"))
+        .outcome
+        .clone()
+}
+
+/// The rejection of `seq` in `r`, as (code, message).
+fn rejection_of(r: &tidesync_protocol::PushResponse, seq: u64) -> (ErrorCode, String) {
+    match outcome_of(r, seq) {
+        PushOutcome::Rejected { code, message } => (code, message),
+        other => panic!("seq {seq} was not rejected: {other:?}"),
+    }
+}
+
+/// The documents a fresh pull sees, by id (`None`: a tombstone).
+async fn docs(s: &dyn Storage) -> BTreeMap<String, Option<Doc>> {
+    pull(s, "reader", Cursor::new(), 1_000)
+        .await
+        .changes
+        .into_iter()
+        .map(|c| (c.id.to_string(), c.doc))
+        .collect()
+}
+
+async fn a_put_or_patch_that_leaves_a_record_off_its_schema_is_rejected_and_the_queue_moves_on(
+    backend: Backend,
+) {
+    let Some(s) = Server::open(backend, todo_schema()).await else {
+        return;
+    };
+    let r = push(
+        &*s.storage,
+        "alice",
+        "c1",
+        vec![
+            m(1, 1, "a", put(json!({"title": "milk"})), 0),
+            m(2, 2, "b", put(json!({"title": ""})), 0),
+            // A patch whose fields are fine alone but leave `a` without a title.
+            m(3, 3, "a", patch(json!({"title": null})), 1),
+            m(4, 4, "a", patch(json!({"done": "yes"})), 1),
+            m(5, 5, "a", patch(json!({"done": true})), 1),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.acked_through, 5, "last_seq advances past the rejections");
+    assert!(matches!(
+        outcome_of(&r, 1),
+        PushOutcome::Applied { version: 1 }
+    ));
+    assert_eq!(
+        rejection_of(&r, 2),
+        (
+            ErrorCode::SchemaViolation,
+            "the record does not match the schema of collection todos: \
+             /title: \"\" is shorter than 1 character"
+                .to_owned()
+        )
+    );
+    let (code, message) = rejection_of(&r, 3);
+    assert_eq!(code, ErrorCode::SchemaViolation);
+    assert!(
+        message.ends_with("(root): \"title\" is a required property"),
+        "{message}"
+    );
+    let (code, message) = rejection_of(&r, 4);
+    assert_eq!(code, ErrorCode::SchemaViolation);
+    assert!(
+        message.ends_with("/done: \"yes\" is not of type \"boolean\""),
+        "{message}"
+    );
+    assert!(matches!(
+        outcome_of(&r, 5),
+        PushOutcome::Applied { version: 2 }
+    ));
+    assert_eq!(
+        docs(&*s.storage).await,
+        [(
+            "a".to_owned(),
+            Some(doc(json!({"title": "milk", "done": true})))
+        )]
+        .into_iter()
+        .collect(),
+        "nothing rejected left a trace"
+    );
+}
+
+async fn only_the_transaction_that_breaks_a_schema_is_rejected_and_its_result_is_what_counts(
+    backend: Backend,
+) {
+    let Some(s) = Server::open(backend, todo_schema()).await else {
+        return;
+    };
+    let notes = |id: &str, op: Op, seq: u64, tx: u64| Mutation {
+        key: RecordKey::parse("team:1", "notes", id).unwrap(),
+        ..m(seq, tx, id, op, 0)
+    };
+    let r = push(
+        &*s.storage,
+        "alice",
+        "c1",
+        vec![
+            // One transaction, one record off its schema: all of it is rejected.
+            m(1, 1, "a", put(json!({"title": "fine"})), 0),
+            m(2, 1, "b", put(json!({"title": 7})), 0),
+            // Its neighbours land.
+            m(3, 2, "c", put(json!({"title": "fine"})), 0),
+            // A record off its schema on the way, right when the transaction ends: lands.
+            m(4, 3, "d", put(json!({})), 0),
+            m(5, 3, "d", patch(json!({"title": "later"})), 0),
+            // Right on the way, off at the end: rejected, blamed on the last write.
+            m(6, 4, "e", put(json!({"title": "x"})), 0),
+            m(7, 4, "e", patch(json!({"done": 0})), 0),
+            // A collection without a schema takes anything.
+            notes("n", put(json!({"title": ""})), 8, 5),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.acked_through, 8);
+    let (code, message) = rejection_of(&r, 1);
+    assert_eq!(code, ErrorCode::TransactionAborted);
+    assert!(message.contains("schema_violation"), "{message}");
+    let (code, message) = rejection_of(&r, 2);
+    assert_eq!(code, ErrorCode::SchemaViolation);
+    assert!(
+        message.ends_with("/title: 7 is not of type \"string\""),
+        "{message}"
+    );
+    assert!(matches!(outcome_of(&r, 3), PushOutcome::Applied { .. }));
+    assert!(matches!(outcome_of(&r, 4), PushOutcome::Applied { .. }));
+    assert!(matches!(outcome_of(&r, 5), PushOutcome::Applied { .. }));
+    assert_eq!(rejection_of(&r, 6).0, ErrorCode::TransactionAborted);
+    let (code, message) = rejection_of(&r, 7);
+    assert_eq!(code, ErrorCode::SchemaViolation);
+    assert!(
+        message.ends_with("/done: 0 is not of type \"boolean\""),
+        "{message}"
+    );
+    assert!(matches!(outcome_of(&r, 8), PushOutcome::Applied { .. }));
+    let ids: Vec<String> = docs(&*s.storage).await.into_keys().collect();
+    assert_eq!(ids, ["c", "d", "n"]);
+}
+
+async fn a_retried_push_gets_its_schema_violation_again(backend: Backend) {
+    let Some(s) = Server::open(backend, todo_schema()).await else {
+        return;
+    };
+    let batch = vec![
+        m(1, 1, "a", put(json!({"title": ""})), 0),
+        m(2, 2, "b", put(json!({"title": "ok"})), 0),
+    ];
+    let first = push(&*s.storage, "alice", "c1", batch.clone())
+        .await
+        .unwrap();
+    let rejected = rejection_of(&first, 1);
+    assert_eq!(rejected.0, ErrorCode::SchemaViolation);
+    // The answer was lost; the client sends the same batch again, and later a restarted
+    // server gets it once more.
+    let again = push(&*s.storage, "alice", "c1", batch.clone())
+        .await
+        .unwrap();
+    assert_eq!(again.acked_through, 2);
+    assert_eq!(
+        again.results.len(),
+        1,
+        "only the rejection is repeated: {again:?}"
+    );
+    assert_eq!(rejection_of(&again, 1), rejected);
+    let restarted = s.reopen(todo_schema()).await;
+    let third = push(&*restarted, "alice", "c1", batch).await.unwrap();
+    assert_eq!(rejection_of(&third, 1), rejected);
+    assert_eq!(docs(&*restarted).await.len(), 1);
+}
+
+async fn a_record_stored_before_its_schema_may_be_deleted_or_fixed_but_not_kept_off_it(
+    backend: Backend,
+) {
+    let Some(s) = server(backend).await else {
+        return;
+    };
+    push(
+        &*s.storage,
+        "alice",
+        "c1",
+        vec![
+            m(1, 1, "a", put(json!({"n": 1})), 0),
+            m(2, 2, "b", put(json!({"n": 2})), 0),
+        ],
+    )
+    .await
+    .unwrap();
+    // The operator adds a schema those records do not match.
+    let with_schema = s.reopen(todo_schema()).await;
+    let r = push(
+        &*with_schema,
+        "alice",
+        "c1",
+        vec![
+            m(3, 3, "a", patch(json!({"n": 3})), 2),
+            m(4, 4, "a", Op::Delete, 2),
+            m(5, 5, "b", patch(json!({"title": "fixed"})), 2),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(rejection_of(&r, 3).0, ErrorCode::SchemaViolation);
+    assert!(
+        matches!(outcome_of(&r, 4), PushOutcome::Applied { .. }),
+        "deletes always pass"
+    );
+    assert!(matches!(outcome_of(&r, 5), PushOutcome::Applied { .. }));
+    assert_eq!(
+        docs(&*with_schema).await,
+        [
+            ("a".to_owned(), None),
+            ("b".to_owned(), Some(doc(json!({"n": 2, "title": "fixed"})))),
+        ]
+        .into_iter()
+        .collect()
+    );
+}
+
 contract! {
+    a_put_or_patch_that_leaves_a_record_off_its_schema_is_rejected_and_the_queue_moves_on,
+    only_the_transaction_that_breaks_a_schema_is_rejected_and_its_result_is_what_counts,
+    a_retried_push_gets_its_schema_violation_again,
+    a_record_stored_before_its_schema_may_be_deleted_or_fixed_but_not_kept_off_it,
     a_base_from_the_future_is_refused_under_every_policy,
     a_recovery_push_may_skip_seqs_the_client_no_longer_holds,
     the_same_push_twice_is_applied_once,

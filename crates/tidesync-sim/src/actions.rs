@@ -3,14 +3,16 @@
 //!
 //! The key space is deliberately small (three collections of four records, three fields
 //! with a handful of values) so concurrent edits collide all the time, under each conflict
-//! policy at once: `notes` is `lww`, `prefs` is `server_wins`, `orders` is `strict`. A second
+//! policy at once: `notes` is `lww`, `prefs` is `server_wins`, `orders` is `strict`; `notes`
+//! also has a JSON Schema that some writes break (`a` at most 2; `c` only with `b`, which a
+//! patch meets or breaks depending on the record it lands on). A second
 //! space, `tally`, holds one counter record per client that only its client writes, always
 //! to a new value: every such mutation changes the server's state, so the space's version
 //! counts exactly how many were applied (see `invariants`).
 
 use serde_json::Value;
 use tidesync_protocol::{CollectionName, Doc, RecordId, RecordKey, SpaceName};
-use tidesync_server::{Policies, Policy};
+use tidesync_server::{Policies, Policy, Schemas};
 
 use crate::rng::Rng;
 
@@ -91,6 +93,21 @@ pub(crate) fn policies() -> Policies {
             .map(|(name, policy)| (CollectionName::new(*name).expect("valid"), *policy))
             .collect(),
     }
+}
+
+/// The server's record schemas: `notes` only (see the module docs).
+pub(crate) fn schemas() -> Schemas {
+    let mut schemas = Schemas::new();
+    schemas
+        .insert(
+            CollectionName::new("notes").expect("valid"),
+            &serde_json::json!({
+                "properties": {"a": {"maximum": 2}},
+                "dependentRequired": {"c": ["b"]}
+            }),
+        )
+        .expect("a valid schema");
+    schemas
 }
 
 /// The policy of `key`'s collection.

@@ -9,7 +9,7 @@ use tidesync_client::driver::{Input, Reachability};
 use tidesync_protocol::ClientId;
 use tidesync_server::MergeRules;
 
-use crate::actions::{policies, spaces, Action, Weights};
+use crate::actions::{policies, schemas, spaces, Action, Weights};
 use crate::client::{ClientSetup, SimClient};
 use crate::invariants::{self, Totals};
 use crate::network::{Faults, Net, NetStats, Scheduled, ToClient};
@@ -117,6 +117,7 @@ fn run_inner(seed: u64, config: &SimConfig) -> Result<Report, String> {
     let rules = MergeRules {
         policies: policies(),
         max_clock_skew: Duration::from_millis(MAX_SKEW_MS),
+        schemas: schemas(),
     };
     let server = SimServer::open(dir.path().join("server.db"), rules, &spaces(), net.clock());
     let mut log = String::new();

@@ -526,7 +526,7 @@ impl Driver {
     }
 
     /// Adapts to a failed exchange: a server that does not speak this protocol version is
-    /// spoken to in the oldest one, a batch that timed out or was too large (`413`) is
+    /// spoken to in the one before, a batch that timed out or was too large (`413`) is
     /// made smaller. `Retry`: send again at once.
     fn adapt(
         &mut self,
@@ -540,12 +540,16 @@ impl Driver {
                 if code == ErrorCode::UnsupportedProtocol.as_str()
                     && self.protocol > MIN_PROTOCOL_VERSION =>
             {
+                let older = self.protocol - 1;
                 tracing::info!(
                     from = self.protocol,
-                    to = MIN_PROTOCOL_VERSION,
-                    "the server does not speak this protocol version: using the older one"
+                    to = older,
+                    "the server does not speak this protocol version: using the one before"
                 );
-                self.protocol = MIN_PROTOCOL_VERSION;
+                self.protocol = older;
+                if older >= 2 {
+                    return Adapted::Retry;
+                }
                 // Protocol 1 cannot ask for records by key: echoes still waiting for a
                 // refetch (from before the server went back to an older version) are
                 // downloaded with everything else.

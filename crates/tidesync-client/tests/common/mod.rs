@@ -179,6 +179,25 @@ pub fn strict_orders() -> MergeRules {
     }
 }
 
+/// `todos` must have a non-empty string `title` (a JSON Schema on the server).
+pub fn todo_schema() -> MergeRules {
+    let mut schemas = tidesync_server::Schemas::new();
+    schemas
+        .insert(
+            tidesync_protocol::CollectionName::new("todos").expect("valid"),
+            &serde_json::json!({
+                "type": "object",
+                "required": ["title"],
+                "properties": {"title": {"type": "string", "minLength": 1}}
+            }),
+        )
+        .expect("a valid schema");
+    MergeRules {
+        schemas,
+        ..MergeRules::default()
+    }
+}
+
 pub fn fast_sync() -> SyncConfig {
     SyncConfig {
         backoff: BackoffPolicy {

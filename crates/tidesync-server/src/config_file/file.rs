@@ -20,6 +20,7 @@ use toml::Spanned;
 
 use crate::admin::AdminConfig;
 use crate::auth::jwt::JwtConfig;
+use crate::schemas::SchemaSource;
 
 /// The whole file.
 #[derive(Debug, Default, Deserialize)]
@@ -35,6 +36,8 @@ pub(crate) struct ConfigFile {
     pub policies: Option<PoliciesSection>,
     pub limits: Option<LimitsSection>,
     pub auth: Option<AuthSection>,
+    #[serde(default)]
+    pub schemas: BTreeMap<Spanned<String>, Spanned<SchemaSource>>,
     pub admin: Option<Spanned<AdminConfig>>,
 }
 

@@ -30,6 +30,7 @@ use tidesync_protocol::CollectionName;
 
 use crate::admin::AdminToken;
 use crate::auth::jwt::{JwtConfig, JwtVerifier};
+use crate::schemas::SchemaSources;
 use crate::{Limits, MergeRules, Policy};
 
 pub use diagnostic::{ConfigErrors, Diagnostic, Location};
@@ -64,6 +65,9 @@ pub struct ServerConfig {
     pub limits: Limits,
     /// How the log lines on stderr look.
     pub log_format: LogFormat,
+    /// Where each collection's JSON Schema came from (`[schemas.*]`, relative files
+    /// resolved); the compiled schemas are in `rules.schemas`.
+    pub schema_sources: SchemaSources,
     /// JWT auth (`[auth.jwt]`), next to API tokens, when set.
     pub jwt: Option<JwtAuth>,
     /// The admin token: the dashboard at `/admin` is on when set.

@@ -18,6 +18,7 @@ use super::{
 };
 use crate::admin::{AdminConfig, AdminToken};
 use crate::auth::jwt::JwtVerifier;
+use crate::schemas::{SchemaSource, SchemaSources, Schemas};
 use crate::{Limits, MergeRules, Policies, Policy};
 
 /// Deepest `max_doc_depth` accepted: a document nests inside a push body, and clients and
@@ -94,6 +95,7 @@ pub fn resolve(
         |_, v| Some(v.into_inner()),
         Limits::default().compression,
     );
+    let (schemas, schema_sources) = r.schemas(file.schemas);
     let jwt = file.auth.and_then(|auth| auth.jwt).and_then(|section| {
         let base = r.base_dir().to_path_buf();
         r.judge(section, |config| {
@@ -125,7 +127,9 @@ pub fn resolve(
             rules: MergeRules {
                 policies,
                 max_clock_skew,
+                schemas,
             },
+            schema_sources,
             limits,
             log_format,
             jwt,
@@ -407,6 +411,43 @@ impl Resolver<'_> {
         StorageConfig::Sqlite {
             data_dir: data_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
         }
+    }
+
+    /// `[schemas.<collection>]`: each entry's name and schema judged at its own line.
+    fn schemas(
+        &mut self,
+        file: BTreeMap<Spanned<String>, Spanned<SchemaSource>>,
+    ) -> (Schemas, SchemaSources) {
+        let base = self.base_dir().to_path_buf();
+        let mut schemas = Schemas::new();
+        let mut sources = SchemaSources::new();
+        for (name, source) in file {
+            let Some(collection) = self.judge(name, |name| {
+                CollectionName::new(&name).map_err(|e| {
+                    Problem::new(
+                        format!("[schemas.{name}]: {e}"),
+                        "the section is named after the collection whose records it checks",
+                    )
+                })
+            }) else {
+                continue;
+            };
+            let loaded = self.judge(source, |source| {
+                schemas
+                    .load_one(collection.clone(), &source, &base)
+                    .map(|()| source)
+                    .map_err(|e| {
+                        Problem::new(e, "see docs/operations.md, \"Schemas\", for the format")
+                    })
+            });
+            if let Some(mut source) = loaded {
+                if let Some(file) = &mut source.file {
+                    *file = base.join(&*file);
+                }
+                sources.insert(collection, source);
+            }
+        }
+        (schemas, sources)
     }
 
     /// The admin token: `--admin-token`, else `TIDESYNC_ADMIN_TOKEN`, else `[admin]`.

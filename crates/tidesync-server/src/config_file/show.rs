@@ -87,6 +87,16 @@ impl Resolved {
         ] {
             out.key(&format!("limits.{key}"), duration_value(d));
         }
+        for (collection, source) in &c.schema_sources {
+            let table = format!("schemas.{collection}");
+            out.table(&table);
+            if let Some(file) = &source.file {
+                out.key(&format!("{table}.file"), path_value(file));
+            }
+            if let Some(json) = &source.json {
+                out.key(&format!("{table}.json"), json.as_str().into());
+            }
+        }
         match &c.jwt {
             Some(jwt) => show_jwt(&mut out, &jwt.config),
             None => {

@@ -8,12 +8,12 @@
 //! backend then writes the [`PushPlan`] in the same transaction. Nothing here touches a
 //! database, so SQLite and PostgreSQL cannot drift apart in what a push means.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use tidesync_core::wire::{self, WireJson};
-use tidesync_core::HlcClock;
+use tidesync_core::{HlcClock, RecordState};
 use tidesync_protocol::{
-    ErrorCode, Mutation, PushOutcome, PushResponse, PushResult, RecordKey, SpaceName, Stamp,
+    ErrorCode, Mutation, Op, PushOutcome, PushResponse, PushResult, RecordKey, SpaceName, Stamp,
 };
 
 use crate::config::MergeRules;
@@ -339,6 +339,10 @@ fn transaction(
             }
         }
     }
+    if let Some((seq, code, message)) = schema_violation(group, &records, state, rules) {
+        refuse(group, seq, code, message, results, refusals);
+        return;
+    }
     for (key, record) in records {
         let before = state.records.get(&key);
         if before.map_or(record != ServerRecord::default(), |b| *b != record) {
@@ -354,6 +358,47 @@ fn transaction(
         seq: m.seq,
         outcome,
     }));
+}
+
+/// The first record, in seq order, that the landed transaction `group` leaves live, changed
+/// and not matching its collection's schema: the seq of the transaction's last put or patch
+/// of it, and why. Deletes always pass (a record they leave dead has no document to check),
+/// and so does a record the transaction did not change (its mutations lost to newer writes).
+fn schema_violation(
+    group: &[&Mutation],
+    records: &HashMap<RecordKey, ServerRecord>,
+    state: &State,
+    rules: &MergeRules,
+) -> Option<(u64, ErrorCode, String)> {
+    let schemas = &rules.schemas;
+    if schemas.is_empty() {
+        return None;
+    }
+    // Each record once, blamed on the last put or patch that wrote it, in seq order.
+    let mut seen = HashSet::new();
+    let mut last_writes: Vec<&Mutation> = group
+        .iter()
+        .rev()
+        .filter(|m| !matches!(m.op, Op::Delete) && schemas.has(&m.key.collection))
+        .filter(|m| seen.insert(&m.key))
+        .copied()
+        .collect();
+    last_writes.reverse();
+    last_writes.into_iter().find_map(|m| {
+        let record = records.get(&m.key)?;
+        let unchanged = state
+            .records
+            .get(&m.key)
+            .map_or(record.state == RecordState::default(), |before| {
+                before.state == record.state
+            });
+        if unchanged {
+            return None;
+        }
+        let doc = record.state.doc()?;
+        let message = schemas.check(&m.key.collection, doc).err()?;
+        Some((m.seq, ErrorCode::SchemaViolation, message))
+    })
 }
 
 /// Every mutation of a refused transaction is rejected: `bad_seq` with the reason, the others
