@@ -5,6 +5,7 @@ use std::sync::Arc;
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::config::Limits;
+use crate::horizon::HorizonConfig;
 use crate::metrics::Metrics;
 use crate::service::SyncService;
 use crate::storage::Storage;
@@ -22,6 +23,8 @@ struct Shared {
     streams: Arc<Semaphore>,
     /// `true` once shutdown began: event streams end, `/healthz` answers 503.
     shutdown: watch::Sender<bool>,
+    /// The history horizon [`crate::serve`] prunes by (`None`: history is kept forever).
+    horizon: Option<HorizonConfig>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -38,8 +41,19 @@ impl std::fmt::Debug for AppState {
 }
 
 impl AppState {
-    /// State over `storage` with `limits`, fresh metrics and no shutdown requested.
+    /// State over `storage` with `limits`, fresh metrics, no shutdown requested and the
+    /// default history horizon ([`HorizonConfig::default`]: 30 days).
     pub fn new(storage: Arc<dyn Storage>, limits: Limits) -> AppState {
+        AppState::with_horizon(storage, limits, Some(HorizonConfig::default()))
+    }
+
+    /// [`AppState::new`] with the history horizon `horizon` (`None`: nothing is ever
+    /// pruned). Check it first with [`HorizonConfig::validate`].
+    pub fn with_horizon(
+        storage: Arc<dyn Storage>,
+        limits: Limits,
+        horizon: Option<HorizonConfig>,
+    ) -> AppState {
         let permits = limits.max_event_streams.min(Semaphore::MAX_PERMITS);
         let streams = Arc::new(Semaphore::new(permits));
         let (shutdown, _) = watch::channel(false);
@@ -49,8 +63,14 @@ impl AppState {
                 metrics: Metrics::new(),
                 streams,
                 shutdown,
+                horizon,
             }),
         }
+    }
+
+    /// The history horizon the server prunes by, if any.
+    pub fn horizon(&self) -> Option<HorizonConfig> {
+        self.inner.horizon
     }
 
     /// Validation, storage and error mapping of pushes and pulls.

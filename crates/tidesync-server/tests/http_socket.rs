@@ -16,7 +16,7 @@ use futures::StreamExt;
 use serde_json::{json, Value};
 use tidesync_protocol::{PullResponse, PushResponse, RawChange, SpaceName};
 use tidesync_server::auth::{Grants, TokenHash};
-use tidesync_server::storage::{Poke, PullInput, PushInput, Storage, StorageError};
+use tidesync_server::storage::{Poke, Prune, Pruned, PullInput, PushInput, Storage, StorageError};
 use tidesync_server::{serve, AppState, Limits, MergeRules};
 use tokio::sync::{oneshot, Notify};
 use tokio::task::JoinHandle;
@@ -75,6 +75,9 @@ impl Storage for Hooked {
     }
     fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Poke> {
         self.inner.subscribe()
+    }
+    async fn prune(&self, batch: Prune) -> Result<Pruned, StorageError> {
+        self.inner.prune(batch).await
     }
     async fn health(&self) -> Result<(), StorageError> {
         self.inner.health().await

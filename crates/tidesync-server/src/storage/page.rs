@@ -31,14 +31,35 @@ pub(crate) fn acked_through(
     }
 }
 
-/// A cursor ahead of its space (a server restored from an older backup, another server)
-/// means the client must bootstrap again.
-pub(crate) fn check_cursor(space: &SpaceName, from: u64, current: u64) -> Result<(), StorageError> {
-    if from > current {
+/// Where a space stands when a pull reads it: its version, and its horizon (the newest
+/// version of its pruned tombstones, 0 if none were pruned).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SpacePosition {
+    pub version: u64,
+    pub horizon: u64,
+}
+
+/// A cursor the space cannot serve means the client must bootstrap again: one ahead of its
+/// space (a server restored from an older backup, another server), or one behind its
+/// horizon (a delete after it was pruned, so the client may still hold the record). A
+/// cursor of 0 is a bootstrap: it holds nothing a pruned delete could have removed.
+pub(crate) fn check_cursor(
+    space: &SpaceName,
+    from: u64,
+    at: SpacePosition,
+) -> Result<(), StorageError> {
+    if from > at.version {
         return Err(StorageError::CursorReset {
             space: space.clone(),
             cursor: from,
-            current,
+            current: at.version,
+        });
+    }
+    if from > 0 && from < at.horizon {
+        return Err(StorageError::CursorBehindHorizon {
+            space: space.clone(),
+            cursor: from,
+            horizon: at.horizon,
         });
     }
     Ok(())
@@ -211,6 +232,30 @@ fn raw_change(space: &SpaceName, row: StoredRow) -> Result<RawChange, StorageErr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cursor_is_served_from_the_horizon_to_the_version_and_from_zero() {
+        let space = SpaceName::new("s").expect("valid");
+        let at = SpacePosition {
+            version: 20,
+            horizon: 10,
+        };
+        for ok in [0, 10, 15, 20] {
+            assert!(check_cursor(&space, ok, at).is_ok(), "cursor {ok}");
+        }
+        assert!(matches!(
+            check_cursor(&space, 9, at),
+            Err(StorageError::CursorBehindHorizon {
+                cursor: 9,
+                horizon: 10,
+                ..
+            })
+        ));
+        assert!(matches!(
+            check_cursor(&space, 21, at),
+            Err(StorageError::CursorReset { cursor: 21, .. })
+        ));
+    }
 
     #[test]
     fn a_page_that_did_not_fill_skips_to_the_space_version() {

@@ -20,7 +20,7 @@ use tidesync_protocol::{Hlc, PullResponse, PushResponse, RawChange, SpaceName};
 use tidesync_server::auth::{Grants, TokenHash};
 use tidesync_server::storage::postgres::PostgresStorage;
 use tidesync_server::storage::sqlite::SqliteStorage;
-use tidesync_server::storage::{Poke, PullInput, PushInput, Storage, StorageError};
+use tidesync_server::storage::{Poke, Prune, Pruned, PullInput, PushInput, Storage, StorageError};
 use tidesync_server::{app, AppState, Limits, MergeRules};
 use tidesync_testkit::TestDatabase;
 use tower::ServiceExt;
@@ -98,6 +98,9 @@ impl Storage for AnyStorage {
     }
     fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Poke> {
         self.inner().subscribe()
+    }
+    async fn prune(&self, batch: Prune) -> Result<Pruned, StorageError> {
+        self.inner().prune(batch).await
     }
     async fn health(&self) -> Result<(), StorageError> {
         self.inner().health().await

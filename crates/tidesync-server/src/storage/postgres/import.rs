@@ -2,9 +2,10 @@
 //! migrate-storage` runs), so clients carry on against the new backend with the cursors and
 //! sequence numbers they have.
 //!
-//! What is copied: every space's version, every client's owner and `last_seq`, every record
-//! at its version (document, stamps and register versions as stored, the same wire form on
-//! both backends), the remembered rejections and the tokens (by hash). What is not: the
+//! What is copied: every space's version and horizon, every client's owner, `last_seq` and
+//! `last_push_at`, every record at its version (document, stamps and register versions as
+//! stored, the same wire form on both backends, and a tombstone's `deleted_at`), the
+//! remembered rejections with their `rejected_at`, and the tokens (by hash). What is not: the
 //! server HLC in `meta` (PostgreSQL nodes observe the stored stamps of every record they
 //! plan over, so the clock needs no seed).
 //!
@@ -38,7 +39,7 @@ const DATABASE_FILE: &str = "server.db";
 /// The SQLite server schema (`PRAGMA user_version`) this import reads. The SQLite backend
 /// migrates its file to this version on open; the test `the_import_reads_the_current_sqlite_schema`
 /// fails when a new SQLite migration makes this stale.
-const SQLITE_SCHEMA_VERSION: i64 = 3;
+const SQLITE_SCHEMA_VERSION: i64 = 4;
 
 /// Rows per `INSERT … SELECT * FROM unnest(…)` statement.
 const BATCH_ROWS: usize = 5_000;
@@ -155,6 +156,7 @@ enum Kind {
     Text,
     NullableText,
     Int,
+    NullableInt,
     Bytes,
 }
 
@@ -173,29 +175,30 @@ struct TableSpec {
 const SPACES: TableSpec = TableSpec {
     source: "spaces",
     target: "ts_spaces",
-    select: "SELECT space, version FROM spaces ORDER BY space",
-    insert: "INSERT INTO ts_spaces (space, version)
-             SELECT * FROM unnest($1::text[], $2::int8[])",
-    kinds: &[Kind::Text, Kind::Int],
+    select: "SELECT space, version, horizon FROM spaces ORDER BY space",
+    insert: "INSERT INTO ts_spaces (space, version, horizon)
+             SELECT * FROM unnest($1::text[], $2::int8[], $3::int8[])",
+    kinds: &[Kind::Text, Kind::Int, Kind::Int],
 };
 
 const CLIENTS: TableSpec = TableSpec {
     source: "clients",
     target: "ts_clients",
-    select: "SELECT client_id, user_id, last_seq FROM clients ORDER BY client_id",
-    insert: "INSERT INTO ts_clients (client_id, user_id, last_seq)
-             SELECT * FROM unnest($1::text[], $2::text[], $3::int8[])",
-    kinds: &[Kind::Text, Kind::Text, Kind::Int],
+    select: "SELECT client_id, user_id, last_seq, last_push_at FROM clients ORDER BY client_id",
+    insert: "INSERT INTO ts_clients (client_id, user_id, last_seq, last_push_at)
+             SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[])",
+    kinds: &[Kind::Text, Kind::Text, Kind::Int, Kind::NullableInt],
 };
 
 const RECORDS: TableSpec = TableSpec {
     source: "records",
     target: "ts_records",
-    select: "SELECT space, collection, id, version, doc, stamps, versions, echo FROM records
-             ORDER BY space, version",
-    insert: "INSERT INTO ts_records (space, collection, id, version, doc, stamps, versions, echo)
+    select: "SELECT space, collection, id, version, doc, stamps, versions, echo, deleted_at
+             FROM records ORDER BY space, version",
+    insert: "INSERT INTO ts_records
+                 (space, collection, id, version, doc, stamps, versions, echo, deleted_at)
              SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[],
-                                  $5::text[], $6::text[], $7::text[], $8::text[])",
+                                  $5::text[], $6::text[], $7::text[], $8::text[], $9::int8[])",
     kinds: &[
         Kind::Text,
         Kind::Text,
@@ -205,16 +208,18 @@ const RECORDS: TableSpec = TableSpec {
         Kind::Text,
         Kind::Text,
         Kind::NullableText,
+        Kind::NullableInt,
     ],
 };
 
 const REJECTED: TableSpec = TableSpec {
     source: "rejected",
     target: "ts_rejected",
-    select: "SELECT client_id, seq, code, message FROM rejected ORDER BY client_id, seq",
-    insert: "INSERT INTO ts_rejected (client_id, seq, code, message)
-             SELECT * FROM unnest($1::text[], $2::int8[], $3::text[], $4::text[])",
-    kinds: &[Kind::Text, Kind::Int, Kind::Text, Kind::Text],
+    select: "SELECT client_id, seq, code, message, rejected_at FROM rejected
+             ORDER BY client_id, seq",
+    insert: "INSERT INTO ts_rejected (client_id, seq, code, message, rejected_at)
+             SELECT * FROM unnest($1::text[], $2::int8[], $3::text[], $4::text[], $5::int8[])",
+    kinds: &[Kind::Text, Kind::Int, Kind::Text, Kind::Text, Kind::Int],
 };
 
 const TOKENS: TableSpec = TableSpec {
@@ -232,6 +237,7 @@ enum Column {
     Text(Vec<String>),
     NullableText(Vec<Option<String>>),
     Int(Vec<i64>),
+    NullableInt(Vec<Option<i64>>),
     Bytes(Vec<Vec<u8>>),
 }
 
@@ -241,6 +247,7 @@ impl Column {
             Kind::Text => Column::Text(Vec::with_capacity(BATCH_ROWS)),
             Kind::NullableText => Column::NullableText(Vec::with_capacity(BATCH_ROWS)),
             Kind::Int => Column::Int(Vec::with_capacity(BATCH_ROWS)),
+            Kind::NullableInt => Column::NullableInt(Vec::with_capacity(BATCH_ROWS)),
             Kind::Bytes => Column::Bytes(Vec::with_capacity(BATCH_ROWS)),
         }
     }
@@ -250,6 +257,7 @@ impl Column {
             Column::Text(v) => v.push(row.get(i)?),
             Column::NullableText(v) => v.push(row.get(i)?),
             Column::Int(v) => v.push(row.get(i)?),
+            Column::NullableInt(v) => v.push(row.get(i)?),
             Column::Bytes(v) => v.push(row.get(i)?),
         }
         Ok(())
@@ -260,6 +268,7 @@ impl Column {
             Column::Text(v) => v,
             Column::NullableText(v) => v,
             Column::Int(v) => v,
+            Column::NullableInt(v) => v,
             Column::Bytes(v) => v,
         }
     }
@@ -661,28 +670,31 @@ mod tests {
         {
             let mut insert = tx
                 .prepare(
-                    "INSERT INTO records (space, version, collection, id, doc, stamps, versions)
-                     VALUES (?1, ?2, 'todos', ?3, ?4, '{}', '{}')",
+                    "INSERT INTO records
+                         (space, version, collection, id, doc, stamps, versions, deleted_at)
+                     VALUES (?1, ?2, 'todos', ?3, ?4, '{}', '{}', ?5)",
                 )
                 .expect("prepare");
             for i in 0..records {
                 let space = if i % 2 == 0 { "a" } else { "b" };
                 let doc = (i % 3 != 0).then(|| format!("{{\"n\":{i}}}"));
+                let deleted_at = doc.is_none().then_some(1_000 + i as i64);
                 insert
                     .execute(rusqlite::params![
                         space,
                         i as i64 / 2 + 1,
                         format!("r{i}"),
-                        doc
+                        doc,
+                        deleted_at
                     ])
                     .expect("insert");
             }
         }
         let half = records.div_ceil(2);
         tx.execute_batch(&format!(
-            "INSERT INTO spaces VALUES ('a', {half}), ('b', {});
-             INSERT INTO clients VALUES ('c1', 'alice', 9), ('c2', 'alice', 1), ('c3', 'bob', 4);
-             INSERT INTO rejected VALUES ('c1', 3, 'stale_base', 'no'), ('c3', 4, 'rule_violation', 'no');
+            "INSERT INTO spaces VALUES ('a', {half}, 3), ('b', {}, 0);
+             INSERT INTO clients VALUES ('c1', 'alice', 9, 77), ('c2', 'alice', 1, NULL), ('c3', 'bob', 4, 78);
+             INSERT INTO rejected VALUES ('c1', 3, 'stale_base', 'no', 5), ('c3', 4, 'rule_violation', 'no', 6);
              INSERT INTO tokens VALUES (x'00ff10', 'alice', '{{}}', 1), (x'ab', 'bob', '{{}}', 2);",
             records as i64 / 2
         ))
@@ -745,8 +757,25 @@ mod tests {
         let rows = db.query("SELECT encode(hash, 'hex'), user_id FROM ts_tokens ORDER BY hash");
         assert_eq!(rows[0][0].as_deref(), Some("00ff10"));
         assert_eq!(rows[1][1].as_deref(), Some("bob"));
-        let rows = db.query("SELECT last_seq FROM ts_clients WHERE client_id = 'c1'");
+        let rows = db.query(
+            "SELECT last_seq, last_push_at FROM ts_clients WHERE client_id IN ('c1', 'c2') ORDER BY client_id",
+        );
         assert_eq!(rows[0][0].as_deref(), Some("9"));
+        assert_eq!(rows[0][1].as_deref(), Some("77"));
+        assert_eq!(rows[1][1], None);
+        // The horizon's columns arrive as stored.
+        let rows = db.query("SELECT horizon FROM ts_spaces ORDER BY space");
+        assert_eq!(rows, [[Some("3".to_owned())], [Some("0".to_owned())]]);
+        let rows = db.query("SELECT rejected_at FROM ts_rejected ORDER BY client_id");
+        assert_eq!(rows, [[Some("5".to_owned())], [Some("6".to_owned())]]);
+        let rows = db.query(
+            "SELECT count(*) FROM ts_records WHERE (doc IS NULL) <> (deleted_at IS NOT NULL)",
+        );
+        assert_eq!(
+            rows[0][0].as_deref(),
+            Some("0"),
+            "deleted_at is kept per tombstone"
+        );
 
         // A second copy into the same target is refused and changes nothing.
         let before = pg_counts(&db);
@@ -772,7 +801,7 @@ mod tests {
         Connection::open(&path)
             .and_then(|c| {
                 c.execute(
-                    "INSERT INTO records VALUES ('zz', 'not a number', 'todos', 'bad', NULL, '{}', '{}', NULL)",
+                    "INSERT INTO records VALUES ('zz', 'not a number', 'todos', 'bad', NULL, '{}', '{}', NULL, NULL)",
                     [],
                 )
             })
@@ -791,13 +820,14 @@ mod tests {
     fn batches_split_at_batch_rows() {
         let conn = Connection::open_in_memory().expect("memory");
         conn.execute_batch(
-            "CREATE TABLE spaces (space TEXT PRIMARY KEY, version INTEGER NOT NULL)",
+            "CREATE TABLE spaces (space TEXT PRIMARY KEY, version INTEGER NOT NULL,
+                                  horizon INTEGER NOT NULL DEFAULT 0)",
         )
         .expect("table");
         let n = BATCH_ROWS * 2 + 7;
         {
             let mut insert = conn
-                .prepare("INSERT INTO spaces VALUES (?1, ?2)")
+                .prepare("INSERT INTO spaces (space, version) VALUES (?1, ?2)")
                 .expect("prepare");
             for i in 0..n {
                 insert

@@ -25,6 +25,7 @@
 
 pub mod import;
 mod listen;
+mod prune;
 mod pull;
 mod push;
 mod schema;
@@ -45,7 +46,7 @@ use tokio_postgres::NoTls;
 
 use crate::auth::{stored_grants, Grants, NewToken, TokenHash};
 use crate::config::MergeRules;
-use crate::storage::{Poke, PullInput, PushInput, Storage, StorageError};
+use crate::storage::{Poke, Prune, Pruned, PullInput, PushInput, Storage, StorageError};
 
 pub use schema::SCHEMA_VERSION;
 
@@ -325,6 +326,14 @@ impl Storage for PostgresStorage {
 
     fn subscribe(&self) -> broadcast::Receiver<Poke> {
         self.pokes.subscribe()
+    }
+
+    async fn prune(&self, batch: Prune) -> Result<Pruned, StorageError> {
+        self.timed("prune", async {
+            let mut client = self.client().await?;
+            prune::prune_batch(&mut client, batch).await
+        })
+        .await
     }
 
     async fn health(&self) -> Result<(), StorageError> {

@@ -4,7 +4,7 @@
 use tidesync_protocol::{Cursor, PullResponse, RawChange, SpaceName};
 use tokio_postgres::IsolationLevel;
 
-use crate::storage::page::{self, Entries, Remaining, StoredRow};
+use crate::storage::page::{self, Entries, Remaining, SpacePosition, StoredRow};
 use crate::storage::plan::ClientRow;
 use crate::storage::postgres::db_error;
 use crate::storage::{PullInput, StorageError};
@@ -54,7 +54,7 @@ async fn read(
         });
     let acked_through = page::acked_through(owner, input)?;
     let version = tx
-        .prepare_cached("SELECT version FROM ts_spaces WHERE space = $1")
+        .prepare_cached("SELECT version, horizon FROM ts_spaces WHERE space = $1")
         .await
         .map_err(db_error("read a space version"))?;
     let changes_stmt = tx
@@ -69,13 +69,23 @@ async fn read(
     let mut remaining = 0u64;
     let mut budget = u64::from(input.limit.max(1));
     for space in &input.spaces {
-        let current = tx
+        let at = tx
             .query_opt(&version, &[&space.as_str()])
             .await
             .map_err(db_error("read a space version"))?
-            .map_or(0, |r| r.get::<_, i64>(0) as u64);
+            .map_or(
+                SpacePosition {
+                    version: 0,
+                    horizon: 0,
+                },
+                |r| SpacePosition {
+                    version: r.get::<_, i64>(0) as u64,
+                    horizon: r.get::<_, i64>(1) as u64,
+                },
+            );
+        let current = at.version;
         let from = input.cursor.get(space).copied().unwrap_or(0);
-        page::check_cursor(space, from, current)?;
+        page::check_cursor(space, from, at)?;
         let rows = tx
             .query(
                 &changes_stmt,

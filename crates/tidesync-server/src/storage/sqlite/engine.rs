@@ -14,8 +14,8 @@ use tokio::sync::broadcast;
 
 use crate::auth::{Grants, TokenHash};
 use crate::config::MergeRules;
-use crate::storage::sqlite::{pull, push, schema, writer};
-use crate::storage::{Poke, PullInput, PushInput, Storage, StorageError};
+use crate::storage::sqlite::{prune, pull, push, schema, writer};
+use crate::storage::{Poke, Prune, Pruned, PullInput, PushInput, Storage, StorageError};
 
 /// A synchronous server engine over one SQLite file.
 #[derive(Debug)]
@@ -52,6 +52,11 @@ impl SyncEngine {
     /// Reads one page of changes (documents and stamps as stored JSON text).
     pub fn pull(&self, input: &PullInput) -> Result<PullResponse<RawChange>, StorageError> {
         pull::pull(&self.conn, input)
+    }
+
+    /// Runs one prune batch in its own transaction (see [`Storage::prune`]).
+    pub fn prune(&self, batch: Prune) -> Result<Pruned, StorageError> {
+        prune::prune_batch(&self.conn, batch)
     }
 }
 
@@ -126,6 +131,10 @@ impl Storage for EngineStorage {
 
     fn subscribe(&self) -> broadcast::Receiver<Poke> {
         self.pokes.subscribe()
+    }
+
+    async fn prune(&self, batch: Prune) -> Result<Pruned, StorageError> {
+        self.engine()?.prune(batch)
     }
 
     async fn health(&self) -> Result<(), StorageError> {

@@ -2,6 +2,7 @@
 //! pushes in groups, a pool of reader connections for pulls, all off the async executor.
 
 mod engine;
+mod prune;
 mod pull;
 mod push;
 mod schema;
@@ -18,7 +19,7 @@ use tokio::sync::{broadcast, oneshot, Semaphore};
 
 use crate::auth::{stored_grants, Grants, NewToken, TokenHash};
 use crate::config::MergeRules;
-use crate::storage::{Poke, PullInput, PushInput, Storage, StorageError};
+use crate::storage::{Poke, Prune, Pruned, PullInput, PushInput, Storage, StorageError};
 
 pub use crate::storage::page::EXACT_REMAINING;
 pub use engine::{EngineClock, EngineStorage, SyncEngine};
@@ -92,6 +93,19 @@ impl SqliteStorage {
         insert_token(&conn, grants)
     }
 
+    /// Sends `job` to the writer, unless it has stopped.
+    fn send(&self, job: writer::Job) -> Result<(), StorageError> {
+        let jobs = self
+            .jobs
+            .lock()
+            .map_err(|_| StorageError::Internal("writer queue poisoned".into()))?;
+        let jobs = jobs
+            .as_ref()
+            .ok_or_else(|| StorageError::Unavailable("the server is shutting down".into()))?;
+        jobs.send(job)
+            .map_err(|_| StorageError::Unavailable("the writer has stopped".into()))
+    }
+
     async fn read<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Connection) -> Result<T, StorageError> + Send + 'static,
@@ -149,17 +163,7 @@ impl Storage for SqliteStorage {
         let (reply, answer) = oneshot::channel();
         let input = Arc::new(input);
         let keep = input.clone();
-        {
-            let jobs = self
-                .jobs
-                .lock()
-                .map_err(|_| StorageError::Internal("writer queue poisoned".into()))?;
-            let jobs = jobs
-                .as_ref()
-                .ok_or_else(|| StorageError::Unavailable("the server is shutting down".into()))?;
-            jobs.send(writer::Job::Push(input, reply))
-                .map_err(|_| StorageError::Unavailable("the writer has stopped".into()))?;
-        }
+        self.send(writer::Job::Push(input, reply))?;
         let result = answer
             .await
             .map_err(|_| StorageError::Unavailable("the writer has stopped".into()))?;
@@ -188,6 +192,14 @@ impl Storage for SqliteStorage {
 
     fn subscribe(&self) -> broadcast::Receiver<Poke> {
         self.pokes.subscribe()
+    }
+
+    async fn prune(&self, prune: Prune) -> Result<Pruned, StorageError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(writer::Job::Prune(prune, reply))?;
+        answer
+            .await
+            .map_err(|_| StorageError::Unavailable("the writer has stopped".into()))?
     }
 
     async fn health(&self) -> Result<(), StorageError> {

@@ -4,10 +4,10 @@
 use rusqlite::{params, Connection, OptionalExtension};
 use tidesync_protocol::{Cursor, PullResponse, RawChange};
 
-use crate::storage::page::{self, Entries, Remaining, StoredRow};
+use crate::storage::page::{self, Entries, Remaining, SpacePosition, StoredRow};
 use crate::storage::plan::ClientRow;
-use crate::storage::sqlite::push::space_version;
 use crate::storage::{PullInput, StorageError};
+use tidesync_protocol::SpaceName;
 
 fn internal(context: &'static str) -> impl Fn(rusqlite::Error) -> StorageError {
     move |e| StorageError::Internal(format!("{context}: {e}"))
@@ -39,9 +39,10 @@ pub(crate) fn pull(
     let mut remaining = 0u64;
     let mut budget = u64::from(input.limit.max(1));
     for space in &input.spaces {
-        let current = space_version(&tx, space)?;
+        let at = position(&tx, space)?;
+        let current = at.version;
         let from = input.cursor.get(space).copied().unwrap_or(0);
-        page::check_cursor(space, from, current)?;
+        page::check_cursor(space, from, at)?;
         let mut stmt = tx
             .prepare_cached(
                 "SELECT collection, id, version, doc, stamps, echo FROM records
@@ -94,6 +95,26 @@ pub(crate) fn pull(
         }
     }
     Ok(entries.finish(cursor, remaining, acked_through))
+}
+
+/// The space's version and horizon (both 0 for a space never written).
+fn position(conn: &Connection, space: &SpaceName) -> Result<SpacePosition, StorageError> {
+    let at = conn
+        .prepare_cached("SELECT version, horizon FROM spaces WHERE space = ?1")
+        .and_then(|mut s| {
+            s.query_row([space.as_str()], |r| {
+                Ok(SpacePosition {
+                    version: r.get::<_, i64>(0)? as u64,
+                    horizon: r.get::<_, i64>(1)? as u64,
+                })
+            })
+            .optional()
+        })
+        .map_err(internal("read a space version"))?;
+    Ok(at.unwrap_or(SpacePosition {
+        version: 0,
+        horizon: 0,
+    }))
 }
 
 /// A row of `SELECT collection, id, version, doc, stamps, echo`.

@@ -1,6 +1,7 @@
 //! The writer thread: the only connection that writes. It takes pushes from a queue and
 //! commits them in groups (one fsync for many pushes), each push in its own savepoint so a
-//! failing one does not disturb the others.
+//! failing one does not disturb the others. A prune batch ends a group and runs alone, in
+//! its own transaction, so pushes wait for at most one bounded batch.
 
 use std::collections::BTreeMap;
 use std::sync::mpsc::Receiver;
@@ -12,10 +13,11 @@ use tidesync_protocol::{Hlc, PushResponse, SpaceName};
 use tokio::sync::{broadcast, oneshot};
 
 use crate::config::MergeRules;
+use crate::storage::sqlite::prune::prune_batch;
 use crate::storage::sqlite::push::{apply_push, WriterContext};
 use std::sync::Arc;
 
-use crate::storage::{Poke, PushInput, StorageError};
+use crate::storage::{Poke, Prune, Pruned, PushInput, StorageError};
 
 /// Most pushes committed together.
 const MAX_GROUP: usize = 256;
@@ -29,6 +31,8 @@ pub(crate) enum Job {
         Arc<PushInput>,
         oneshot::Sender<Result<PushResponse, StorageError>>,
     ),
+    /// One prune batch, run after the pushes queued before it.
+    Prune(Prune, oneshot::Sender<Result<Pruned, StorageError>>),
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -42,12 +46,17 @@ pub(crate) fn run(
     while let Ok(first) = jobs.recv() {
         let mut group = Vec::new();
         let mut stop = None;
+        let mut prune = None;
         let mut mutations = 0;
         let mut next = Some(first);
         while let Some(job) = next.take() {
             match job {
                 Job::Shutdown(done) => {
                     stop = Some(done);
+                    break;
+                }
+                Job::Prune(batch, reply) => {
+                    prune = Some((batch, reply));
                     break;
                 }
                 Job::Push(input, reply) => {
@@ -63,6 +72,9 @@ pub(crate) fn run(
         if !group.is_empty() {
             commit_group(&conn, group, &rules, &mut clock, &pokes);
         }
+        if let Some((batch, reply)) = prune {
+            let _ = reply.send(prune_batch(&conn, batch));
+        }
         if let Some(done) = stop {
             let _ = done.send(());
             break;
@@ -72,6 +84,11 @@ pub(crate) fn run(
     while let Ok(job) = jobs.try_recv() {
         match job {
             Job::Push(_, reply) => {
+                let _ = reply.send(Err(StorageError::Unavailable(
+                    "the server is shutting down".into(),
+                )));
+            }
+            Job::Prune(_, reply) => {
                 let _ = reply.send(Err(StorageError::Unavailable(
                     "the server is shutting down".into(),
                 )));
