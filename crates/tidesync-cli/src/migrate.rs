@@ -112,10 +112,11 @@ mod tests {
             records: 1200,
             rejected: 1,
             tokens: 4,
+            downloads: 1,
         };
         assert_eq!(
             summary(&report),
-            "copied 2 spaces, 3 clients, 1200 records, 1 rejection, 4 tokens from \
+            "copied 2 spaces, 3 clients, 1200 records, 1 rejection, 4 tokens, 1 download horizon from \
              /data/server.db to PostgreSQL at alice@db:5432/app"
         );
     }

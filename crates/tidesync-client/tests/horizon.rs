@@ -83,6 +83,7 @@ fn a_client_offline_past_the_horizon_downloads_again_and_keeps_its_pending_write
         storage
             .prune(Prune {
                 cutoff_ms: now_ms(),
+                rejections_cutoff_ms: now_ms(),
                 batch: 1_000,
             })
             .await

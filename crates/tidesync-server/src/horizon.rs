@@ -141,8 +141,10 @@ impl Pruner {
     /// One pass: batches at the cutoff of now until one comes back short. Returns what it
     /// deleted; a failing batch ends the pass (the batches before it stay committed).
     pub async fn run_once(&self) -> Result<Pruned, StorageError> {
+        let cutoff = self.config.cutoff((self.clock)());
         let batch = Prune {
-            cutoff_ms: self.config.cutoff((self.clock)()),
+            cutoff_ms: cutoff,
+            rejections_cutoff_ms: cutoff,
             batch: self.config.prune_batch,
         };
         let mut total = Pruned::default();

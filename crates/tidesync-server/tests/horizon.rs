@@ -155,12 +155,14 @@ async fn old_tombstones_and_rejections_go_and_live_records_stay(backend: Backend
     // rejection, and nothing else.
     let early = Prune {
         cutoff_ms: written - 60_000,
+        rejections_cutoff_ms: written - 60_000,
         batch: 100,
     };
     assert_eq!(storage.prune(early).await.unwrap(), Pruned::default());
     let pruned = storage
         .prune(Prune {
             cutoff_ms: written,
+            rejections_cutoff_ms: written,
             batch: 100,
         })
         .await
@@ -178,8 +180,13 @@ async fn old_tombstones_and_rejections_go_and_live_records_stay(backend: Backend
     assert_eq!(after.cursor, before.cursor);
 
     // The horizon is the newest pruned tombstone (r2's delete, version 7): a cursor before
-    // it is reset, at it or after it served, and 0 is a bootstrap.
-    let err = storage.pull(pull_from(6)).await.expect_err("behind");
+    // it is reset (for a client that did not begin downloading at this horizon), at it or
+    // after it served, and 0 is a bootstrap.
+    let stale = PullInput {
+        client_id: ClientId::new("stale").unwrap(),
+        ..pull_from(6)
+    };
+    let err = storage.pull(stale).await.expect_err("behind");
     assert!(
         matches!(
             err,
@@ -201,6 +208,7 @@ async fn old_tombstones_and_rejections_go_and_live_records_stay(backend: Backend
         storage
             .prune(Prune {
                 cutoff_ms: now_ms(),
+                rejections_cutoff_ms: now_ms(),
                 batch: 100
             })
             .await
@@ -228,6 +236,7 @@ async fn a_batch_deletes_at_most_its_size_oldest_first(backend: Backend) {
     // The first cutoff only covers the first seven: the later tombstones stay.
     let batch = |cutoff_ms| Prune {
         cutoff_ms,
+        rejections_cutoff_ms: cutoff_ms,
         batch: 4,
     };
     let mut seen = Vec::new();
@@ -278,6 +287,7 @@ async fn concurrent_prunes_delete_every_row_once(backend: Backend) {
                 let mut total = Pruned::default();
                 let batch = Prune {
                     cutoff_ms: cutoff,
+                    rejections_cutoff_ms: cutoff,
                     batch: 5,
                 };
                 loop {
@@ -324,6 +334,7 @@ async fn a_late_retry_of_a_pruned_rejection_is_acknowledged_without_it(backend: 
     storage
         .prune(Prune {
             cutoff_ms: now_ms(),
+            rejections_cutoff_ms: now_ms(),
             batch: 100,
         })
         .await
@@ -397,6 +408,89 @@ async fn the_pruner_runs_on_its_interval_until_shutdown(backend: Backend) {
     assert_eq!(early.run_once().await.unwrap().tombstones, 3);
 }
 
+/// Pages of `client` from an empty cursor until the last, or the first error.
+async fn download(storage: &dyn Storage, client: &str, limit: u32) -> Result<usize, StorageError> {
+    let mut cursor = Cursor::new();
+    let mut live = 0;
+    loop {
+        let page = storage
+            .pull(PullInput {
+                client_id: ClientId::new(client).unwrap(),
+                cursor: cursor.clone(),
+                limit,
+                ..pull_from(0)
+            })
+            .await?;
+        live += page.changes.iter().filter(|c| !c.deleted).count();
+        cursor = page.cursor;
+        if !page.has_more {
+            return Ok(live);
+        }
+    }
+}
+
+async fn a_download_longer_than_a_page_goes_on_below_the_horizon(backend: Backend) {
+    let Some(store) = Store::open(backend, MergeRules::default()).await else {
+        return;
+    };
+    let storage = store.storage.as_ref();
+    // Ten old live records (versions 1 to 10) under three pruned deletes (up to 16).
+    push(
+        storage,
+        "w",
+        (1..=10).map(|i| put(i, &format!("live{i}"))).collect(),
+    )
+    .await;
+    let seq = churn(storage, "w", 11, 3).await;
+    let prune = |cutoff_ms| Prune {
+        cutoff_ms,
+        rejections_cutoff_ms: cutoff_ms,
+        batch: 100,
+    };
+    storage.prune(prune(now_ms())).await.unwrap();
+    // A download three records a page: every page after the first is below the horizon,
+    // and is served because the download began at this horizon.
+    assert_eq!(download(storage, "reader", 3).await.unwrap(), 10);
+    // The same cursor from a client that never downloaded is reset.
+    let err = storage
+        .pull(PullInput {
+            client_id: ClientId::new("stale").unwrap(),
+            ..pull_from(3)
+        })
+        .await
+        .expect_err("a stale cursor");
+    assert!(
+        matches!(err, StorageError::CursorBehindHorizon { .. }),
+        "{err}"
+    );
+    // When the horizon moves during a download, the download is reset; the next one
+    // completes.
+    let first_page = storage
+        .pull(PullInput {
+            client_id: ClientId::new("slow").unwrap(),
+            limit: 3,
+            ..pull_from(0)
+        })
+        .await
+        .unwrap();
+    churn(storage, "w", seq, 2).await;
+    storage.prune(prune(now_ms())).await.unwrap();
+    let err = storage
+        .pull(PullInput {
+            client_id: ClientId::new("slow").unwrap(),
+            cursor: first_page.cursor,
+            limit: 3,
+            ..pull_from(0)
+        })
+        .await
+        .expect_err("the horizon moved");
+    assert!(
+        matches!(err, StorageError::CursorBehindHorizon { .. }),
+        "{err}"
+    );
+    assert_eq!(download(storage, "slow", 3).await.unwrap(), 10);
+}
+
 on_both_backends!(
     old_tombstones_and_rejections_go_and_live_records_stay,
     a_batch_deletes_at_most_its_size_oldest_first,
@@ -404,4 +498,5 @@ on_both_backends!(
     a_late_retry_of_a_pruned_rejection_is_acknowledged_without_it,
     every_push_records_the_client_s_last_push_time,
     the_pruner_runs_on_its_interval_until_shutdown(flavor = "multi_thread", worker_threads = 2),
+    a_download_longer_than_a_page_goes_on_below_the_horizon,
 );

@@ -366,11 +366,13 @@ async fn a_version_3_database_is_dated_at_the_migration_and_then_pruned() {
     // Nothing is older than the migration: nothing goes. Then both go and the horizon moves.
     let early = Prune {
         cutoff_ms: before - 1,
+        rejections_cutoff_ms: before - 1,
         batch: 10,
     };
     assert_eq!(storage.prune(early).await.unwrap(), Pruned::default());
     let late = Prune {
         cutoff_ms: after,
+        rejections_cutoff_ms: after,
         batch: 10,
     };
     assert_eq!(

@@ -75,7 +75,7 @@ fn simulation_holds_the_invariants_for_many_seeds() {
     let (passed, failed) = run_all(&seeds, &config);
     let sum = |f: fn(&Report) -> u64| passed.iter().map(f).sum::<u64>();
     println!(
-        "simulation: {} seeds ({} passed) in {:.1?}: {} events, {} writes, {} rejected, {} conflicts, {} client and {} server crashes, {} messages lost, {} duplicated, {} cut",
+        "simulation: {} seeds ({} passed) in {:.1?}: {} events, {} writes, {} rejected, {} conflicts, {} client and {} server crashes, {} messages lost, {} duplicated, {} cut, {} pulls reset behind the history horizon",
         seeds.len(),
         passed.len(),
         started.elapsed(),
@@ -88,6 +88,7 @@ fn simulation_holds_the_invariants_for_many_seeds() {
         sum(|r| r.net.lost),
         sum(|r| r.net.duplicated),
         sum(|r| r.net.cut),
+        sum(|r| r.totals.horizon_resets),
     );
     if seeds.len() == 1 {
         println!("{passed:#?}");

@@ -5,7 +5,8 @@
 //! What is copied: every space's version and horizon, every client's owner, `last_seq` and
 //! `last_push_at`, every record at its version (document, stamps and register versions as
 //! stored, the same wire form on both backends, and a tombstone's `deleted_at`), the
-//! remembered rejections with their `rejected_at`, and the tokens (by hash). What is not: the
+//! remembered rejections with their `rejected_at`, the tokens (by hash), and where clients
+//! began downloading spaces past pruned history. What is not: the
 //! server HLC in `meta` (PostgreSQL nodes observe the stored stamps of every record they
 //! plan over, so the clock needs no seed).
 //!
@@ -63,16 +64,20 @@ pub enum ImportTable {
     Rejected,
     /// API tokens (`tokens` → `ts_tokens`).
     Tokens,
+    /// Where clients began downloading spaces past pruned history (`downloads` →
+    /// `ts_downloads`).
+    Downloads,
 }
 
 impl ImportTable {
     /// Every table, in copy order.
-    pub const ALL: [ImportTable; 5] = [
+    pub const ALL: [ImportTable; 6] = [
         ImportTable::Spaces,
         ImportTable::Clients,
         ImportTable::Records,
         ImportTable::Rejected,
         ImportTable::Tokens,
+        ImportTable::Downloads,
     ];
 
     /// A plural noun for messages ("records").
@@ -83,6 +88,7 @@ impl ImportTable {
             ImportTable::Records => "records",
             ImportTable::Rejected => "rejections",
             ImportTable::Tokens => "tokens",
+            ImportTable::Downloads => "download horizons",
         }
     }
 
@@ -93,6 +99,7 @@ impl ImportTable {
             ImportTable::Records => &RECORDS,
             ImportTable::Rejected => &REJECTED,
             ImportTable::Tokens => &TOKENS,
+            ImportTable::Downloads => &DOWNLOADS,
         }
     }
 }
@@ -125,6 +132,8 @@ pub struct ImportReport {
     pub rejected: u64,
     /// Tokens copied.
     pub tokens: u64,
+    /// Download horizons copied.
+    pub downloads: u64,
 }
 
 impl ImportReport {
@@ -136,6 +145,7 @@ impl ImportReport {
             ImportTable::Records => self.records,
             ImportTable::Rejected => self.rejected,
             ImportTable::Tokens => self.tokens,
+            ImportTable::Downloads => self.downloads,
         }
     }
 
@@ -146,6 +156,7 @@ impl ImportReport {
             ImportTable::Records => self.records = n,
             ImportTable::Rejected => self.rejected = n,
             ImportTable::Tokens => self.tokens = n,
+            ImportTable::Downloads => self.downloads = n,
         }
     }
 }
@@ -229,6 +240,15 @@ const TOKENS: TableSpec = TableSpec {
     insert: "INSERT INTO ts_tokens (hash, user_id, grants, created_at)
              SELECT * FROM unnest($1::bytea[], $2::text[], $3::text[], $4::int8[])",
     kinds: &[Kind::Bytes, Kind::Text, Kind::Text, Kind::Int],
+};
+
+const DOWNLOADS: TableSpec = TableSpec {
+    source: "downloads",
+    target: "ts_downloads",
+    select: "SELECT client_id, space, horizon FROM downloads ORDER BY client_id, space",
+    insert: "INSERT INTO ts_downloads (client_id, space, horizon)
+             SELECT * FROM unnest($1::text[], $2::text[], $3::int8[])",
+    kinds: &[Kind::Text, Kind::Text, Kind::Int],
 };
 
 /// One column of a batch.
@@ -318,7 +338,9 @@ pub async fn import_sqlite(
         // Fresh statistics for the planner after a bulk load; the data is committed, so a
         // failure here is only a warning (autovacuum analyzes later anyway).
         if let Err(e) = client
-            .batch_execute("ANALYZE ts_spaces, ts_clients, ts_records, ts_rejected, ts_tokens")
+            .batch_execute(
+                "ANALYZE ts_spaces, ts_clients, ts_records, ts_rejected, ts_tokens, ts_downloads",
+            )
             .await
         {
             tracing::warn!(error = %e, "ANALYZE after the import failed");
@@ -341,6 +363,7 @@ pub async fn import_sqlite(
         records: 0,
         rejected: 0,
         tokens: 0,
+        downloads: 0,
     };
     for (table, n) in result? {
         report.set(table, n);
@@ -502,7 +525,8 @@ async fn copy(
         .map_err(db_error("begin the import"))?;
     // Writers (a node started too early) wait for the import; readers are not blocked.
     tx.batch_execute(
-        "LOCK TABLE ts_spaces, ts_clients, ts_records, ts_rejected, ts_tokens IN EXCLUSIVE MODE",
+        "LOCK TABLE ts_spaces, ts_clients, ts_records, ts_rejected, ts_tokens, ts_downloads
+         IN EXCLUSIVE MODE",
     )
     .await
     .map_err(db_error("lock the tables"))?;
@@ -695,7 +719,8 @@ mod tests {
             "INSERT INTO spaces VALUES ('a', {half}, 3), ('b', {}, 0);
              INSERT INTO clients VALUES ('c1', 'alice', 9, 77), ('c2', 'alice', 1, NULL), ('c3', 'bob', 4, 78);
              INSERT INTO rejected VALUES ('c1', 3, 'stale_base', 'no', 5), ('c3', 4, 'rule_violation', 'no', 6);
-             INSERT INTO tokens VALUES (x'00ff10', 'alice', '{{}}', 1), (x'ab', 'bob', '{{}}', 2);",
+             INSERT INTO tokens VALUES (x'00ff10', 'alice', '{{}}', 1), (x'ab', 'bob', '{{}}', 2);
+             INSERT INTO downloads VALUES ('c2', 'a', 3);",
             records as i64 / 2
         ))
         .expect("fill");
@@ -730,12 +755,13 @@ mod tests {
                 report.clients,
                 report.records,
                 report.rejected,
-                report.tokens
+                report.tokens,
+                report.downloads
             ),
-            (2, 3, records as u64, 2, 2)
+            (2, 3, records as u64, 2, 2, 1)
         );
         assert!(!report.target.contains("search_path"), "{}", report.target);
-        let total = 2 + 3 + records as u64 + 2 + 2;
+        let total = 2 + 3 + records as u64 + 2 + 2 + 1;
         assert!(seen.iter().all(|p| p.total == total), "{seen:?}");
         assert!(seen.windows(2).all(|w| w[0].done < w[1].done), "{seen:?}");
         assert_eq!(seen.last().map(|p| p.done), Some(total));
@@ -813,7 +839,7 @@ mod tests {
             .to_string();
         assert!(err.contains("nothing was copied"), "{err}");
         assert!(progressed >= 2, "rows were written before the failure");
-        assert_eq!(pg_counts(&db), ["0", "0", "0", "0", "0"]);
+        assert_eq!(pg_counts(&db), ["0", "0", "0", "0", "0", "0"]);
     }
 
     #[test]

@@ -39,6 +39,7 @@ pub(crate) async fn prune_batch(
 
 async fn run(tx: &Transaction<'_>, batch: Prune) -> Result<Pruned, StorageError> {
     let cutoff = batch.cutoff_ms.min(i64::MAX as u64) as i64;
+    let rejections_cutoff = batch.rejections_cutoff_ms.min(i64::MAX as u64) as i64;
     let candidates = tx
         .query(
             "SELECT space, version FROM ts_records WHERE deleted_at <= $1
@@ -95,7 +96,7 @@ async fn run(tx: &Transaction<'_>, batch: Prune) -> Result<Pruned, StorageError>
                 "DELETE FROM ts_rejected WHERE (client_id, seq) IN (
                      SELECT client_id, seq FROM ts_rejected WHERE rejected_at <= $1
                      ORDER BY rejected_at LIMIT $2 FOR UPDATE SKIP LOCKED)",
-                &[&cutoff, &(budget as i64)],
+                &[&rejections_cutoff, &(budget as i64)],
             )
             .await
             .map_err(db_error("prune old rejections"))?,

@@ -69,7 +69,9 @@ const V2: &str = "ALTER TABLE ts_records ADD COLUMN echo text;";
 // The history horizon (`storage::prune`) and the time of each client's last push, as in the
 // SQLite schema's V4: `deleted_at` (ms; NULL while live) with a partial index holding only
 // tombstones, `rejected_at` (ms), `horizon` (the newest version of the space's pruned
-// tombstones) and `last_push_at` (ms; NULL until the client's first push after this).
+// tombstones), `last_push_at` (ms; NULL until the client's first push after this) and
+// `ts_downloads` (per client and space, the horizon at which the client began downloading
+// the space from scratch).
 // Tombstones and rejections from before are dated at the migration, so they are kept
 // `retain_deleted` from the upgrade.
 const V3: &str = r#"
@@ -81,6 +83,12 @@ UPDATE ts_rejected SET rejected_at = (extract(epoch FROM now()) * 1000)::bigint;
 CREATE INDEX ts_rejected_by_time ON ts_rejected (rejected_at);
 ALTER TABLE ts_spaces ADD COLUMN horizon bigint NOT NULL DEFAULT 0;
 ALTER TABLE ts_clients ADD COLUMN last_push_at bigint;
+CREATE TABLE ts_downloads (
+    client_id text NOT NULL,
+    space     text NOT NULL,
+    horizon   bigint NOT NULL,
+    PRIMARY KEY (client_id, space)
+);
 "#;
 
 /// Brings the schema up to [`SCHEMA_VERSION`]; refuses, changing nothing, a schema written
@@ -235,6 +243,7 @@ mod tests {
         let kept = storage
             .prune(Prune {
                 cutoff_ms: before - 1,
+                rejections_cutoff_ms: before - 1,
                 batch: 10,
             })
             .await
@@ -243,6 +252,7 @@ mod tests {
         let pruned = storage
             .prune(Prune {
                 cutoff_ms: after,
+                rejections_cutoff_ms: after,
                 batch: 10,
             })
             .await

@@ -51,7 +51,9 @@ impl SyncEngine {
 
     /// Reads one page of changes (documents and stamps as stored JSON text).
     pub fn pull(&self, input: &PullInput) -> Result<PullResponse<RawChange>, StorageError> {
-        pull::pull(&self.conn, input)
+        let (page, downloads) = pull::pull(&self.conn, input)?;
+        pull::record_downloads(&self.conn, &input.client_id, &downloads)?;
+        Ok(page)
     }
 
     /// Runs one prune batch in its own transaction (see [`Storage::prune`]).

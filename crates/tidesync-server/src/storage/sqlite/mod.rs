@@ -172,7 +172,17 @@ impl Storage for SqliteStorage {
     }
 
     async fn pull(&self, input: PullInput) -> Result<PullResponse<RawChange>, StorageError> {
-        self.read(move |conn| pull::pull(conn, &input)).await
+        let client = input.client_id.clone();
+        let (page, downloads) = self.read(move |conn| pull::pull(conn, &input)).await?;
+        if !downloads.is_empty() {
+            // Recorded before the page is answered, so the next page finds it.
+            let (reply, answer) = oneshot::channel();
+            self.send(writer::Job::Downloads(client, downloads, reply))?;
+            answer
+                .await
+                .map_err(|_| StorageError::Unavailable("the writer has stopped".into()))??;
+        }
+        Ok(page)
     }
 
     async fn authenticate(&self, token: TokenHash) -> Result<Option<Grants>, StorageError> {

@@ -17,6 +17,7 @@ pub(crate) fn prune_batch(conn: &Connection, prune: Prune) -> Result<Pruned, Sto
     let tx = rusqlite::Transaction::new_unchecked(conn, rusqlite::TransactionBehavior::Immediate)
         .map_err(internal("begin a prune"))?;
     let cutoff = prune.cutoff_ms.min(i64::MAX as u64) as i64;
+    let rejections_cutoff = prune.rejections_cutoff_ms.min(i64::MAX as u64) as i64;
     // Oldest first, through the partial index of tombstones.
     let doomed: Vec<(String, u64)> = tx
         .prepare_cached(
@@ -55,7 +56,7 @@ pub(crate) fn prune_batch(conn: &Connection, prune: Prune) -> Result<Pruned, Sto
                      SELECT client_id, seq FROM rejected WHERE rejected_at <= ?1
                      ORDER BY rejected_at LIMIT ?2)",
             )
-            .and_then(|mut s| s.execute(params![cutoff, budget as i64]))
+            .and_then(|mut s| s.execute(params![rejections_cutoff, budget as i64]))
             .map_err(internal("prune old rejections"))? as u64,
     };
     tx.commit().map_err(internal("commit a prune"))?;

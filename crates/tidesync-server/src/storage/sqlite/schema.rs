@@ -137,6 +137,10 @@ const V3: &str = "ALTER TABLE records ADD COLUMN echo TEXT;";
 //   from a cursor above 0 and below it is answered `cursor_reset`.
 // - `clients.last_push_at`: the time of the client's last push transaction (ms), NULL until
 //   its first push after V4.
+// - `downloads`: per client and space, the horizon at which the client began downloading
+//   the space from scratch (recorded only when the space had pruned history). Its later
+//   pages carry cursors below that horizon and are served while the horizon has not moved
+//   (`storage::page::check_cursor`).
 // Tombstones and rejections from before V4 get the time of the migration (in the Rust step),
 // so they are kept `retain_deleted` from the upgrade, never pruned early.
 const V4: &str = r#"
@@ -146,6 +150,12 @@ ALTER TABLE rejected ADD COLUMN rejected_at INTEGER NOT NULL DEFAULT 0;
 CREATE INDEX rejected_by_time ON rejected (rejected_at);
 ALTER TABLE spaces ADD COLUMN horizon INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE clients ADD COLUMN last_push_at INTEGER;
+CREATE TABLE downloads (
+    client_id TEXT NOT NULL,
+    space     TEXT NOT NULL,
+    horizon   INTEGER NOT NULL,
+    PRIMARY KEY (client_id, space)
+) WITHOUT ROWID;
 "#;
 
 /// Dates the tombstones and rejections stored before V4 at the time of the migration.

@@ -9,11 +9,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use rusqlite::{Connection, OptionalExtension};
 use tidesync_core::HlcClock;
-use tidesync_protocol::{Hlc, PushResponse, SpaceName};
+use tidesync_protocol::{ClientId, Hlc, PushResponse, SpaceName};
 use tokio::sync::{broadcast, oneshot};
 
 use crate::config::MergeRules;
 use crate::storage::sqlite::prune::prune_batch;
+use crate::storage::sqlite::pull::record_downloads;
 use crate::storage::sqlite::push::{apply_push, WriterContext};
 use std::sync::Arc;
 
@@ -33,6 +34,12 @@ pub(crate) enum Job {
     ),
     /// One prune batch, run after the pushes queued before it.
     Prune(Prune, oneshot::Sender<Result<Pruned, StorageError>>),
+    /// Where a client began downloading spaces past pruned history (see `pull`).
+    Downloads(
+        ClientId,
+        Vec<(SpaceName, u64)>,
+        oneshot::Sender<Result<(), StorageError>>,
+    ),
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -46,7 +53,8 @@ pub(crate) fn run(
     while let Ok(first) = jobs.recv() {
         let mut group = Vec::new();
         let mut stop = None;
-        let mut prune = None;
+        // A job that ends the group and runs alone, in its own transaction.
+        let mut solo = None;
         let mut mutations = 0;
         let mut next = Some(first);
         while let Some(job) = next.take() {
@@ -55,8 +63,8 @@ pub(crate) fn run(
                     stop = Some(done);
                     break;
                 }
-                Job::Prune(batch, reply) => {
-                    prune = Some((batch, reply));
+                job @ (Job::Prune(..) | Job::Downloads(..)) => {
+                    solo = Some(job);
                     break;
                 }
                 Job::Push(input, reply) => {
@@ -72,8 +80,14 @@ pub(crate) fn run(
         if !group.is_empty() {
             commit_group(&conn, group, &rules, &mut clock, &pokes);
         }
-        if let Some((batch, reply)) = prune {
-            let _ = reply.send(prune_batch(&conn, batch));
+        match solo {
+            Some(Job::Prune(batch, reply)) => {
+                let _ = reply.send(prune_batch(&conn, batch));
+            }
+            Some(Job::Downloads(client, downloads, reply)) => {
+                let _ = reply.send(record_downloads(&conn, &client, &downloads));
+            }
+            _ => {}
         }
         if let Some(done) = stop {
             let _ = done.send(());
@@ -89,6 +103,11 @@ pub(crate) fn run(
                 )));
             }
             Job::Prune(_, reply) => {
+                let _ = reply.send(Err(StorageError::Unavailable(
+                    "the server is shutting down".into(),
+                )));
+            }
+            Job::Downloads(_, _, reply) => {
                 let _ = reply.send(Err(StorageError::Unavailable(
                     "the server is shutting down".into(),
                 )));
