@@ -56,14 +56,23 @@ fn a_client_offline_past_the_horizon_downloads_again_and_keeps_its_pending_write
     let server = TestServer::start(dir.path(), MergeRules::default());
     let token = server.token("alice");
     let a = open_client(dir.path(), "a", &server.url(), &token);
-    let b = open_client(dir.path(), "b", &server.url(), &token);
-    for i in 0..5 {
+    // b downloads two records a page: its download after the reset spans several pages,
+    // each below the horizon.
+    let mut config = client_config(
+        dir.path(),
+        "b",
+        &server.url(),
+        Arc::new(tidesync_client::StaticToken(token.clone())),
+    );
+    config.pull_limit = 2;
+    let b = Client::open(config).unwrap();
+    for i in 0..10 {
         a.put(&key("todos", &format!("t{i}")), doc(json!({"n": i})))
             .unwrap();
     }
     a.wait_synced(T).unwrap();
     wait_for("b has a's todos", T, || {
-        view(&b, &key("todos", "t4")).is_some()
+        view(&b, &key("todos", "t9")).is_some()
     });
     b.wait_synced(T).unwrap();
 
@@ -76,7 +85,7 @@ fn a_client_offline_past_the_horizon_downloads_again_and_keeps_its_pending_write
     b.delete(&key("todos", "t4")).unwrap();
     a.delete(&key("todos", "t0")).unwrap();
     a.delete(&key("todos", "t2")).unwrap();
-    a.put(&key("todos", "t5"), doc(json!({"n": 5}))).unwrap();
+    a.put(&key("todos", "t10"), doc(json!({"n": 10}))).unwrap();
     a.wait_synced(T).unwrap();
     let storage = server.storage();
     let pruned = block_on(async move {
@@ -122,7 +131,8 @@ fn a_client_offline_past_the_horizon_downloads_again_and_keeps_its_pending_write
         Some(json!({"n": 1, "done": true}))
     );
     assert_eq!(view(&b, &key("todos", "b1")), Some(json!({"by": "b"})));
-    assert_eq!(view(&b, &key("todos", "t5")), Some(json!({"n": 5})));
+    assert_eq!(view(&b, &key("todos", "t10")), Some(json!({"n": 10})));
+    assert_eq!(view(&b, &key("todos", "t3")), Some(json!({"n": 3})));
 
     // Nothing b wrote was lost, and both devices hold what the server holds.
     wait_for("a has b's writes", T, || {
@@ -130,7 +140,7 @@ fn a_client_offline_past_the_horizon_downloads_again_and_keeps_its_pending_write
     });
     a.wait_synced(T).unwrap();
     let server_view = live(&server_docs(&server.snapshot()));
-    assert_eq!(server_view.len(), 4, "{server_view:?}");
+    assert_eq!(server_view.len(), 9, "{server_view:?}");
     assert_eq!(client_docs(&a, &space(), &["todos"]), server_view);
     assert_eq!(client_docs(&b, &space(), &["todos"]), server_view);
     assert!(b.rejections().unwrap().is_empty());
