@@ -18,8 +18,9 @@
 //! - **History horizon**: a prune batch ([`Storage::prune`]) deletes old tombstones and
 //!   remembered rejections and raises the horizon of the spaces it pruned in the same
 //!   transaction; a pull whose cursor for a space is above 0 but below its horizon is
-//!   [`StorageError::CursorBehindHorizon`]. Pruning is idempotent and safe to run from
-//!   several nodes at once.
+//!   [`StorageError::CursorBehindHorizon`], unless the client began downloading the space
+//!   from 0 at that same horizon (recorded, per client and space, before that pull is
+//!   answered). Pruning is idempotent and safe to run from several nodes at once.
 
 mod echo;
 mod page;
@@ -145,10 +146,10 @@ pub trait Storage: Send + Sync + 'static {
     /// Pokes for every committed version change, from now on.
     fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Poke>;
 
-    /// Runs one prune batch in one transaction (see [`Prune`]): deletes tombstones and
-    /// remembered rejections written at or before `prune.cutoff_ms`, oldest first, at most
-    /// `prune.batch` rows, and raises the horizon of every space a tombstone was deleted
-    /// from. Idempotent; concurrent batches (other nodes) never delete a row twice nor move
+    /// Runs one prune batch in one transaction (see [`Prune`]): deletes tombstones deleted
+    /// at or before `prune.cutoff_ms` and remembered rejections at or before
+    /// `prune.rejections_cutoff_ms`, oldest first, at most `prune.batch` rows, and raises
+    /// the horizon of every space a tombstone was deleted from. Idempotent; concurrent batches (other nodes) never delete a row twice nor move
     /// a horizon back.
     async fn prune(&self, prune: Prune) -> Result<Pruned, StorageError>;
 
