@@ -157,3 +157,14 @@ fn regression_lost_rejection_confirmed_by_pull_seed_1714() {
         panic!("{why}\n  replay: {}", replay_command(1714));
     }
 }
+
+/// An echo a client could not rebuild waited for a refetch while the server's horizon pruned
+/// the record's tombstone: the refetch came back without the record and the client kept its
+/// old base (a record the server no longer has). A record asked for in full and not sent is
+/// now dropped. Seed 242: client 2's team/notes/r0.
+#[test]
+fn regression_pruned_record_refetched_seed_242() {
+    if let Err(why) = run_seed(242, &SimConfig::default()) {
+        panic!("{why}\n  replay: {}", replay_command(242));
+    }
+}
