@@ -140,7 +140,6 @@ impl SimServer {
         if self.running.is_none() {
             return;
         }
-        let (before, _) = self.full_state(spaces);
         let batch = Prune {
             cutoff_ms,
             // Rejections stay: a retry later than their retention is acknowledged without
@@ -150,19 +149,28 @@ impl SimServer {
             batch: 3,
         };
         let storage = self.running().storage.clone();
+        let mut tombstones = 0;
         loop {
             let pruned = block_on(storage.prune(batch)).expect("a prune batch");
+            tombstones += pruned.tombstones;
             if !pruned.filled(&batch) {
                 break;
             }
         }
+        if tombstones == 0 {
+            return;
+        }
+        // A record the server applied a write to never leaves it but by pruning.
         let (after, _) = self.full_state(spaces);
-        self.pruned.extend(
-            before
-                .into_iter()
-                .filter(|(key, change)| change.deleted && !after.contains_key(key))
-                .map(|(key, _)| key),
-        );
+        let gone: Vec<RecordKey> = self
+            .ledger
+            .iter()
+            .filter(|a| !matches!(a.outcome, PushOutcome::Rejected { .. }))
+            .map(|a| &a.key)
+            .filter(|key| !after.contains_key(*key))
+            .cloned()
+            .collect();
+        self.pruned.extend(gone);
     }
 
     /// Kills the process: the engine and every stream are gone; streams' clients notice.
