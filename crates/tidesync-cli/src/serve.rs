@@ -152,6 +152,7 @@ pub fn run(args: ServeArgs, log_format: Option<LogFormat>) -> anyhow::Result<()>
         limits,
         log_format: _,
         schema_sources: _,
+        horizon,
         jwt,
         admin,
     } = resolved.config;
@@ -176,7 +177,7 @@ pub fn run(args: ServeArgs, log_format: Option<LogFormat>) -> anyhow::Result<()>
             .with_context(|| format!("cannot listen on {}", listen.text))?;
         let addr = listener.local_addr().context("no local address")?;
         let (storage, banner) = backend.open(rules).await?;
-        let mut state = AppState::new(storage, limits);
+        let mut state = AppState::with_horizon(storage, limits, Some(horizon));
         if let Some(jwt) = jwt {
             // A wrong JWKS URL shows in the log now rather than at the first request; the
             // server still starts (the set is fetched again when a token needs it).

@@ -59,9 +59,19 @@ impl<S: Storage> EmbeddedServer<S> {
     /// Serves `storage` with `limits` on `listener` (bound by the caller: a free port, or a
     /// fixed one to restart a server where its clients expect it).
     pub fn start(listener: TcpListener, storage: Arc<S>, limits: Limits) -> std::io::Result<Self> {
+        let state = AppState::new(storage.clone(), limits);
+        EmbeddedServer::start_state(listener, storage, state)
+    }
+
+    /// Serves `state`, built by the caller over `storage` (e.g. with
+    /// [`AppState::with_horizon`]), on `listener`.
+    pub fn start_state(
+        listener: TcpListener,
+        storage: Arc<S>,
+        state: AppState,
+    ) -> std::io::Result<Self> {
         let addr = listener.local_addr()?;
         listener.set_nonblocking(true)?;
-        let state = AppState::new(storage.clone(), limits);
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("tidesync-server")

@@ -187,7 +187,7 @@ impl From<StorageError> for ApiError {
                 ..ApiError::new(ErrorCode::SeqGap, err.to_string())
             },
             StorageError::ForeignClient(_) => ApiError::forbidden(err.to_string()),
-            StorageError::CursorReset { .. } => {
+            StorageError::CursorReset { .. } | StorageError::CursorBehindHorizon { .. } => {
                 ApiError::new(ErrorCode::CursorReset, err.to_string())
             }
             StorageError::Unavailable(detail) => {
@@ -255,6 +255,15 @@ mod tests {
                     space,
                     cursor: 9,
                     current: 3,
+                },
+                409,
+                ErrorCode::CursorReset,
+            ),
+            (
+                StorageError::CursorBehindHorizon {
+                    space: tidesync_protocol::SpaceName::new("s").expect("valid"),
+                    cursor: 2,
+                    horizon: 7,
                 },
                 409,
                 ErrorCode::CursorReset,

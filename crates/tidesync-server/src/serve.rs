@@ -44,6 +44,7 @@ use tokio::time::{Instant, Sleep};
 use crate::app::app;
 use crate::config::Limits;
 use crate::error::ApiError;
+use crate::horizon::Pruner;
 use crate::state::AppState;
 
 /// Serves the app on `listener` until `shutdown` completes, then shuts down gracefully:
@@ -63,6 +64,11 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let router = app(state.clone());
     let limits = Arc::new(state.limits().clone());
+    // The history horizon's pruner runs while the server does and stops before the storage.
+    let pruner = state.horizon().map(|config| {
+        let pruner = Pruner::new(state.storage().clone(), config);
+        tokio::spawn(pruner.run(state.shutdown_signal()))
+    });
     // Connections watch `signal_tx.closed()`: dropping `signal_rx` tells them to drain.
     let (signal_tx, signal_rx) = watch::channel(());
     // Every connection holds a `close_rx`; `close_tx.closed()` is "all connections are done".
@@ -94,6 +100,9 @@ pub async fn serve(
     tracing::info!("shutting down: finishing requests in flight, ending event streams");
     drop(listener);
     state.begin_shutdown();
+    if let Some(pruner) = pruner {
+        let _ = pruner.await;
+    }
     drop(signal_rx);
     drop(close_rx);
     close_tx.closed().await;

@@ -9,6 +9,7 @@ use crate::auth::jwt::JwtVerifier;
 use crate::auth::{Grants, TokenHash, TOKEN_PREFIX};
 use crate::config::Limits;
 use crate::error::ApiError;
+use crate::horizon::HorizonConfig;
 use crate::metrics::Metrics;
 use crate::service::SyncService;
 use crate::storage::Storage;
@@ -30,6 +31,8 @@ struct Shared {
     streams: Arc<Semaphore>,
     /// `true` once shutdown began: event streams end, `/healthz` answers 503.
     shutdown: watch::Sender<bool>,
+    /// The history horizon [`crate::serve`] prunes by (`None`: history is kept forever).
+    horizon: Option<HorizonConfig>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -48,8 +51,19 @@ impl std::fmt::Debug for AppState {
 }
 
 impl AppState {
-    /// State over `storage` with `limits`, fresh metrics and no shutdown requested.
+    /// State over `storage` with `limits`, fresh metrics, no shutdown requested and the
+    /// default history horizon ([`HorizonConfig::default`]: 30 days).
     pub fn new(storage: Arc<dyn Storage>, limits: Limits) -> AppState {
+        AppState::with_horizon(storage, limits, Some(HorizonConfig::default()))
+    }
+
+    /// [`AppState::new`] with the history horizon `horizon` (`None`: nothing is ever
+    /// pruned). Check it first with [`HorizonConfig::validate`].
+    pub fn with_horizon(
+        storage: Arc<dyn Storage>,
+        limits: Limits,
+        horizon: Option<HorizonConfig>,
+    ) -> AppState {
         let permits = limits.max_event_streams.min(Semaphore::MAX_PERMITS);
         let streams = Arc::new(Semaphore::new(permits));
         let (shutdown, _) = watch::channel(false);
@@ -59,6 +73,7 @@ impl AppState {
                 metrics: Metrics::new(),
                 streams,
                 shutdown,
+                horizon,
             }),
             admin: None,
             jwt: None,
@@ -111,6 +126,11 @@ impl AppState {
     /// What this node saw of its clients, kept only while the dashboard is on.
     pub(crate) fn activity(&self) -> Option<&Activity> {
         self.admin().map(Admin::activity)
+    }
+
+    /// The history horizon the server prunes by, if any.
+    pub fn horizon(&self) -> Option<HorizonConfig> {
+        self.inner.horizon
     }
 
     /// Validation, storage and error mapping of pushes and pulls.

@@ -559,3 +559,35 @@ fn schemas_load_from_files_next_to_the_config_and_each_bad_one_is_reported_at_it
         "{found:?}"
     );
 }
+
+#[test]
+fn the_horizon_section_resolves_with_defaults_and_a_bad_value_is_reported_at_its_line() {
+    let none = ok(&write("tidesync.toml", "").1);
+    assert_eq!(
+        none.config.horizon,
+        tidesync_server::HorizonConfig::default()
+    );
+    assert!(
+        none.to_toml().contains("retain_deleted = \"30days\""),
+        "{}",
+        none.to_toml()
+    );
+
+    let r = ok(&write(
+        "tidesync.toml",
+        "[horizon]\nretain_deleted = \"7d\"\nprune_batch = 500\n",
+    )
+    .1);
+    assert_eq!(
+        r.config.horizon.retain_deleted,
+        Duration::from_secs(7 * 24 * 3600)
+    );
+    assert_eq!(r.config.horizon.prune_batch, 500);
+    assert_eq!(r.config.horizon.prune_interval, Duration::from_secs(60));
+
+    let e = errors("listen = \"127.0.0.1:0\"\n\n[horizon]\nretain_deleted = \"0s\"\n");
+    let found = lines(&e);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].0, 3, "reported at the section: {found:?}");
+    assert!(found[0].1.contains("retain_deleted"), "{found:?}");
+}

@@ -174,6 +174,15 @@ impl World {
                 let rows = rows
                     .into_iter()
                     .filter(|row| !probe_rows.contains(&row[0]))
+                    .map(|mut row| {
+                        // A harmless push is still a push: it moves the client's
+                        // `last_push_at` (the fourth column, when it was last heard from),
+                        // which is bookkeeping, not data.
+                        if table == "clients" {
+                            row.truncate(3);
+                        }
+                        row
+                    })
                     .collect();
                 (table, rows)
             })

@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 use tidesync_protocol::{PullResponse, PushResponse, RawChange, SpaceName};
 use tidesync_server::auth::{Grants, TokenHash};
 use tidesync_server::storage::{
-    Overview, OverviewRequest, Poke, PullInput, PushInput, Storage, StorageError,
+    Overview, OverviewRequest, Poke, Prune, Pruned, PullInput, PushInput, Storage, StorageError,
 };
 use tidesync_server::{serve, AppState, Limits, MergeRules};
 use tokio::sync::{oneshot, Notify};
@@ -80,6 +80,10 @@ impl Storage for Hooked {
     }
     async fn overview(&self, request: OverviewRequest) -> Result<Overview, StorageError> {
         self.inner.overview(request).await
+    }
+
+    async fn prune(&self, batch: Prune) -> Result<Pruned, StorageError> {
+        self.inner.prune(batch).await
     }
     async fn health(&self) -> Result<(), StorageError> {
         self.inner.health().await

@@ -1,7 +1,10 @@
 //! Released schema versions open with the current code: a version 1 database (built from
 //! `fixtures/schema_v1.sql`, records stored as `RecordState` JSON) is migrated to the wire
 //! form, pulls hand out exactly what they handed out before, pushes keep merging onto the
-//! migrated records, and a damaged row stops the migration without changing the file.
+//! migrated records, and a damaged row stops the migration without changing the file. A
+//! version 3 database (`fixtures/schema_v3.sql`) gets the history horizon's columns, its
+//! tombstones and rejections dated at the migration, so they are pruned only once that is
+//! older than the retention.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
@@ -14,10 +17,11 @@ use tidesync_protocol::{
 };
 use tidesync_server::rules::RegisterVersions;
 use tidesync_server::storage::sqlite::{SqliteStorage, APPLICATION_ID};
-use tidesync_server::storage::{PullInput, PushInput, Storage};
+use tidesync_server::storage::{Prune, Pruned, PullInput, PushInput, Storage, StorageError};
 use tidesync_server::MergeRules;
 
 const SCHEMA_V1: &str = include_str!("fixtures/schema_v1.sql");
+const SCHEMA_V3: &str = include_str!("fixtures/schema_v3.sql");
 
 fn doc(v: serde_json::Value) -> Doc {
     v.as_object().cloned().unwrap()
@@ -265,7 +269,7 @@ async fn a_version_1_database_pulls_the_same_changes_after_migration() {
     assert!(after.changes[0].stamps.fields.contains_key("b"));
     storage.shutdown().await;
     drop(storage);
-    assert_eq!(schema_version(&path), 3);
+    assert_eq!(schema_version(&path), 4);
 
     // Reopening a migrated file migrates nothing and changes nothing.
     let storage = SqliteStorage::open(&path, MergeRules::default()).unwrap();
@@ -298,4 +302,124 @@ async fn a_damaged_state_stops_the_migration_and_leaves_the_file_as_it_was() {
             .unwrap();
         assert_eq!(states, 4);
     }
+}
+
+/// A version 3 database as a version 3 server left it: a live record, a tombstone, a client
+/// and a remembered rejection.
+fn build_v3(path: &Path) {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    conn.execute_batch("PRAGMA journal_mode = WAL").unwrap();
+    conn.execute_batch(SCHEMA_V3).unwrap();
+    conn.execute_batch(&format!(
+        "PRAGMA user_version = 3; PRAGMA application_id = {APPLICATION_ID};
+         INSERT INTO spaces VALUES ('team:1', 2);
+         INSERT INTO clients VALUES ('old', 'alice', 3);
+         INSERT INTO records VALUES
+             ('team:1', 1, 'todos', 'live', '{{\"n\":1}}', '{{}}', '{{}}', NULL),
+             ('team:1', 2, 'todos', 'gone', NULL, '{{}}', '{{}}', NULL);
+         INSERT INTO rejected VALUES ('old', 3, 'stale_base', 'no');"
+    ))
+    .unwrap();
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+#[tokio::test]
+async fn a_version_3_database_is_dated_at_the_migration_and_then_pruned() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("server.db");
+    build_v3(&path);
+    let before = now_ms();
+    let storage = SqliteStorage::open(&path, MergeRules::default()).unwrap();
+    let after = now_ms();
+    assert_eq!(schema_version(&path), 4);
+    let read = |sql: &str| -> Option<i64> {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.query_row(sql, [], |r| r.get(0)).unwrap()
+    };
+    let dated = |v: Option<i64>| v.is_some_and(|t| (before..=after).contains(&(t as u64)));
+    assert!(dated(read(
+        "SELECT deleted_at FROM records WHERE id = 'gone'"
+    )));
+    assert_eq!(
+        read("SELECT deleted_at FROM records WHERE id = 'live'"),
+        None
+    );
+    assert!(dated(read("SELECT rejected_at FROM rejected")));
+    assert_eq!(read("SELECT last_push_at FROM clients"), None);
+    assert_eq!(read("SELECT horizon FROM spaces"), Some(0));
+
+    // A pull hands out what it did before the migration.
+    let pulled = storage.pull(pull_input("reader")).await.unwrap();
+    let ids: Vec<_> = pulled
+        .changes
+        .iter()
+        .map(|c| (c.id.as_str(), c.deleted))
+        .collect();
+    assert_eq!(ids, [("live", false), ("gone", true)]);
+
+    // Nothing is older than the migration: nothing goes. Then both go and the horizon moves.
+    let early = Prune {
+        cutoff_ms: before - 1,
+        rejections_cutoff_ms: before - 1,
+        batch: 10,
+    };
+    assert_eq!(storage.prune(early).await.unwrap(), Pruned::default());
+    let late = Prune {
+        cutoff_ms: after,
+        rejections_cutoff_ms: after,
+        batch: 10,
+    };
+    assert_eq!(
+        storage.prune(late).await.unwrap(),
+        Pruned {
+            tombstones: 1,
+            rejections: 1
+        }
+    );
+    assert_eq!(read("SELECT horizon FROM spaces"), Some(2));
+    let behind = PullInput {
+        cursor: [(space(), 1)].into_iter().collect(),
+        ..pull_input("reader")
+    };
+    let err = storage.pull(behind).await.expect_err("behind the horizon");
+    assert!(
+        matches!(
+            err,
+            StorageError::CursorBehindHorizon {
+                cursor: 1,
+                horizon: 2,
+                ..
+            }
+        ),
+        "{err}"
+    );
+
+    // The old client's next push records its time.
+    let pushed = storage
+        .push(PushInput {
+            user: "alice".into(),
+            client_id: ClientId::new("old").unwrap(),
+            mutations: vec![Mutation {
+                seq: 4,
+                tx: 4,
+                key: RecordKey::parse("team:1", "todos", "new").unwrap(),
+                op: Op::Put {
+                    doc: doc(json!({"x": 1})),
+                },
+                hlc: Hlc::new(2_000, 0).unwrap(),
+                base_version: 2,
+            }],
+            recover_from: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(pushed.acked_through, 4);
+    storage.shutdown().await;
+    assert!(read("SELECT last_push_at FROM clients").is_some_and(|t| t as u64 >= after));
 }

@@ -19,7 +19,7 @@
 //! - **Counts kept right**: the counts a client's status shows, which its store keeps in
 //!   memory, equal a recount from its tables (checked after every action, not only at the end).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use tidesync_core::RecordState;
 use tidesync_protocol::{Change, ClientId, Doc, Op, PushOutcome, RecordKey, Stamp};
@@ -41,6 +41,8 @@ pub struct Totals {
     pub conflicts: u64,
     /// Records on the server (tombstones included).
     pub records: u64,
+    /// Pulls reset because their cursor was behind the history horizon.
+    pub horizon_resets: u64,
 }
 
 /// Runs every check; the server must be running and the clients settled.
@@ -85,6 +87,7 @@ pub(crate) fn check(
     let (records, cursor) = server.full_state(&spaces);
     let mut totals = Totals {
         records: records.len() as u64,
+        horizon_resets: server.horizon_resets,
         ..Totals::default()
     };
     let acked: Vec<u64> = clients
@@ -109,7 +112,14 @@ pub(crate) fn check(
         }
         let outcomes: BTreeMap<u64, &Applied> = mine.iter().map(|a| (a.seq, *a)).collect();
         transactions(client, &outcomes)?;
-        no_loss(client, &outcomes, &records, &server.ledger, max_skew_ms)?;
+        no_loss(
+            client,
+            &outcomes,
+            &records,
+            &server.ledger,
+            &server.pruned,
+            max_skew_ms,
+        )?;
         totals.writes += client.writes.len() as u64;
         totals.rejected += outcomes
             .values()
@@ -278,6 +288,7 @@ fn no_loss(
     outcomes: &BTreeMap<u64, &Applied>,
     records: &BTreeMap<RecordKey, Change>,
     ledger: &[Applied],
+    pruned: &BTreeSet<RecordKey>,
     max_skew_ms: u64,
 ) -> Result<(), String> {
     let who = client.setup.index;
@@ -305,6 +316,7 @@ fn no_loss(
             applied: outcomes[&w.seq],
             rejections: &rejections,
             record: records.get(&w.key),
+            pruned,
             max_skew_ms,
         };
         match check.run(w) {
@@ -328,6 +340,8 @@ struct WriteCheck<'a> {
     applied: &'a Applied,
     rejections: &'a BTreeMap<u64, Rejection>,
     record: Option<&'a Change>,
+    /// Records whose tombstone the server's horizon pruned.
+    pruned: &'a BTreeSet<RecordKey>,
     max_skew_ms: u64,
 }
 
@@ -350,6 +364,11 @@ impl WriteCheck<'_> {
                     "no loss: client {who}'s seq {} was applied and is also in its rejections",
                     w.seq
                 ));
+            }
+            // A record deleted and pruned since holds none of its history (it may have been
+            // written again afresh): what it landed as is gone with the tombstone.
+            if self.pruned.contains(&w.key) {
+                return Ok(());
             }
             let Some(state) = state else {
                 return Err(format!(

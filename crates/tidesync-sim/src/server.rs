@@ -8,6 +8,10 @@
 //! same file. The server also keeps the simulation's **ledger**: every per-mutation result it
 //! produced, in the order it produced them, whether or not the answer reached the client.
 //! That ledger is what the exactly-once and ordering invariants are checked against.
+//!
+//! The server also prunes its history as a node does ([`SimServer::prune`]: tombstones older
+//! than a short horizon), and remembers which records it pruned, so the no-loss check knows
+//! which records it may no longer find.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -23,7 +27,7 @@ use tidesync_protocol::{
 };
 use tidesync_server::auth::Grants;
 use tidesync_server::storage::sqlite::EngineStorage;
-use tidesync_server::storage::{Poke, PullInput, Storage};
+use tidesync_server::storage::{Poke, Prune, PullInput, Storage};
 use tidesync_server::{ApiError, Limits, MergeRules, SyncService};
 use tokio::sync::broadcast;
 
@@ -64,6 +68,10 @@ pub(crate) struct SimServer {
     subs: BTreeMap<usize, u64>,
     pub ledger: Vec<Applied>,
     pub crashes: u32,
+    /// Records whose tombstone the horizon pruned (they may have been written again since).
+    pub pruned: BTreeSet<RecordKey>,
+    /// Pulls answered `cursor_reset` because their cursor was behind a horizon.
+    pub horizon_resets: u64,
 }
 
 impl std::fmt::Debug for SimServer {
@@ -121,7 +129,48 @@ impl SimServer {
             subs: BTreeMap::new(),
             ledger: Vec::new(),
             crashes: 0,
+            pruned: BTreeSet::new(),
+            horizon_resets: 0,
         }
+    }
+
+    /// Prunes tombstones deleted at or before `cutoff_ms`, in small batches, as a node's
+    /// pruner does; notes which records went. Nothing while the server is down.
+    pub(crate) fn prune(&mut self, cutoff_ms: u64, spaces: &[SpaceName]) {
+        if self.running.is_none() {
+            return;
+        }
+        let batch = Prune {
+            cutoff_ms,
+            // Rejections stay: a retry later than their retention is acknowledged without
+            // its rejection (the documented bound on `retain_deleted`), which the client
+            // then shows as applied, and the checks would rightly call that a loss.
+            rejections_cutoff_ms: 0,
+            batch: 3,
+        };
+        let storage = self.running().storage.clone();
+        let mut tombstones = 0;
+        loop {
+            let pruned = block_on(storage.prune(batch)).expect("a prune batch");
+            tombstones += pruned.tombstones;
+            if !pruned.filled(&batch) {
+                break;
+            }
+        }
+        if tombstones == 0 {
+            return;
+        }
+        // A record the server applied a write to never leaves it but by pruning.
+        let (after, _) = self.full_state(spaces);
+        let gone: Vec<RecordKey> = self
+            .ledger
+            .iter()
+            .filter(|a| !matches!(a.outcome, PushOutcome::Rejected { .. }))
+            .map(|a| &a.key)
+            .filter(|key| !after.contains_key(*key))
+            .cloned()
+            .collect();
+        self.pruned.extend(gone);
     }
 
     /// Kills the process: the engine and every stream are gone; streams' clients notice.
@@ -223,7 +272,14 @@ impl SimServer {
     /// `POST /v1/pull`.
     fn pull(&mut self, request: PullRequest) -> Result<PullResponse<RawChange>, Failure> {
         let grants = self.grants.clone();
-        block_on(self.running().service.pull(&grants, request)).map_err(|e| failure_of(&e))
+        let result =
+            block_on(self.running().service.pull(&grants, request)).map_err(|e| failure_of(&e));
+        // The simulated server never loses history (it restarts on its own file), so a
+        // reset can only come from its horizon.
+        if matches!(result, Err(Failure::CursorReset)) {
+            self.horizon_resets += 1;
+        }
+        result
     }
 
     /// A pull straight from storage (no permission checks), for the checks.

@@ -24,6 +24,11 @@ const MAX_SKEW_MS: u64 = 60_000;
 const HEARTBEAT_MS: u64 = 15_000;
 /// After healing, how long (simulated) everyone gets to settle before that is a failure.
 const SETTLE_LIMIT_MS: u64 = 60 * 60_000;
+/// The server's history horizon (`retain_deleted`), short enough that partitions, waits and
+/// crashes outlast it: clients come back behind it and are reset.
+const RETAIN_MS: u64 = 20_000;
+/// The server prunes after every this many actions (and settle steps).
+const PRUNE_EVERY: usize = 4;
 
 /// Knobs of a run (the seed decides everything else).
 #[derive(Debug, Clone, Copy)]
@@ -162,11 +167,14 @@ fn run_inner(seed: u64, config: &SimConfig) -> Result<Report, String> {
         log,
     };
 
-    for _ in 0..config.actions {
+    for i in 0..config.actions {
         let action = Action::random(&mut rng, clients, &weights);
         world.act(&action);
         let gap = rng.range(0, 3_000);
         world.run_until(world.net.now + gap);
+        if i % PRUNE_EVERY == 0 {
+            world.prune();
+        }
         for client in &mut world.clients {
             invariants::counts_are_kept(client)?;
         }
@@ -396,12 +404,23 @@ impl World {
 
     /// Runs until every client is idle with an empty outbox and the server's versions in its
     /// cursor; `Err` if that takes longer than [`SETTLE_LIMIT_MS`].
+    /// The server prunes its history at the horizon of now.
+    fn prune(&mut self) {
+        let cutoff = self.net.now.saturating_sub(RETAIN_MS);
+        self.server.prune(cutoff, &spaces());
+    }
+
     fn settle(&mut self) -> Result<u64, String> {
         let deadline = self.net.now + SETTLE_LIMIT_MS;
         let spaces = spaces();
+        let mut steps = 0;
         while self.net.now < deadline {
             let step = self.net.now + 500;
             self.run_until(step);
+            steps += 1;
+            if steps % PRUNE_EVERY == 0 {
+                self.prune();
+            }
             let (_, versions) = self.server.full_state(&spaces);
             let settled = self.clients.iter().all(|c| {
                 let store = c.store_ref();

@@ -75,7 +75,7 @@ fn simulation_holds_the_invariants_for_many_seeds() {
     let (passed, failed) = run_all(&seeds, &config);
     let sum = |f: fn(&Report) -> u64| passed.iter().map(f).sum::<u64>();
     println!(
-        "simulation: {} seeds ({} passed) in {:.1?}: {} events, {} writes, {} rejected, {} conflicts, {} client and {} server crashes, {} messages lost, {} duplicated, {} cut",
+        "simulation: {} seeds ({} passed) in {:.1?}: {} events, {} writes, {} rejected, {} conflicts, {} client and {} server crashes, {} messages lost, {} duplicated, {} cut, {} pulls reset behind the history horizon",
         seeds.len(),
         passed.len(),
         started.elapsed(),
@@ -88,6 +88,7 @@ fn simulation_holds_the_invariants_for_many_seeds() {
         sum(|r| r.net.lost),
         sum(|r| r.net.duplicated),
         sum(|r| r.net.cut),
+        sum(|r| r.totals.horizon_resets),
     );
     if seeds.len() == 1 {
         println!("{passed:#?}");
@@ -154,5 +155,16 @@ fn regression_lost_rejection_confirmed_by_pull_seed_1714() {
     };
     if let Err(why) = run_seed(1714, &config) {
         panic!("{why}\n  replay: {}", replay_command(1714));
+    }
+}
+
+/// An echo a client could not rebuild waited for a refetch while the server's horizon pruned
+/// the record's tombstone: the refetch came back without the record and the client kept its
+/// old base (a record the server no longer has). A record asked for in full and not sent is
+/// now dropped. Seed 242: client 2's team/notes/r0.
+#[test]
+fn regression_pruned_record_refetched_seed_242() {
+    if let Err(why) = run_seed(242, &SimConfig::default()) {
+        panic!("{why}\n  replay: {}", replay_command(242));
     }
 }

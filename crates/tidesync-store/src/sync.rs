@@ -238,6 +238,8 @@ pub(crate) fn apply_pull<C: PulledChange>(
     // Confirmed rows leave the outbox: pin the counters in the clock row first.
     counters.save(conn)?;
     let mut changed = Tally::default();
+    // The keys sent, when some were asked for in full (`refetched`).
+    let mut sent = BTreeSet::new();
     for change in &response.changes {
         let (change, newest) = change.checked().map_err(|e| {
             StoreError::InvalidInput(format!(
@@ -249,6 +251,21 @@ pub(crate) fn apply_pull<C: PulledChange>(
         }
         apply_change(conn, client, &change)?;
         changed.add(&change.space, &change.collection);
+        if !refetched.is_empty() {
+            sent.insert(RecordKey::new(
+                change.space.clone(),
+                change.collection.clone(),
+                change.id.clone(),
+            ));
+        }
+    }
+    // A record asked for in full and not sent is no longer on the server: its delete was
+    // pruned by the server's history horizon before this client pulled it.
+    for key in refetched {
+        if !sent.contains(key) {
+            vanished(conn, client, key)?;
+            changed.add(&key.space, &key.collection);
+        }
     }
     echoes::fetched(conn, refetched)?;
     for echo in &response.echoes {
@@ -386,6 +403,35 @@ fn replace_synced(
 }
 
 /// The record's count of pending mutations; `None` if the store has no such record.
+/// Drops the base of `key`, which the server no longer has (a refetch that came back
+/// without it): the record goes, or (local work pending) its view becomes the pending
+/// mutations alone, as after a base reset.
+fn vanished(conn: &Connection, client: &ClientId, key: &RecordKey) -> Result<()> {
+    let params = [key.space.as_str(), key.collection.as_str(), key.id.as_str()];
+    match pending_of(conn, params)? {
+        None => {}
+        Some(0) => {
+            conn.prepare_cached(
+                "DELETE FROM records WHERE space = ?1 AND collection = ?2 AND id = ?3",
+            )
+            .and_then(|mut s| s.execute(params))
+            .map_err(StoreError::sql("remove a record the server no longer has"))?;
+        }
+        Some(_) => {
+            conn.prepare_cached(
+                "UPDATE records SET base = NULL, base_version = 0
+                 WHERE space = ?1 AND collection = ?2 AND id = ?3",
+            )
+            .and_then(|mut s| s.execute(params))
+            .map_err(StoreError::sql(
+                "drop the base of a record the server no longer has",
+            ))?;
+            recompute(conn, key, client)?;
+        }
+    }
+    Ok(())
+}
+
 fn pending_of(conn: &Connection, key: [&str; 3]) -> Result<Option<i64>> {
     conn.prepare_cached(
         "SELECT pending FROM records WHERE space = ?1 AND collection = ?2 AND id = ?3",

@@ -20,6 +20,7 @@ use toml::Spanned;
 
 use crate::admin::AdminConfig;
 use crate::auth::jwt::JwtConfig;
+use crate::horizon::HorizonConfig;
 use crate::schemas::SchemaSource;
 
 /// The whole file.
@@ -36,6 +37,7 @@ pub(crate) struct ConfigFile {
     pub policies: Option<PoliciesSection>,
     pub limits: Option<LimitsSection>,
     pub auth: Option<AuthSection>,
+    pub horizon: Option<Spanned<HorizonConfig>>,
     #[serde(default)]
     pub schemas: BTreeMap<Spanned<String>, Spanned<SchemaSource>>,
     pub admin: Option<Spanned<AdminConfig>>,

@@ -30,6 +30,7 @@ use tidesync_protocol::CollectionName;
 
 use crate::admin::AdminToken;
 use crate::auth::jwt::{JwtConfig, JwtVerifier};
+use crate::horizon::HorizonConfig;
 use crate::schemas::SchemaSources;
 use crate::{Limits, MergeRules, Policy};
 
@@ -68,6 +69,8 @@ pub struct ServerConfig {
     /// Where each collection's JSON Schema came from (`[schemas.*]`, relative files
     /// resolved); the compiled schemas are in `rules.schemas`.
     pub schema_sources: SchemaSources,
+    /// The history horizon (`[horizon]`; 30 days when not set).
+    pub horizon: HorizonConfig,
     /// JWT auth (`[auth.jwt]`), next to API tokens, when set.
     pub jwt: Option<JwtAuth>,
     /// The admin token: the dashboard at `/admin` is on when set.

@@ -18,6 +18,7 @@ use super::{
 };
 use crate::admin::{AdminConfig, AdminToken};
 use crate::auth::jwt::JwtVerifier;
+use crate::horizon::HorizonConfig;
 use crate::schemas::{SchemaSource, SchemaSources, Schemas};
 use crate::{Limits, MergeRules, Policies, Policy};
 
@@ -96,6 +97,19 @@ pub fn resolve(
         Limits::default().compression,
     );
     let (schemas, schema_sources) = r.schemas(file.schemas);
+    let horizon = file
+        .horizon
+        .and_then(|section| {
+            r.judge(section, |horizon| {
+                horizon.validate().map(|()| horizon).map_err(|e| {
+                    Problem::new(
+                        format!("[horizon]: {e}"),
+                        "see docs/operations.md, \"History horizon\"",
+                    )
+                })
+            })
+        })
+        .unwrap_or_default();
     let jwt = file.auth.and_then(|auth| auth.jwt).and_then(|section| {
         let base = r.base_dir().to_path_buf();
         r.judge(section, |config| {
@@ -130,6 +144,7 @@ pub fn resolve(
                 schemas,
             },
             schema_sources,
+            horizon,
             limits,
             log_format,
             jwt,

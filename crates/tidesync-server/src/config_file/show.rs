@@ -87,6 +87,19 @@ impl Resolved {
         ] {
             out.key(&format!("limits.{key}"), duration_value(d));
         }
+        out.table("horizon");
+        out.key(
+            "horizon.retain_deleted",
+            duration_value(c.horizon.retain_deleted),
+        );
+        out.key(
+            "horizon.prune_interval",
+            duration_value(c.horizon.prune_interval),
+        );
+        out.key(
+            "horizon.prune_batch",
+            i64::from(c.horizon.prune_batch).into(),
+        );
         for (collection, source) in &c.schema_sources {
             let table = format!("schemas.{collection}");
             out.table(&table);

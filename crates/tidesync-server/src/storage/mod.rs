@@ -15,16 +15,24 @@
 //! - **Pull in one snapshot**: the changes, the new cursor, `remaining` and `acked_through`
 //!   are read in one read transaction; cost follows the changes returned (index on
 //!   `(space, version)`), never the size of the space.
+//! - **History horizon**: a prune batch ([`Storage::prune`]) deletes old tombstones and
+//!   remembered rejections and raises the horizon of the spaces it pruned in the same
+//!   transaction; a pull whose cursor for a space is above 0 but below its horizon is
+//!   [`StorageError::CursorBehindHorizon`], unless the client began downloading the space
+//!   from 0 at that same horizon (recorded, per client and space, before that pull is
+//!   answered). Pruning is idempotent and safe to run from several nodes at once.
 
 mod echo;
 pub mod overview;
 mod page;
 mod plan;
 pub mod postgres;
+mod prune;
 pub mod sqlite;
 
 pub use echo::EchoChain;
 pub use overview::{Overview, OverviewRequest};
+pub use prune::{Prune, Pruned};
 
 use async_trait::async_trait;
 use tidesync_protocol::{
@@ -102,6 +110,17 @@ pub enum StorageError {
         /// The space's version.
         current: u64,
     },
+    /// The cursor is behind the space's horizon: deletes it has not seen were pruned, so the
+    /// client must bootstrap again.
+    #[error("the cursor for space {space} is at version {cursor}, but deletes up to version {horizon} were pruned (the server keeps deleted records for a limited time); drop local base state and pull from scratch")]
+    CursorBehindHorizon {
+        /// The space.
+        space: SpaceName,
+        /// The client's cursor.
+        cursor: u64,
+        /// The space's horizon.
+        horizon: u64,
+    },
     /// The storage is saturated or shutting down; retry later.
     #[error("storage unavailable: {0}")]
     Unavailable(String),
@@ -133,6 +152,12 @@ pub trait Storage: Send + Sync + 'static {
     /// dashboard: at most `request.limit` rows of each kind, read in one snapshot (see
     /// [`crate::storage::overview`] for what is chosen and what it costs).
     async fn overview(&self, request: OverviewRequest) -> Result<Overview, StorageError>;
+    /// Runs one prune batch in one transaction (see [`Prune`]): deletes tombstones deleted
+    /// at or before `prune.cutoff_ms` and remembered rejections at or before
+    /// `prune.rejections_cutoff_ms`, oldest first, at most `prune.batch` rows, and raises
+    /// the horizon of every space a tombstone was deleted from. Idempotent; concurrent batches (other nodes) never delete a row twice nor move
+    /// a horizon back.
+    async fn prune(&self, prune: Prune) -> Result<Pruned, StorageError>;
 
     /// Whether the storage answers (for `/healthz`).
     async fn health(&self) -> Result<(), StorageError>;

@@ -31,14 +31,54 @@ pub(crate) fn acked_through(
     }
 }
 
-/// A cursor ahead of its space (a server restored from an older backup, another server)
-/// means the client must bootstrap again.
-pub(crate) fn check_cursor(space: &SpaceName, from: u64, current: u64) -> Result<(), StorageError> {
-    if from > current {
+/// Where a space stands when a pull reads it: its version, and its horizon (the newest
+/// version of its pruned tombstones, 0 if none were pruned).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SpacePosition {
+    pub version: u64,
+    pub horizon: u64,
+}
+
+/// Whether a pull from `from` is behind the horizon, so that the backend must look up where
+/// the pulling client's download of the space began ([`check_cursor`]'s `began_at`).
+pub(crate) fn behind_horizon(from: u64, at: SpacePosition) -> bool {
+    from > 0 && from < at.horizon
+}
+
+/// The horizon to record for the pulling client when it downloads a space from scratch
+/// (`from` 0) past pruned history: the pages after this one may carry cursors below it.
+pub(crate) fn download_begins(from: u64, at: SpacePosition) -> Option<u64> {
+    (from == 0 && at.horizon > 0).then_some(at.horizon)
+}
+
+/// A cursor the space cannot serve means the client must bootstrap again: one ahead of its
+/// space (a server restored from an older backup, another server), or one behind its
+/// horizon (a delete after it was pruned, so the client may still hold the record).
+///
+/// A cursor behind the horizon is served all the same when it belongs to a download the
+/// client began at this very horizon (`began_at`, recorded by [`download_begins`]): that
+/// download read the space after every delete up to the horizon was pruned, so it never
+/// held those records (its pages below the horizon are the old live records). Without that,
+/// any download longer than a page would be reset at its second page, forever. A cursor of
+/// 0 is such a download's start.
+pub(crate) fn check_cursor(
+    space: &SpaceName,
+    from: u64,
+    at: SpacePosition,
+    began_at: Option<u64>,
+) -> Result<(), StorageError> {
+    if from > at.version {
         return Err(StorageError::CursorReset {
             space: space.clone(),
             cursor: from,
-            current,
+            current: at.version,
+        });
+    }
+    if behind_horizon(from, at) && began_at != Some(at.horizon) {
+        return Err(StorageError::CursorBehindHorizon {
+            space: space.clone(),
+            cursor: from,
+            horizon: at.horizon,
         });
     }
     Ok(())
@@ -211,6 +251,36 @@ fn raw_change(space: &SpaceName, row: StoredRow) -> Result<RawChange, StorageErr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cursor_is_served_from_the_horizon_to_the_version_and_from_zero() {
+        let space = SpaceName::new("s").expect("valid");
+        let at = SpacePosition {
+            version: 20,
+            horizon: 10,
+        };
+        for ok in [0, 10, 15, 20] {
+            assert!(check_cursor(&space, ok, at, None).is_ok(), "cursor {ok}");
+        }
+        assert!(matches!(
+            check_cursor(&space, 9, at, None),
+            Err(StorageError::CursorBehindHorizon {
+                cursor: 9,
+                horizon: 10,
+                ..
+            })
+        ));
+        assert!(matches!(
+            check_cursor(&space, 21, at, None),
+            Err(StorageError::CursorReset { cursor: 21, .. })
+        ));
+        // A download begun at this horizon goes on below it; one begun before it moved is
+        // reset.
+        assert_eq!(download_begins(0, at), Some(10));
+        assert_eq!(download_begins(3, at), None);
+        assert!(check_cursor(&space, 4, at, Some(10)).is_ok());
+        assert!(check_cursor(&space, 4, at, Some(8)).is_err());
+    }
 
     #[test]
     fn a_page_that_did_not_fill_skips_to_the_space_version() {

@@ -140,6 +140,10 @@ pub(crate) struct PushPlan {
     pub refusals: Vec<Refusal>,
     /// The spaces whose version moved, with their new version.
     pub moved: BTreeMap<SpaceName, u64>,
+    /// The server time of the push (ms since the epoch): the client's `last_push_at`, the
+    /// `deleted_at` of the tombstones it writes and the `rejected_at` of its refusals, which
+    /// the history horizon prunes by.
+    pub at_ms: u64,
 }
 
 impl PushPlan {
@@ -234,6 +238,7 @@ pub(crate) fn plan(
         writes,
         refusals,
         moved,
+        at_ms: stamping.now_ms,
     }
 }
 
@@ -477,6 +482,12 @@ pub(crate) struct EncodedRecord {
     pub wire: WireJson,
     pub versions: String,
     pub echo: Option<String>,
+}
+
+/// When a record written at `at_ms` became a tombstone, as stored (`deleted_at`): `at_ms`
+/// if it is deleted (a tombstone rewritten restarts its time), `None` if it is live.
+pub(crate) fn deleted_at(record: &ServerRecord, at_ms: u64) -> Option<i64> {
+    (!record.state.is_live()).then_some(at_ms as i64)
 }
 
 /// A record as stored.

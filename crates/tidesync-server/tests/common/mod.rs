@@ -21,7 +21,7 @@ use tidesync_server::auth::{Grants, TokenHash};
 use tidesync_server::storage::postgres::PostgresStorage;
 use tidesync_server::storage::sqlite::SqliteStorage;
 use tidesync_server::storage::{
-    Overview, OverviewRequest, Poke, PullInput, PushInput, Storage, StorageError,
+    Overview, OverviewRequest, Poke, Prune, Pruned, PullInput, PushInput, Storage, StorageError,
 };
 use tidesync_server::{app, AppState, Limits, MergeRules};
 use tidesync_testkit::TestDatabase;
@@ -103,6 +103,10 @@ impl Storage for AnyStorage {
     }
     async fn overview(&self, request: OverviewRequest) -> Result<Overview, StorageError> {
         self.inner().overview(request).await
+    }
+
+    async fn prune(&self, batch: Prune) -> Result<Pruned, StorageError> {
+        self.inner().prune(batch).await
     }
     async fn health(&self) -> Result<(), StorageError> {
         self.inner().health().await

@@ -2,9 +2,11 @@
 //! migrate-storage` runs), so clients carry on against the new backend with the cursors and
 //! sequence numbers they have.
 //!
-//! What is copied: every space's version, every client's owner and `last_seq`, every record
-//! at its version (document, stamps and register versions as stored, the same wire form on
-//! both backends), the remembered rejections and the tokens (by hash). What is not: the
+//! What is copied: every space's version and horizon, every client's owner, `last_seq` and
+//! `last_push_at`, every record at its version (document, stamps and register versions as
+//! stored, the same wire form on both backends, and a tombstone's `deleted_at`), the
+//! remembered rejections with their `rejected_at`, the tokens (by hash), and where clients
+//! began downloading spaces past pruned history. What is not: the
 //! server HLC in `meta` (PostgreSQL nodes observe the stored stamps of every record they
 //! plan over, so the clock needs no seed).
 //!
@@ -38,7 +40,7 @@ const DATABASE_FILE: &str = "server.db";
 /// The SQLite server schema (`PRAGMA user_version`) this import reads. The SQLite backend
 /// migrates its file to this version on open; the test `the_import_reads_the_current_sqlite_schema`
 /// fails when a new SQLite migration makes this stale.
-const SQLITE_SCHEMA_VERSION: i64 = 3;
+const SQLITE_SCHEMA_VERSION: i64 = 4;
 
 /// Rows per `INSERT … SELECT * FROM unnest(…)` statement.
 const BATCH_ROWS: usize = 5_000;
@@ -62,16 +64,20 @@ pub enum ImportTable {
     Rejected,
     /// API tokens (`tokens` → `ts_tokens`).
     Tokens,
+    /// Where clients began downloading spaces past pruned history (`downloads` →
+    /// `ts_downloads`).
+    Downloads,
 }
 
 impl ImportTable {
     /// Every table, in copy order.
-    pub const ALL: [ImportTable; 5] = [
+    pub const ALL: [ImportTable; 6] = [
         ImportTable::Spaces,
         ImportTable::Clients,
         ImportTable::Records,
         ImportTable::Rejected,
         ImportTable::Tokens,
+        ImportTable::Downloads,
     ];
 
     /// A plural noun for messages ("records").
@@ -82,6 +88,7 @@ impl ImportTable {
             ImportTable::Records => "records",
             ImportTable::Rejected => "rejections",
             ImportTable::Tokens => "tokens",
+            ImportTable::Downloads => "download horizons",
         }
     }
 
@@ -92,6 +99,7 @@ impl ImportTable {
             ImportTable::Records => &RECORDS,
             ImportTable::Rejected => &REJECTED,
             ImportTable::Tokens => &TOKENS,
+            ImportTable::Downloads => &DOWNLOADS,
         }
     }
 }
@@ -124,6 +132,8 @@ pub struct ImportReport {
     pub rejected: u64,
     /// Tokens copied.
     pub tokens: u64,
+    /// Download horizons copied.
+    pub downloads: u64,
 }
 
 impl ImportReport {
@@ -135,6 +145,7 @@ impl ImportReport {
             ImportTable::Records => self.records,
             ImportTable::Rejected => self.rejected,
             ImportTable::Tokens => self.tokens,
+            ImportTable::Downloads => self.downloads,
         }
     }
 
@@ -145,6 +156,7 @@ impl ImportReport {
             ImportTable::Records => self.records = n,
             ImportTable::Rejected => self.rejected = n,
             ImportTable::Tokens => self.tokens = n,
+            ImportTable::Downloads => self.downloads = n,
         }
     }
 }
@@ -155,6 +167,7 @@ enum Kind {
     Text,
     NullableText,
     Int,
+    NullableInt,
     Bytes,
 }
 
@@ -173,29 +186,30 @@ struct TableSpec {
 const SPACES: TableSpec = TableSpec {
     source: "spaces",
     target: "ts_spaces",
-    select: "SELECT space, version FROM spaces ORDER BY space",
-    insert: "INSERT INTO ts_spaces (space, version)
-             SELECT * FROM unnest($1::text[], $2::int8[])",
-    kinds: &[Kind::Text, Kind::Int],
+    select: "SELECT space, version, horizon FROM spaces ORDER BY space",
+    insert: "INSERT INTO ts_spaces (space, version, horizon)
+             SELECT * FROM unnest($1::text[], $2::int8[], $3::int8[])",
+    kinds: &[Kind::Text, Kind::Int, Kind::Int],
 };
 
 const CLIENTS: TableSpec = TableSpec {
     source: "clients",
     target: "ts_clients",
-    select: "SELECT client_id, user_id, last_seq FROM clients ORDER BY client_id",
-    insert: "INSERT INTO ts_clients (client_id, user_id, last_seq)
-             SELECT * FROM unnest($1::text[], $2::text[], $3::int8[])",
-    kinds: &[Kind::Text, Kind::Text, Kind::Int],
+    select: "SELECT client_id, user_id, last_seq, last_push_at FROM clients ORDER BY client_id",
+    insert: "INSERT INTO ts_clients (client_id, user_id, last_seq, last_push_at)
+             SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[])",
+    kinds: &[Kind::Text, Kind::Text, Kind::Int, Kind::NullableInt],
 };
 
 const RECORDS: TableSpec = TableSpec {
     source: "records",
     target: "ts_records",
-    select: "SELECT space, collection, id, version, doc, stamps, versions, echo FROM records
-             ORDER BY space, version",
-    insert: "INSERT INTO ts_records (space, collection, id, version, doc, stamps, versions, echo)
+    select: "SELECT space, collection, id, version, doc, stamps, versions, echo, deleted_at
+             FROM records ORDER BY space, version",
+    insert: "INSERT INTO ts_records
+                 (space, collection, id, version, doc, stamps, versions, echo, deleted_at)
              SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[],
-                                  $5::text[], $6::text[], $7::text[], $8::text[])",
+                                  $5::text[], $6::text[], $7::text[], $8::text[], $9::int8[])",
     kinds: &[
         Kind::Text,
         Kind::Text,
@@ -205,16 +219,18 @@ const RECORDS: TableSpec = TableSpec {
         Kind::Text,
         Kind::Text,
         Kind::NullableText,
+        Kind::NullableInt,
     ],
 };
 
 const REJECTED: TableSpec = TableSpec {
     source: "rejected",
     target: "ts_rejected",
-    select: "SELECT client_id, seq, code, message FROM rejected ORDER BY client_id, seq",
-    insert: "INSERT INTO ts_rejected (client_id, seq, code, message)
-             SELECT * FROM unnest($1::text[], $2::int8[], $3::text[], $4::text[])",
-    kinds: &[Kind::Text, Kind::Int, Kind::Text, Kind::Text],
+    select: "SELECT client_id, seq, code, message, rejected_at FROM rejected
+             ORDER BY client_id, seq",
+    insert: "INSERT INTO ts_rejected (client_id, seq, code, message, rejected_at)
+             SELECT * FROM unnest($1::text[], $2::int8[], $3::text[], $4::text[], $5::int8[])",
+    kinds: &[Kind::Text, Kind::Int, Kind::Text, Kind::Text, Kind::Int],
 };
 
 const TOKENS: TableSpec = TableSpec {
@@ -226,12 +242,22 @@ const TOKENS: TableSpec = TableSpec {
     kinds: &[Kind::Bytes, Kind::Text, Kind::Text, Kind::Int],
 };
 
+const DOWNLOADS: TableSpec = TableSpec {
+    source: "downloads",
+    target: "ts_downloads",
+    select: "SELECT client_id, space, horizon FROM downloads ORDER BY client_id, space",
+    insert: "INSERT INTO ts_downloads (client_id, space, horizon)
+             SELECT * FROM unnest($1::text[], $2::text[], $3::int8[])",
+    kinds: &[Kind::Text, Kind::Text, Kind::Int],
+};
+
 /// One column of a batch.
 #[derive(Debug)]
 enum Column {
     Text(Vec<String>),
     NullableText(Vec<Option<String>>),
     Int(Vec<i64>),
+    NullableInt(Vec<Option<i64>>),
     Bytes(Vec<Vec<u8>>),
 }
 
@@ -241,6 +267,7 @@ impl Column {
             Kind::Text => Column::Text(Vec::with_capacity(BATCH_ROWS)),
             Kind::NullableText => Column::NullableText(Vec::with_capacity(BATCH_ROWS)),
             Kind::Int => Column::Int(Vec::with_capacity(BATCH_ROWS)),
+            Kind::NullableInt => Column::NullableInt(Vec::with_capacity(BATCH_ROWS)),
             Kind::Bytes => Column::Bytes(Vec::with_capacity(BATCH_ROWS)),
         }
     }
@@ -250,6 +277,7 @@ impl Column {
             Column::Text(v) => v.push(row.get(i)?),
             Column::NullableText(v) => v.push(row.get(i)?),
             Column::Int(v) => v.push(row.get(i)?),
+            Column::NullableInt(v) => v.push(row.get(i)?),
             Column::Bytes(v) => v.push(row.get(i)?),
         }
         Ok(())
@@ -260,6 +288,7 @@ impl Column {
             Column::Text(v) => v,
             Column::NullableText(v) => v,
             Column::Int(v) => v,
+            Column::NullableInt(v) => v,
             Column::Bytes(v) => v,
         }
     }
@@ -309,7 +338,9 @@ pub async fn import_sqlite(
         // Fresh statistics for the planner after a bulk load; the data is committed, so a
         // failure here is only a warning (autovacuum analyzes later anyway).
         if let Err(e) = client
-            .batch_execute("ANALYZE ts_spaces, ts_clients, ts_records, ts_rejected, ts_tokens")
+            .batch_execute(
+                "ANALYZE ts_spaces, ts_clients, ts_records, ts_rejected, ts_tokens, ts_downloads",
+            )
             .await
         {
             tracing::warn!(error = %e, "ANALYZE after the import failed");
@@ -332,6 +363,7 @@ pub async fn import_sqlite(
         records: 0,
         rejected: 0,
         tokens: 0,
+        downloads: 0,
     };
     for (table, n) in result? {
         report.set(table, n);
@@ -493,7 +525,8 @@ async fn copy(
         .map_err(db_error("begin the import"))?;
     // Writers (a node started too early) wait for the import; readers are not blocked.
     tx.batch_execute(
-        "LOCK TABLE ts_spaces, ts_clients, ts_records, ts_rejected, ts_tokens IN EXCLUSIVE MODE",
+        "LOCK TABLE ts_spaces, ts_clients, ts_records, ts_rejected, ts_tokens, ts_downloads
+         IN EXCLUSIVE MODE",
     )
     .await
     .map_err(db_error("lock the tables"))?;
@@ -661,29 +694,33 @@ mod tests {
         {
             let mut insert = tx
                 .prepare(
-                    "INSERT INTO records (space, version, collection, id, doc, stamps, versions)
-                     VALUES (?1, ?2, 'todos', ?3, ?4, '{}', '{}')",
+                    "INSERT INTO records
+                         (space, version, collection, id, doc, stamps, versions, deleted_at)
+                     VALUES (?1, ?2, 'todos', ?3, ?4, '{}', '{}', ?5)",
                 )
                 .expect("prepare");
             for i in 0..records {
                 let space = if i % 2 == 0 { "a" } else { "b" };
                 let doc = (i % 3 != 0).then(|| format!("{{\"n\":{i}}}"));
+                let deleted_at = doc.is_none().then_some(1_000 + i as i64);
                 insert
                     .execute(rusqlite::params![
                         space,
                         i as i64 / 2 + 1,
                         format!("r{i}"),
-                        doc
+                        doc,
+                        deleted_at
                     ])
                     .expect("insert");
             }
         }
         let half = records.div_ceil(2);
         tx.execute_batch(&format!(
-            "INSERT INTO spaces VALUES ('a', {half}), ('b', {});
-             INSERT INTO clients VALUES ('c1', 'alice', 9), ('c2', 'alice', 1), ('c3', 'bob', 4);
-             INSERT INTO rejected VALUES ('c1', 3, 'stale_base', 'no'), ('c3', 4, 'rule_violation', 'no');
-             INSERT INTO tokens VALUES (x'00ff10', 'alice', '{{}}', 1), (x'ab', 'bob', '{{}}', 2);",
+            "INSERT INTO spaces VALUES ('a', {half}, 3), ('b', {}, 0);
+             INSERT INTO clients VALUES ('c1', 'alice', 9, 77), ('c2', 'alice', 1, NULL), ('c3', 'bob', 4, 78);
+             INSERT INTO rejected VALUES ('c1', 3, 'stale_base', 'no', 5), ('c3', 4, 'rule_violation', 'no', 6);
+             INSERT INTO tokens VALUES (x'00ff10', 'alice', '{{}}', 1), (x'ab', 'bob', '{{}}', 2);
+             INSERT INTO downloads VALUES ('c2', 'a', 3);",
             records as i64 / 2
         ))
         .expect("fill");
@@ -718,12 +755,13 @@ mod tests {
                 report.clients,
                 report.records,
                 report.rejected,
-                report.tokens
+                report.tokens,
+                report.downloads
             ),
-            (2, 3, records as u64, 2, 2)
+            (2, 3, records as u64, 2, 2, 1)
         );
         assert!(!report.target.contains("search_path"), "{}", report.target);
-        let total = 2 + 3 + records as u64 + 2 + 2;
+        let total = 2 + 3 + records as u64 + 2 + 2 + 1;
         assert!(seen.iter().all(|p| p.total == total), "{seen:?}");
         assert!(seen.windows(2).all(|w| w[0].done < w[1].done), "{seen:?}");
         assert_eq!(seen.last().map(|p| p.done), Some(total));
@@ -745,8 +783,25 @@ mod tests {
         let rows = db.query("SELECT encode(hash, 'hex'), user_id FROM ts_tokens ORDER BY hash");
         assert_eq!(rows[0][0].as_deref(), Some("00ff10"));
         assert_eq!(rows[1][1].as_deref(), Some("bob"));
-        let rows = db.query("SELECT last_seq FROM ts_clients WHERE client_id = 'c1'");
+        let rows = db.query(
+            "SELECT last_seq, last_push_at FROM ts_clients WHERE client_id IN ('c1', 'c2') ORDER BY client_id",
+        );
         assert_eq!(rows[0][0].as_deref(), Some("9"));
+        assert_eq!(rows[0][1].as_deref(), Some("77"));
+        assert_eq!(rows[1][1], None);
+        // The horizon's columns arrive as stored.
+        let rows = db.query("SELECT horizon FROM ts_spaces ORDER BY space");
+        assert_eq!(rows, [[Some("3".to_owned())], [Some("0".to_owned())]]);
+        let rows = db.query("SELECT rejected_at FROM ts_rejected ORDER BY client_id");
+        assert_eq!(rows, [[Some("5".to_owned())], [Some("6".to_owned())]]);
+        let rows = db.query(
+            "SELECT count(*) FROM ts_records WHERE (doc IS NULL) <> (deleted_at IS NOT NULL)",
+        );
+        assert_eq!(
+            rows[0][0].as_deref(),
+            Some("0"),
+            "deleted_at is kept per tombstone"
+        );
 
         // A second copy into the same target is refused and changes nothing.
         let before = pg_counts(&db);
@@ -772,7 +827,7 @@ mod tests {
         Connection::open(&path)
             .and_then(|c| {
                 c.execute(
-                    "INSERT INTO records VALUES ('zz', 'not a number', 'todos', 'bad', NULL, '{}', '{}', NULL)",
+                    "INSERT INTO records VALUES ('zz', 'not a number', 'todos', 'bad', NULL, '{}', '{}', NULL, NULL)",
                     [],
                 )
             })
@@ -784,20 +839,21 @@ mod tests {
             .to_string();
         assert!(err.contains("nothing was copied"), "{err}");
         assert!(progressed >= 2, "rows were written before the failure");
-        assert_eq!(pg_counts(&db), ["0", "0", "0", "0", "0"]);
+        assert_eq!(pg_counts(&db), ["0", "0", "0", "0", "0", "0"]);
     }
 
     #[test]
     fn batches_split_at_batch_rows() {
         let conn = Connection::open_in_memory().expect("memory");
         conn.execute_batch(
-            "CREATE TABLE spaces (space TEXT PRIMARY KEY, version INTEGER NOT NULL)",
+            "CREATE TABLE spaces (space TEXT PRIMARY KEY, version INTEGER NOT NULL,
+                                  horizon INTEGER NOT NULL DEFAULT 0)",
         )
         .expect("table");
         let n = BATCH_ROWS * 2 + 7;
         {
             let mut insert = conn
-                .prepare("INSERT INTO spaces VALUES (?1, ?2)")
+                .prepare("INSERT INTO spaces (space, version) VALUES (?1, ?2)")
                 .expect("prepare");
             for i in 0..n {
                 insert

@@ -26,6 +26,7 @@
 pub mod import;
 mod listen;
 mod overview;
+mod prune;
 mod pull;
 mod push;
 mod schema;
@@ -47,7 +48,7 @@ use tokio_postgres::NoTls;
 use crate::auth::{stored_grants, Grants, NewToken, TokenHash};
 use crate::config::MergeRules;
 use crate::storage::{
-    Overview, OverviewRequest, Poke, PullInput, PushInput, Storage, StorageError,
+    Overview, OverviewRequest, Poke, Prune, Pruned, PullInput, PushInput, Storage, StorageError,
 };
 
 pub use schema::SCHEMA_VERSION;
@@ -334,6 +335,14 @@ impl Storage for PostgresStorage {
         self.timed("overview", async {
             let mut client = self.client().await?;
             overview::overview(&mut client, &request).await
+        })
+        .await
+    }
+
+    async fn prune(&self, batch: Prune) -> Result<Pruned, StorageError> {
+        self.timed("prune", async {
+            let mut client = self.client().await?;
+            prune::prune_batch(&mut client, batch).await
         })
         .await
     }

@@ -4,7 +4,7 @@
 use tidesync_protocol::{Cursor, PullResponse, RawChange, SpaceName};
 use tokio_postgres::IsolationLevel;
 
-use crate::storage::page::{self, Entries, Remaining, StoredRow};
+use crate::storage::page::{self, Entries, Remaining, SpacePosition, StoredRow};
 use crate::storage::plan::ClientRow;
 use crate::storage::postgres::db_error;
 use crate::storage::{PullInput, StorageError};
@@ -24,8 +24,11 @@ pub(crate) async fn pull(
     // Ended explicitly either way (see `push`: a dropped transaction's ROLLBACK waits for
     // the connection task).
     match read(&tx, input).await {
-        Ok(page) => {
+        Ok((page, downloads)) => {
             tx.commit().await.map_err(db_error("end a read"))?;
+            if !downloads.is_empty() {
+                record_downloads(client, input, &downloads).await?;
+            }
             Ok(page)
         }
         Err(e) => {
@@ -35,11 +38,33 @@ pub(crate) async fn pull(
     }
 }
 
-/// The reads of one page, inside its transaction.
+/// Records, after the read, where the client began downloading spaces past pruned history
+/// (answered only once recorded, so the next page finds it).
+async fn record_downloads(
+    client: &deadpool_postgres::Client,
+    input: &PullInput,
+    downloads: &[(SpaceName, u64)],
+) -> Result<(), StorageError> {
+    let spaces: Vec<&str> = downloads.iter().map(|(s, _)| s.as_str()).collect();
+    let horizons: Vec<i64> = downloads.iter().map(|(_, h)| *h as i64).collect();
+    client
+        .execute(
+            "INSERT INTO ts_downloads (client_id, space, horizon)
+             SELECT $1, * FROM unnest($2::text[], $3::int8[])
+             ON CONFLICT (client_id, space) DO UPDATE SET horizon = excluded.horizon",
+            &[&input.client_id.as_str(), &spaces, &horizons],
+        )
+        .await
+        .map_err(db_error("record where a download began"))?;
+    Ok(())
+}
+
+/// The reads of one page, inside its transaction, and the downloads it began past pruned
+/// history (space, horizon).
 async fn read(
     tx: &deadpool_postgres::Transaction<'_>,
     input: &PullInput,
-) -> Result<PullResponse<RawChange>, StorageError> {
+) -> Result<(PullResponse<RawChange>, Vec<(SpaceName, u64)>), StorageError> {
     let stmt = tx
         .prepare_cached("SELECT user_id, last_seq FROM ts_clients WHERE client_id = $1")
         .await
@@ -54,7 +79,7 @@ async fn read(
         });
     let acked_through = page::acked_through(owner, input)?;
     let version = tx
-        .prepare_cached("SELECT version FROM ts_spaces WHERE space = $1")
+        .prepare_cached("SELECT version, horizon FROM ts_spaces WHERE space = $1")
         .await
         .map_err(db_error("read a space version"))?;
     let changes_stmt = tx
@@ -65,17 +90,43 @@ async fn read(
         .await
         .map_err(db_error("read changes"))?;
     let mut entries = Entries::new(input);
+    let mut downloads = Vec::new();
     let mut cursor = Cursor::new();
     let mut remaining = 0u64;
     let mut budget = u64::from(input.limit.max(1));
     for space in &input.spaces {
-        let current = tx
+        let at = tx
             .query_opt(&version, &[&space.as_str()])
             .await
             .map_err(db_error("read a space version"))?
-            .map_or(0, |r| r.get::<_, i64>(0) as u64);
+            .map_or(
+                SpacePosition {
+                    version: 0,
+                    horizon: 0,
+                },
+                |r| SpacePosition {
+                    version: r.get::<_, i64>(0) as u64,
+                    horizon: r.get::<_, i64>(1) as u64,
+                },
+            );
+        let current = at.version;
         let from = input.cursor.get(space).copied().unwrap_or(0);
-        page::check_cursor(space, from, current)?;
+        let began_at = if page::behind_horizon(from, at) {
+            let stmt = tx
+                .prepare_cached(
+                    "SELECT horizon FROM ts_downloads WHERE client_id = $1 AND space = $2",
+                )
+                .await
+                .map_err(db_error("read where a download began"))?;
+            tx.query_opt(&stmt, &[&input.client_id.as_str(), &space.as_str()])
+                .await
+                .map_err(db_error("read where a download began"))?
+                .map(|r| r.get::<_, i64>(0) as u64)
+        } else {
+            None
+        };
+        page::check_cursor(space, from, at, began_at)?;
+        downloads.extend(page::download_begins(from, at).map(|h| (space.clone(), h)));
         let rows = tx
             .query(
                 &changes_stmt,
@@ -137,7 +188,7 @@ async fn read(
             entries.change(&space, stored_row(&row))?;
         }
     }
-    Ok(entries.finish(cursor, remaining, acked_through))
+    Ok((entries.finish(cursor, remaining, acked_through), downloads))
 }
 
 /// A row of `SELECT collection, id, version, doc, stamps, echo`.

@@ -234,29 +234,30 @@ async fn lock_client(tx: &Transaction<'_>, id: &str) -> Result<Option<ClientRow>
 /// row in PostgreSQL): a record the push's read did not find cannot have appeared since,
 /// because every write to a space's records holds the space's row lock, which this
 /// transaction holds.
-const INSERT_RECORDS: &str =
-    "INSERT INTO ts_records (space, collection, id, version, doc, stamps, versions, echo)
+const INSERT_RECORDS: &str = "INSERT INTO ts_records
+         (space, collection, id, version, doc, stamps, versions, echo, deleted_at)
      SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[],
-                          $5::text[], $6::text[], $7::text[], $8::text[])";
+                          $5::text[], $6::text[], $7::text[], $8::text[], $9::int8[])";
 
 /// Rewrites records stored before (an upsert: index lookups by key, whatever the planner
 /// thinks of the unnest's size).
-const UPSERT_RECORDS: &str =
-    "INSERT INTO ts_records (space, collection, id, version, doc, stamps, versions, echo)
+const UPSERT_RECORDS: &str = "INSERT INTO ts_records
+         (space, collection, id, version, doc, stamps, versions, echo, deleted_at)
      SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[],
-                          $5::text[], $6::text[], $7::text[], $8::text[])
+                          $5::text[], $6::text[], $7::text[], $8::text[], $9::int8[])
      ON CONFLICT (space, collection, id) DO UPDATE SET
-         version = excluded.version, doc = excluded.doc,
-         stamps = excluded.stamps, versions = excluded.versions, echo = excluded.echo";
+         version = excluded.version, doc = excluded.doc, stamps = excluded.stamps,
+         versions = excluded.versions, echo = excluded.echo, deleted_at = excluded.deleted_at";
 
 /// Writes `planned`: at most two statements for the records (new ones, rewritten ones), one
 /// for new refusals, one for `last_seq`, one for the space versions.
 async fn write(tx: &Transaction<'_>, input: &PushInput, planned: &PushPlan) -> Result<(), Failed> {
     let (new, stored): (Vec<&RecordWrite>, Vec<&RecordWrite>) =
         planned.writes.iter().partition(|w| w.stored_at == 0);
-    write_records(tx, &new, INSERT_RECORDS).await?;
-    write_records(tx, &stored, UPSERT_RECORDS).await?;
+    write_records(tx, &new, planned.at_ms, INSERT_RECORDS).await?;
+    write_records(tx, &stored, planned.at_ms, UPSERT_RECORDS).await?;
     let id = input.client_id.as_str();
+    let at = planned.at_ms as i64;
     if !planned.refusals.is_empty() {
         let seqs: Vec<i64> = planned.refusals.iter().map(|r| r.seq as i64).collect();
         let codes: Vec<&str> = planned.refusals.iter().map(|r| r.code.as_str()).collect();
@@ -267,22 +268,24 @@ async fn write(tx: &Transaction<'_>, input: &PushInput, planned: &PushPlan) -> R
             .collect();
         let stmt = tx
             .prepare_cached(
-                "INSERT INTO ts_rejected (client_id, seq, code, message)
-                 SELECT $1, * FROM unnest($2::int8[], $3::text[], $4::text[])
-                 ON CONFLICT (client_id, seq) DO UPDATE SET
-                     code = excluded.code, message = excluded.message",
+                "INSERT INTO ts_rejected (client_id, seq, code, message, rejected_at)
+                 SELECT $1, *, $5 FROM unnest($2::int8[], $3::text[], $4::text[])
+                 ON CONFLICT (client_id, seq) DO UPDATE SET code = excluded.code,
+                     message = excluded.message, rejected_at = excluded.rejected_at",
             )
             .await
             .context("remember the rejections")?;
-        tx.execute(&stmt, &[&id, &seqs, &codes, &messages])
+        tx.execute(&stmt, &[&id, &seqs, &codes, &messages, &at])
             .await
             .context("remember the rejections")?;
     }
     let stmt = tx
-        .prepare_cached("UPDATE ts_clients SET last_seq = $2 WHERE client_id = $1")
+        .prepare_cached(
+            "UPDATE ts_clients SET last_seq = $2, last_push_at = $3 WHERE client_id = $1",
+        )
         .await
         .context("advance last_seq")?;
-    tx.execute(&stmt, &[&id, &(planned.last_seq() as i64)])
+    tx.execute(&stmt, &[&id, &(planned.last_seq() as i64), &at])
         .await
         .context("advance last_seq")?;
     if !planned.moved.is_empty() {
@@ -303,10 +306,12 @@ async fn write(tx: &Transaction<'_>, input: &PushInput, planned: &PushPlan) -> R
     Ok(())
 }
 
-/// Writes `writes` (if any) with `sql`, one array parameter per column.
+/// Writes `writes` (if any) of a push at `at_ms` with `sql`, one array parameter per
+/// column.
 async fn write_records(
     tx: &Transaction<'_>,
     writes: &[&RecordWrite],
+    at_ms: u64,
     sql: &str,
 ) -> Result<(), Failed> {
     if writes.is_empty() {
@@ -318,7 +323,8 @@ async fn write_records(
         Vec::with_capacity(n),
         Vec::with_capacity(n),
     );
-    let (mut versions, mut docs, mut stamps, mut registers, mut echoes) = (
+    let (mut versions, mut docs, mut stamps, mut registers, mut echoes, mut deleted) = (
+        Vec::with_capacity(n),
         Vec::with_capacity(n),
         Vec::with_capacity(n),
         Vec::with_capacity(n),
@@ -335,6 +341,7 @@ async fn write_records(
         stamps.push(encoded.wire.stamps);
         registers.push(encoded.versions);
         echoes.push(encoded.echo);
+        deleted.push(plan::deleted_at(&w.record, at_ms));
     }
     let stmt = tx.prepare_cached(sql).await.context("write the records")?;
     tx.execute(
@@ -348,6 +355,7 @@ async fn write_records(
             &stamps,
             &registers,
             &echoes,
+            &deleted,
         ],
     )
     .await

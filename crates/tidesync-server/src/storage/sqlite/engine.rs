@@ -14,9 +14,9 @@ use tokio::sync::broadcast;
 
 use crate::auth::{Grants, TokenHash};
 use crate::config::MergeRules;
-use crate::storage::sqlite::{overview, pull, push, schema, writer};
+use crate::storage::sqlite::{overview, prune, pull, push, schema, writer};
 use crate::storage::{
-    Overview, OverviewRequest, Poke, PullInput, PushInput, Storage, StorageError,
+    Overview, OverviewRequest, Poke, Prune, Pruned, PullInput, PushInput, Storage, StorageError,
 };
 
 /// A synchronous server engine over one SQLite file.
@@ -53,7 +53,14 @@ impl SyncEngine {
 
     /// Reads one page of changes (documents and stamps as stored JSON text).
     pub fn pull(&self, input: &PullInput) -> Result<PullResponse<RawChange>, StorageError> {
-        pull::pull(&self.conn, input)
+        let (page, downloads) = pull::pull(&self.conn, input)?;
+        pull::record_downloads(&self.conn, &input.client_id, &downloads)?;
+        Ok(page)
+    }
+
+    /// Runs one prune batch in its own transaction (see [`Storage::prune`]).
+    pub fn prune(&self, batch: Prune) -> Result<Pruned, StorageError> {
+        prune::prune_batch(&self.conn, batch)
     }
 }
 
@@ -132,6 +139,10 @@ impl Storage for EngineStorage {
 
     async fn overview(&self, request: OverviewRequest) -> Result<Overview, StorageError> {
         overview::overview(&self.engine()?.conn, &request)
+    }
+
+    async fn prune(&self, batch: Prune) -> Result<Pruned, StorageError> {
+        self.engine()?.prune(batch)
     }
 
     async fn health(&self) -> Result<(), StorageError> {

@@ -3,6 +3,7 @@
 
 mod engine;
 mod overview;
+mod prune;
 mod pull;
 mod push;
 mod schema;
@@ -20,7 +21,7 @@ use tokio::sync::{broadcast, oneshot, Semaphore};
 use crate::auth::{stored_grants, Grants, NewToken, TokenHash};
 use crate::config::MergeRules;
 use crate::storage::{
-    Overview, OverviewRequest, Poke, PullInput, PushInput, Storage, StorageError,
+    Overview, OverviewRequest, Poke, Prune, Pruned, PullInput, PushInput, Storage, StorageError,
 };
 
 pub use crate::storage::page::EXACT_REMAINING;
@@ -95,6 +96,19 @@ impl SqliteStorage {
         insert_token(&conn, grants)
     }
 
+    /// Sends `job` to the writer, unless it has stopped.
+    fn send(&self, job: writer::Job) -> Result<(), StorageError> {
+        let jobs = self
+            .jobs
+            .lock()
+            .map_err(|_| StorageError::Internal("writer queue poisoned".into()))?;
+        let jobs = jobs
+            .as_ref()
+            .ok_or_else(|| StorageError::Unavailable("the server is shutting down".into()))?;
+        jobs.send(job)
+            .map_err(|_| StorageError::Unavailable("the writer has stopped".into()))
+    }
+
     async fn read<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Connection) -> Result<T, StorageError> + Send + 'static,
@@ -152,17 +166,7 @@ impl Storage for SqliteStorage {
         let (reply, answer) = oneshot::channel();
         let input = Arc::new(input);
         let keep = input.clone();
-        {
-            let jobs = self
-                .jobs
-                .lock()
-                .map_err(|_| StorageError::Internal("writer queue poisoned".into()))?;
-            let jobs = jobs
-                .as_ref()
-                .ok_or_else(|| StorageError::Unavailable("the server is shutting down".into()))?;
-            jobs.send(writer::Job::Push(input, reply))
-                .map_err(|_| StorageError::Unavailable("the writer has stopped".into()))?;
-        }
+        self.send(writer::Job::Push(input, reply))?;
         let result = answer
             .await
             .map_err(|_| StorageError::Unavailable("the writer has stopped".into()))?;
@@ -171,7 +175,17 @@ impl Storage for SqliteStorage {
     }
 
     async fn pull(&self, input: PullInput) -> Result<PullResponse<RawChange>, StorageError> {
-        self.read(move |conn| pull::pull(conn, &input)).await
+        let client = input.client_id.clone();
+        let (page, downloads) = self.read(move |conn| pull::pull(conn, &input)).await?;
+        if !downloads.is_empty() {
+            // Recorded before the page is answered, so the next page finds it.
+            let (reply, answer) = oneshot::channel();
+            self.send(writer::Job::Downloads(client, downloads, reply))?;
+            answer
+                .await
+                .map_err(|_| StorageError::Unavailable("the writer has stopped".into()))??;
+        }
+        Ok(page)
     }
 
     async fn authenticate(&self, token: TokenHash) -> Result<Option<Grants>, StorageError> {
@@ -196,6 +210,14 @@ impl Storage for SqliteStorage {
     async fn overview(&self, request: OverviewRequest) -> Result<Overview, StorageError> {
         self.read(move |conn| overview::overview(conn, &request))
             .await
+    }
+
+    async fn prune(&self, prune: Prune) -> Result<Pruned, StorageError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(writer::Job::Prune(prune, reply))?;
+        answer
+            .await
+            .map_err(|_| StorageError::Unavailable("the writer has stopped".into()))?
     }
 
     async fn health(&self) -> Result<(), StorageError> {

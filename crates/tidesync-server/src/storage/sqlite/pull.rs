@@ -4,20 +4,21 @@
 use rusqlite::{params, Connection, OptionalExtension};
 use tidesync_protocol::{Cursor, PullResponse, RawChange};
 
-use crate::storage::page::{self, Entries, Remaining, StoredRow};
+use crate::storage::page::{self, Entries, Remaining, SpacePosition, StoredRow};
 use crate::storage::plan::ClientRow;
-use crate::storage::sqlite::push::space_version;
 use crate::storage::{PullInput, StorageError};
+use tidesync_protocol::{ClientId, SpaceName};
 
 fn internal(context: &'static str) -> impl Fn(rusqlite::Error) -> StorageError {
     move |e| StorageError::Internal(format!("{context}: {e}"))
 }
 
+/// A page, and the downloads it began past pruned history (space, horizon), which the
+/// caller records with [`record_downloads`] before answering.
+pub(crate) type Page = (PullResponse<RawChange>, Vec<(SpaceName, u64)>);
+
 /// Reads one page.
-pub(crate) fn pull(
-    conn: &Connection,
-    input: &PullInput,
-) -> Result<PullResponse<RawChange>, StorageError> {
+pub(crate) fn pull(conn: &Connection, input: &PullInput) -> Result<Page, StorageError> {
     let tx = conn
         .unchecked_transaction()
         .map_err(internal("begin a read"))?;
@@ -38,10 +39,18 @@ pub(crate) fn pull(
     let mut cursor = Cursor::new();
     let mut remaining = 0u64;
     let mut budget = u64::from(input.limit.max(1));
+    let mut downloads = Vec::new();
     for space in &input.spaces {
-        let current = space_version(&tx, space)?;
+        let at = position(&tx, space)?;
+        let current = at.version;
         let from = input.cursor.get(space).copied().unwrap_or(0);
-        page::check_cursor(space, from, current)?;
+        let began_at = if page::behind_horizon(from, at) {
+            download_began(&tx, input, space)?
+        } else {
+            None
+        };
+        page::check_cursor(space, from, at, began_at)?;
+        downloads.extend(page::download_begins(from, at).map(|h| (space.clone(), h)));
         let mut stmt = tx
             .prepare_cached(
                 "SELECT collection, id, version, doc, stamps, echo FROM records
@@ -93,7 +102,62 @@ pub(crate) fn pull(
             entries.change(&key.space, row)?;
         }
     }
-    Ok(entries.finish(cursor, remaining, acked_through))
+    Ok((entries.finish(cursor, remaining, acked_through), downloads))
+}
+
+/// The horizon at which the pulling client began downloading `space`, if it did.
+fn download_began(
+    conn: &Connection,
+    input: &PullInput,
+    space: &SpaceName,
+) -> Result<Option<u64>, StorageError> {
+    conn.prepare_cached("SELECT horizon FROM downloads WHERE client_id = ?1 AND space = ?2")
+        .and_then(|mut s| {
+            s.query_row([input.client_id.as_str(), space.as_str()], |r| {
+                r.get::<_, i64>(0)
+            })
+            .optional()
+        })
+        .map(|h| h.map(|h| h as u64))
+        .map_err(internal("read where a download began"))
+}
+
+/// Records that `client` began downloading each of `downloads` (space, horizon) from
+/// scratch (on the writing connection).
+pub(crate) fn record_downloads(
+    conn: &Connection,
+    client: &ClientId,
+    downloads: &[(SpaceName, u64)],
+) -> Result<(), StorageError> {
+    for (space, horizon) in downloads {
+        conn.prepare_cached(
+            "INSERT INTO downloads (client_id, space, horizon) VALUES (?1, ?2, ?3)
+             ON CONFLICT DO UPDATE SET horizon = excluded.horizon",
+        )
+        .and_then(|mut s| s.execute(params![client.as_str(), space.as_str(), *horizon as i64]))
+        .map_err(internal("record where a download began"))?;
+    }
+    Ok(())
+}
+
+/// The space's version and horizon (both 0 for a space never written).
+fn position(conn: &Connection, space: &SpaceName) -> Result<SpacePosition, StorageError> {
+    let at = conn
+        .prepare_cached("SELECT version, horizon FROM spaces WHERE space = ?1")
+        .and_then(|mut s| {
+            s.query_row([space.as_str()], |r| {
+                Ok(SpacePosition {
+                    version: r.get::<_, i64>(0)? as u64,
+                    horizon: r.get::<_, i64>(1)? as u64,
+                })
+            })
+            .optional()
+        })
+        .map_err(internal("read a space version"))?;
+    Ok(at.unwrap_or(SpacePosition {
+        version: 0,
+        horizon: 0,
+    }))
 }
 
 /// A row of `SELECT collection, id, version, doc, stamps, echo`.

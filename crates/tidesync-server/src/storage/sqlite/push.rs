@@ -79,24 +79,32 @@ pub(crate) fn apply_push(
         .map_err(internal("register the client"))?;
     }
     for write in &planned.writes {
-        store(conn, write)?;
+        store(conn, write, planned.at_ms)?;
     }
     for refusal in &planned.refusals {
         conn.prepare_cached(
-            "INSERT OR REPLACE INTO rejected (client_id, seq, code, message) VALUES (?1, ?2, ?3, ?4)",
+            "INSERT OR REPLACE INTO rejected (client_id, seq, code, message, rejected_at)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
         )
         .and_then(|mut s| {
             s.execute(params![
                 client,
                 refusal.seq as i64,
                 refusal.code.as_str(),
-                refusal.message
+                refusal.message,
+                planned.at_ms as i64
             ])
         })
         .map_err(internal("remember a rejection"))?;
     }
-    conn.prepare_cached("UPDATE clients SET last_seq = ?2 WHERE client_id = ?1")
-        .and_then(|mut s| s.execute(params![client, planned.last_seq() as i64]))
+    conn.prepare_cached("UPDATE clients SET last_seq = ?2, last_push_at = ?3 WHERE client_id = ?1")
+        .and_then(|mut s| {
+            s.execute(params![
+                client,
+                planned.last_seq() as i64,
+                planned.at_ms as i64
+            ])
+        })
         .map_err(internal("advance last_seq"))?;
     for (space, version) in &planned.moved {
         conn.prepare_cached(
@@ -177,9 +185,9 @@ fn load(conn: &Connection, key: &RecordKey) -> Result<Option<ServerRecord>, Stor
     plan::decode_record(key, stored).map(Some)
 }
 
-/// Writes a record back in its wire form, at its new version. Rows are keyed by
-/// (space, version), so the row stored at `stored_at` (0: none) moves.
-fn store(conn: &Connection, write: &RecordWrite) -> Result<(), StorageError> {
+/// Writes a record back in its wire form, at its new version, by a push at `at_ms`. Rows are
+/// keyed by (space, version), so the row stored at `stored_at` (0: none) moves.
+fn store(conn: &Connection, write: &RecordWrite, at_ms: u64) -> Result<(), StorageError> {
     let RecordWrite {
         key,
         record,
@@ -192,8 +200,9 @@ fn store(conn: &Connection, write: &RecordWrite) -> Result<(), StorageError> {
             .map_err(internal("move a record"))?;
     }
     conn.prepare_cached(
-        "INSERT INTO records (space, version, collection, id, doc, stamps, versions, echo)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        "INSERT INTO records
+             (space, version, collection, id, doc, stamps, versions, echo, deleted_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )
     .and_then(|mut s| {
         s.execute(params![
@@ -204,7 +213,8 @@ fn store(conn: &Connection, write: &RecordWrite) -> Result<(), StorageError> {
             encoded.wire.doc,
             encoded.wire.stamps,
             encoded.versions,
-            encoded.echo
+            encoded.echo,
+            plan::deleted_at(record, at_ms)
         ])
     })
     .map_err(internal("write a record"))?;

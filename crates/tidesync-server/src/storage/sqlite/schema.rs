@@ -35,6 +35,7 @@ const MIGRATIONS: &[&[Step]] = &[
         Step::Sql(V2_SWAP),
     ],
     &[Step::Sql(V3)],
+    &[Step::Sql(V4), Step::Rust(v4_start_the_clocks)],
 ];
 
 const V1: &str = r#"
@@ -126,6 +127,50 @@ CREATE UNIQUE INDEX records_by_key ON records (space, collection, id);
 // pull can send it back to that writer as an echo. NULL: no chain (also for every record
 // written before V3: they are sent in full, as before).
 const V3: &str = "ALTER TABLE records ADD COLUMN echo TEXT;";
+
+// V4: the history horizon (`storage::prune`) and the time of each client's last push.
+// - `records.deleted_at`: when the record last changed while deleted (ms since the epoch),
+//   NULL while it is live; old tombstones are pruned by it, through a partial index that
+//   holds only tombstones.
+// - `rejected.rejected_at`: when the rejection was remembered (ms); pruned by it.
+// - `spaces.horizon`: the newest version of the space's pruned tombstones (0: none). A pull
+//   from a cursor above 0 and below it is answered `cursor_reset`.
+// - `clients.last_push_at`: the time of the client's last push transaction (ms), NULL until
+//   its first push after V4.
+// - `downloads`: per client and space, the horizon at which the client began downloading
+//   the space from scratch (recorded only when the space had pruned history). Its later
+//   pages carry cursors below that horizon and are served while the horizon has not moved
+//   (`storage::page::check_cursor`).
+// Tombstones and rejections from before V4 get the time of the migration (in the Rust step),
+// so they are kept `retain_deleted` from the upgrade, never pruned early.
+const V4: &str = r#"
+ALTER TABLE records ADD COLUMN deleted_at INTEGER;
+CREATE INDEX records_by_deleted_at ON records (deleted_at) WHERE deleted_at IS NOT NULL;
+ALTER TABLE rejected ADD COLUMN rejected_at INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX rejected_by_time ON rejected (rejected_at);
+ALTER TABLE spaces ADD COLUMN horizon INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE clients ADD COLUMN last_push_at INTEGER;
+CREATE TABLE downloads (
+    client_id TEXT NOT NULL,
+    space     TEXT NOT NULL,
+    horizon   INTEGER NOT NULL,
+    PRIMARY KEY (client_id, space)
+) WITHOUT ROWID;
+"#;
+
+/// Dates the tombstones and rejections stored before V4 at the time of the migration.
+fn v4_start_the_clocks(conn: &Connection) -> Result<(), String> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    conn.execute(
+        "UPDATE records SET deleted_at = ?1 WHERE doc IS NULL",
+        [now],
+    )
+    .and_then(|_| conn.execute("UPDATE rejected SET rejected_at = ?1", [now]))
+    .map(|_| ())
+    .map_err(|e| format!("date the existing tombstones and rejections: {e}"))
+}
 
 /// Copies every V1 record into `records_v2`, converting its `state` to the wire form.
 fn v2_copy_records(conn: &Connection) -> Result<(), String> {
@@ -298,5 +343,39 @@ mod tests {
             .split_once("--- V1 ---")
             .unwrap_or_else(|| unreachable!("the fixture has its marker"));
         assert_eq!(sql, V1, "V1 is released: never edit it (or its fixture)");
+    }
+
+    /// Tables and indexes as SQLite keeps them.
+    fn master(conn: &Connection) -> Vec<(String, String, Option<String>)> {
+        let mut stmt = conn
+            .prepare("SELECT type, name, sql FROM sqlite_master ORDER BY name")
+            .expect("prepare");
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .and_then(|rows| rows.collect())
+            .expect("read sqlite_master")
+    }
+
+    #[test]
+    fn the_v3_fixture_is_what_the_released_migrations_made() {
+        let fixture = include_str!("../../../tests/fixtures/schema_v3.sql");
+        let (_, sql) = fixture
+            .split_once("--- V3 ---")
+            .unwrap_or_else(|| unreachable!("the fixture has its marker"));
+        let from_fixture = Connection::open_in_memory().expect("memory");
+        from_fixture.execute_batch(sql).expect("the fixture runs");
+        let migrated = Connection::open_in_memory().expect("memory");
+        for steps in &MIGRATIONS[..3] {
+            for step in *steps {
+                match step {
+                    Step::Sql(sql) => migrated.execute_batch(sql).expect("a released step"),
+                    Step::Rust(run) => run(&migrated).expect("a released step"),
+                }
+            }
+        }
+        assert_eq!(
+            master(&from_fixture),
+            master(&migrated),
+            "V1 to V3 are released: never edit them (or the fixture)"
+        );
     }
 }

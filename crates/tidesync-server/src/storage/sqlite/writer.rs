@@ -1,6 +1,7 @@
 //! The writer thread: the only connection that writes. It takes pushes from a queue and
 //! commits them in groups (one fsync for many pushes), each push in its own savepoint so a
-//! failing one does not disturb the others.
+//! failing one does not disturb the others. A prune batch ends a group and runs alone, in
+//! its own transaction, so pushes wait for at most one bounded batch.
 
 use std::collections::BTreeMap;
 use std::sync::mpsc::Receiver;
@@ -8,14 +9,16 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use rusqlite::{Connection, OptionalExtension};
 use tidesync_core::HlcClock;
-use tidesync_protocol::{Hlc, PushResponse, SpaceName};
+use tidesync_protocol::{ClientId, Hlc, PushResponse, SpaceName};
 use tokio::sync::{broadcast, oneshot};
 
 use crate::config::MergeRules;
+use crate::storage::sqlite::prune::prune_batch;
+use crate::storage::sqlite::pull::record_downloads;
 use crate::storage::sqlite::push::{apply_push, WriterContext};
 use std::sync::Arc;
 
-use crate::storage::{Poke, PushInput, StorageError};
+use crate::storage::{Poke, Prune, Pruned, PushInput, StorageError};
 
 /// Most pushes committed together.
 const MAX_GROUP: usize = 256;
@@ -28,6 +31,14 @@ pub(crate) enum Job {
     Push(
         Arc<PushInput>,
         oneshot::Sender<Result<PushResponse, StorageError>>,
+    ),
+    /// One prune batch, run after the pushes queued before it.
+    Prune(Prune, oneshot::Sender<Result<Pruned, StorageError>>),
+    /// Where a client began downloading spaces past pruned history (see `pull`).
+    Downloads(
+        ClientId,
+        Vec<(SpaceName, u64)>,
+        oneshot::Sender<Result<(), StorageError>>,
     ),
     Shutdown(oneshot::Sender<()>),
 }
@@ -42,12 +53,18 @@ pub(crate) fn run(
     while let Ok(first) = jobs.recv() {
         let mut group = Vec::new();
         let mut stop = None;
+        // A job that ends the group and runs alone, in its own transaction.
+        let mut solo = None;
         let mut mutations = 0;
         let mut next = Some(first);
         while let Some(job) = next.take() {
             match job {
                 Job::Shutdown(done) => {
                     stop = Some(done);
+                    break;
+                }
+                job @ (Job::Prune(..) | Job::Downloads(..)) => {
+                    solo = Some(job);
                     break;
                 }
                 Job::Push(input, reply) => {
@@ -63,6 +80,15 @@ pub(crate) fn run(
         if !group.is_empty() {
             commit_group(&conn, group, &rules, &mut clock, &pokes);
         }
+        match solo {
+            Some(Job::Prune(batch, reply)) => {
+                let _ = reply.send(prune_batch(&conn, batch));
+            }
+            Some(Job::Downloads(client, downloads, reply)) => {
+                let _ = reply.send(record_downloads(&conn, &client, &downloads));
+            }
+            _ => {}
+        }
         if let Some(done) = stop {
             let _ = done.send(());
             break;
@@ -72,6 +98,16 @@ pub(crate) fn run(
     while let Ok(job) = jobs.try_recv() {
         match job {
             Job::Push(_, reply) => {
+                let _ = reply.send(Err(StorageError::Unavailable(
+                    "the server is shutting down".into(),
+                )));
+            }
+            Job::Prune(_, reply) => {
+                let _ = reply.send(Err(StorageError::Unavailable(
+                    "the server is shutting down".into(),
+                )));
+            }
+            Job::Downloads(_, _, reply) => {
                 let _ = reply.send(Err(StorageError::Unavailable(
                     "the server is shutting down".into(),
                 )));
