@@ -19,7 +19,7 @@ use tidesync_protocol::CollectionName;
 use tidesync_server::storage::postgres::{PostgresOptions, PostgresStorage};
 use tidesync_server::storage::sqlite::SqliteStorage;
 use tidesync_server::storage::Storage;
-use tidesync_server::{AppState, Limits, MergeRules, Policies, Policy};
+use tidesync_server::{AppState, CompatSettings, Limits, MergeRules, Policies, Policy};
 
 use crate::{storage_message, DataDir, DatabaseUrl};
 
@@ -51,6 +51,10 @@ pub struct ServeArgs {
     /// not advertise them (e.g. when a reverse proxy in front compresses).
     #[arg(long)]
     no_compression: bool,
+    /// The RxDB primary-key field of one collection, COLLECTION=FIELD (repeatable; others
+    /// use `id`). See docs/compat.md.
+    #[arg(long = "rxdb-primary-key", value_name = "COLLECTION=FIELD", value_parser = parse_primary_key)]
+    rxdb_primary_keys: Vec<(CollectionName, String)>,
 }
 
 /// `--listen`: what was given, and the addresses it resolved to.
@@ -84,6 +88,15 @@ fn parse_policy(s: &str) -> Result<(CollectionName, Policy), String> {
         .ok_or_else(|| format!("expected COLLECTION=POLICY, got {s:?}"))?;
     let collection = CollectionName::new(collection).map_err(|e| e.to_string())?;
     Ok((collection, policy.parse()?))
+}
+
+fn parse_primary_key(s: &str) -> Result<(CollectionName, String), String> {
+    let (collection, field) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected COLLECTION=FIELD, got {s:?}"))?;
+    let collection = CollectionName::new(collection).map_err(|e| e.to_string())?;
+    CompatSettings::check_primary_key(field)?;
+    Ok((collection, field.to_owned()))
 }
 
 /// Runs the server until a shutdown signal.
@@ -120,7 +133,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             compression: !args.no_compression,
             ..Limits::default()
         };
-        let state = AppState::new(storage, limits);
+        let compat = CompatSettings {
+            rxdb_primary_keys: args.rxdb_primary_keys.into_iter().collect(),
+        };
+        let state = AppState::with_compat(storage, limits, compat);
         println!("tidesync listening on http://{addr}");
         for line in banner {
             println!("{line}");

@@ -70,6 +70,9 @@ pub enum ErrorCode {
     /// server, or this one before it was restored from an older backup); pull from
     /// scratch, then decide.
     BaseAhead,
+    /// An RxDB or WatermelonDB push (docs/compat.md) touched records changed on the server
+    /// since the client last pulled; nothing was written: pull, then push again (409).
+    Conflict,
 }
 
 impl ErrorCode {
@@ -94,6 +97,7 @@ impl ErrorCode {
             Self::RuleViolation => "rule_violation",
             Self::TransactionAborted => "transaction_aborted",
             Self::BaseAhead => "base_ahead",
+            Self::Conflict => "conflict",
         }
     }
 }
@@ -143,6 +147,7 @@ mod tests {
             ErrorCode::RuleViolation,
             ErrorCode::TransactionAborted,
             ErrorCode::BaseAhead,
+            ErrorCode::Conflict,
         ] {
             let json = serde_json::to_string(&code).expect("serialize");
             assert_eq!(json, format!("\"{}\"", code.as_str()));

@@ -8,6 +8,7 @@
 //! | `POST /v1/pull` | [`crate::routes::pull`] |
 //! | `GET /v1/events` | [`crate::routes::events`] |
 //! | `GET /healthz`, `GET /metrics` | [`crate::routes::ops`] |
+//! | `/compat/rxdb/v1/…`, `/compat/watermelon/v1/…` | [`crate::compat`] (docs/compat.md) |
 //!
 //! Unknown paths answer `404 not_found`, known paths with the wrong method
 //! `405 method_not_allowed`, both as JSON. A middleware opens one tracing span per request
@@ -25,6 +26,7 @@ use axum::Router;
 use tidesync_protocol::ErrorCode;
 use tracing::Instrument;
 
+use crate::compat;
 use crate::compression;
 use crate::error::ApiError;
 use crate::routes;
@@ -39,6 +41,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/events", get(routes::events::events))
         .route("/healthz", get(routes::ops::healthz))
         .route("/metrics", get(routes::ops::metrics))
+        .merge(compat::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         // Counted where a handler reads the body: inside the decompression, so the limit is

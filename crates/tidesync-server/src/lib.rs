@@ -24,6 +24,7 @@
 
 mod app;
 pub mod auth;
+mod compat;
 mod compression;
 pub mod config;
 mod embedded;
@@ -39,7 +40,7 @@ pub mod storage;
 mod validate;
 
 pub use app::app;
-pub use config::{Limits, MergeRules, Policies, Policy};
+pub use config::{CompatSettings, Limits, MergeRules, Policies, Policy};
 pub use embedded::{EmbeddedError, EmbeddedServer};
 pub use error::{ApiError, RETRY_AFTER_SECS};
 pub use serve::serve;

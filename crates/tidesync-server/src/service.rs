@@ -9,12 +9,14 @@
 
 use std::sync::Arc;
 
-use tidesync_protocol::{PullRequest, PullResponse, PushRequest, PushResponse, RawChange};
+use tidesync_protocol::{
+    ClientId, Mutation, PullRequest, PullResponse, PushRequest, PushResponse, RawChange,
+};
 
 use crate::auth::Grants;
 use crate::config::Limits;
 use crate::error::ApiError;
-use crate::storage::{PushInput, Storage};
+use crate::storage::{PushInput, PushOrigin, Storage};
 use crate::validate;
 
 /// Pushes and pulls over one storage backend, with its limits. Cheap to clone.
@@ -66,6 +68,28 @@ impl SyncService {
             client_id: request.client_id,
             mutations: request.mutations,
             recover_from: request.recover_from,
+            origin: PushOrigin::Client,
+        };
+        Ok(self.storage.push(input).await?)
+    }
+
+    /// A push made by the server for an RxDB or WatermelonDB client (`crate::compat`): the
+    /// same checks and the same storage path as [`SyncService::push`], every mutation a
+    /// compare-and-swap on its `base_version`, stamped by the server
+    /// ([`PushOrigin::Compat`]).
+    pub(crate) async fn push_compat(
+        &self,
+        grants: &Grants,
+        client_id: ClientId,
+        mutations: Vec<Mutation>,
+    ) -> Result<PushResponse, ApiError> {
+        validate::push(&mutations, false, grants, &self.limits)?;
+        let input = PushInput {
+            user: grants.user.clone(),
+            client_id,
+            mutations,
+            recover_from: None,
+            origin: PushOrigin::Compat,
         };
         Ok(self.storage.push(input).await?)
     }

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
-use crate::config::Limits;
+use crate::config::{CompatSettings, Limits};
 use crate::metrics::Metrics;
 use crate::service::SyncService;
 use crate::storage::Storage;
@@ -17,6 +17,7 @@ pub struct AppState {
 
 struct Shared {
     service: SyncService,
+    compat: CompatSettings,
     metrics: Metrics,
     /// One permit per allowed concurrent event stream.
     streams: Arc<Semaphore>,
@@ -40,12 +41,22 @@ impl std::fmt::Debug for AppState {
 impl AppState {
     /// State over `storage` with `limits`, fresh metrics and no shutdown requested.
     pub fn new(storage: Arc<dyn Storage>, limits: Limits) -> AppState {
+        AppState::with_compat(storage, limits, CompatSettings::default())
+    }
+
+    /// [`AppState::new`] with settings for the RxDB and WatermelonDB protocols.
+    pub fn with_compat(
+        storage: Arc<dyn Storage>,
+        limits: Limits,
+        compat: CompatSettings,
+    ) -> AppState {
         let permits = limits.max_event_streams.min(Semaphore::MAX_PERMITS);
         let streams = Arc::new(Semaphore::new(permits));
         let (shutdown, _) = watch::channel(false);
         AppState {
             inner: Arc::new(Shared {
                 service: SyncService::new(storage, limits),
+                compat,
                 metrics: Metrics::new(),
                 streams,
                 shutdown,
@@ -56,6 +67,11 @@ impl AppState {
     /// Validation, storage and error mapping of pushes and pulls.
     pub fn service(&self) -> &SyncService {
         &self.inner.service
+    }
+
+    /// Settings of the RxDB and WatermelonDB protocols.
+    pub fn compat(&self) -> &CompatSettings {
+        &self.inner.compat
     }
 
     /// The storage backend.

@@ -14,7 +14,7 @@ use tidesync_protocol::{
 };
 use tidesync_server::rules::RegisterVersions;
 use tidesync_server::storage::sqlite::{SqliteStorage, APPLICATION_ID};
-use tidesync_server::storage::{PullInput, PushInput, Storage};
+use tidesync_server::storage::{PullInput, PushInput, PushOrigin, Storage};
 use tidesync_server::MergeRules;
 
 const SCHEMA_V1: &str = include_str!("fixtures/schema_v1.sql");
@@ -237,6 +237,7 @@ async fn a_version_1_database_pulls_the_same_changes_after_migration() {
             client_id: ClientId::new("old").unwrap(),
             mutations,
             recover_from: None,
+            origin: PushOrigin::Client,
         })
         .await
         .unwrap();

@@ -1,0 +1,283 @@
+//! What the RxDB and WatermelonDB protocols share: a space's changes and records read back
+//! through [`SyncService::pull`] (permissions, one snapshot per page, version order), and
+//! documents written as mutations through [`SyncService::push_compat`] (the native push
+//! path: exactly-once per client id and seq, stamps, versions, pokes).
+//!
+//! **Idempotency.** Neither protocol numbers its pushes, so a push's client id is derived
+//! from what it writes: `{protocol}-` and 48 hex digits of SHA-256 over the protocol, the
+//! user and the mutations (keys, operations, base versions), numbered 1..n. A push resent
+//! after a lost answer makes the same mutations, hence the same client id and seqs, and the
+//! storage skips them as duplicates (or answers their remembered rejections again) — in one
+//! transaction with the client row locked, so two nodes of one PostgreSQL database cannot
+//! both apply it. The cost is one client row per distinct push (docs/compat.md).
+//!
+//! **Compare-and-swap.** Every mutation carries as `base_version` the version the client's
+//! view of the record was read at; the push is judged `strict` whatever the collection's
+//! policy ([`PushOrigin::Compat`](crate::storage::PushOrigin)), so a record someone else
+//! changed since is refused with `stale_base` inside the writing transaction, never by a
+//! read-then-write in a handler.
+//!
+//! [`SyncService::pull`]: crate::SyncService::pull
+//! [`SyncService::push_compat`]: crate::SyncService
+
+use std::collections::HashMap;
+
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+use tidesync_protocol::{
+    ClientId, CollectionName, Cursor, Doc, ErrorCode, Mutation, PullRequest, PushOutcome,
+    PushResult, RawChange, RecordId, RecordKey, SpaceName, MAX_REFETCH, MIN_PROTOCOL_VERSION,
+};
+
+use crate::auth::Grants;
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// Which compat protocol a client id is made for (its prefix).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Protocol {
+    Rxdb,
+    Watermelon,
+}
+
+impl Protocol {
+    fn prefix(self) -> &'static str {
+        match self {
+            Protocol::Rxdb => "rxdb",
+            Protocol::Watermelon => "wmdb",
+        }
+    }
+}
+
+/// The client id of a push of `mutations` by `user` over `protocol`: the same for the same
+/// push resent, different for any other (see the module docs).
+pub(crate) fn push_client_id(protocol: Protocol, user: &str, mutations: &[Mutation]) -> ClientId {
+    let mut hash = Sha256::new();
+    hash.update(protocol.prefix().as_bytes());
+    hash.update([0]);
+    hash.update(user.as_bytes());
+    hash.update([0]);
+    for m in mutations {
+        // Infallible: a mutation is plain data with string keys.
+        let text = serde_json::to_vec(m).unwrap_or_default();
+        hash.update((text.len() as u64).to_le_bytes());
+        hash.update(&text);
+    }
+    derived_id(protocol, hash)
+}
+
+/// The client id compat pulls of `user` are made with: they never push, so `acked_through`
+/// is always 0 and the id only has to belong to the user.
+fn pull_client_id(user: &str) -> ClientId {
+    let mut hash = Sha256::new();
+    hash.update(b"pull\0");
+    hash.update(user.as_bytes());
+    let hex = hex::encode(hash.finalize());
+    // Infallible: letters, digits and a dash.
+    ClientId::new(format!("compat-pull-{}", &hex[..48])).expect("a valid client id")
+}
+
+fn derived_id(protocol: Protocol, hash: Sha256) -> ClientId {
+    let hex = hex::encode(hash.finalize());
+    // Infallible: letters, digits and a dash, 53 bytes.
+    ClientId::new(format!("{}-{}", protocol.prefix(), &hex[..48])).expect("a valid client id")
+}
+
+/// Changes read by [`changes_since`].
+#[derive(Debug)]
+pub(crate) struct Changes {
+    /// In version order; a record at most once (its newest state).
+    pub changes: Vec<RawChange>,
+    /// The space version everything up to which was read: the version of the last change
+    /// when `want` was reached, else the space's version when the last page was read.
+    pub through: u64,
+    /// Nothing of the collection remains after `through`.
+    pub complete: bool,
+}
+
+/// The changes of `space` after version `from`, of `collection` only (or of every
+/// collection), until `want` were found or none remain. Pages of at most `page` changes are
+/// read through the native pull (each in one snapshot); a record changed again while pages
+/// are read appears once, at its newest version. `403` unless the space is readable; `409
+/// cursor_reset` when `from` is above the space's version.
+pub(crate) async fn changes_since(
+    state: &AppState,
+    grants: &Grants,
+    space: &SpaceName,
+    from: u64,
+    collection: Option<&CollectionName>,
+    want: usize,
+    page: u32,
+) -> Result<Changes, ApiError> {
+    // A record changed again while pages are read: its older entry becomes `None`.
+    let mut changes: Vec<Option<RawChange>> = Vec::new();
+    let mut positions: HashMap<(CollectionName, RecordId), usize> = HashMap::new();
+    let mut cursor = from;
+    loop {
+        let response = state
+            .service()
+            .pull(
+                grants,
+                pull_request(grants, space, cursor, page, Vec::new()),
+            )
+            .await?;
+        let next = response.cursor.get(space).copied().unwrap_or(cursor);
+        for change in response.changes {
+            if collection.is_some_and(|c| *c != change.collection) {
+                continue;
+            }
+            let at = change.version;
+            let key = (change.collection.clone(), change.id.clone());
+            if let Some(old) = positions.insert(key, changes.len()) {
+                changes[old] = None;
+            }
+            changes.push(Some(change));
+            if positions.len() == want {
+                return Ok(Changes {
+                    changes: changes.into_iter().flatten().collect(),
+                    through: at,
+                    complete: false,
+                });
+            }
+        }
+        if !response.has_more || next <= cursor {
+            return Ok(Changes {
+                changes: changes.into_iter().flatten().collect(),
+                through: next,
+                complete: true,
+            });
+        }
+        cursor = next;
+    }
+}
+
+/// The current state of the records `ids` of `space`/`collection` (absent: never written),
+/// read through the native pull's refetch, [`MAX_REFETCH`] at a time. `403` unless the
+/// space is readable.
+pub(crate) async fn current(
+    state: &AppState,
+    grants: &Grants,
+    space: &SpaceName,
+    collection: &CollectionName,
+    ids: &[RecordId],
+) -> Result<HashMap<RecordId, RawChange>, ApiError> {
+    let mut found = HashMap::with_capacity(ids.len());
+    for chunk in ids.chunks(MAX_REFETCH) {
+        // From the space's version, so the page itself is (nearly) empty and costs nothing.
+        let version = state
+            .storage()
+            .space_versions(std::slice::from_ref(space))
+            .await?
+            .first()
+            .copied()
+            .unwrap_or(0);
+        let refetch = chunk
+            .iter()
+            .map(|id| RecordKey::new(space.clone(), collection.clone(), id.clone()))
+            .collect();
+        let response = state
+            .service()
+            .pull(grants, pull_request(grants, space, version, 1, refetch))
+            .await?;
+        for change in response.changes {
+            if change.collection == *collection {
+                found.insert(change.id.clone(), change);
+            }
+        }
+    }
+    Ok(found)
+}
+
+fn pull_request(
+    grants: &Grants,
+    space: &SpaceName,
+    from: u64,
+    limit: u32,
+    refetch: Vec<RecordKey>,
+) -> PullRequest {
+    PullRequest {
+        client_id: pull_client_id(&grants.user),
+        // Protocol 1: no echoes (they are for tidesync clients); every record in full.
+        protocol: MIN_PROTOCOL_VERSION,
+        cursor: Cursor::from([(space.clone(), from)]),
+        spaces: vec![space.clone()],
+        limit: Some(limit),
+        refetch,
+    }
+}
+
+/// Writes `mutations` (seqs 1..n) as one push of `protocol`, under the client id derived
+/// from them. Returns the rejected mutations' results (a resent push: the remembered ones).
+pub(crate) async fn write(
+    state: &AppState,
+    grants: &Grants,
+    protocol: Protocol,
+    mutations: Vec<Mutation>,
+) -> Result<Vec<PushResult>, ApiError> {
+    if mutations.is_empty() {
+        return Ok(Vec::new());
+    }
+    let client_id = push_client_id(protocol, &grants.user, &mutations);
+    tracing::Span::current().record("client_id", client_id.as_str());
+    let response = state
+        .service()
+        .push_compat(grants, client_id, mutations)
+        .await?;
+    Ok(response
+        .results
+        .into_iter()
+        .filter(|r| matches!(r.outcome, PushOutcome::Rejected { .. }))
+        .collect())
+}
+
+/// The code of a rejected result (`None` if it was not rejected).
+pub(crate) fn rejection_code(result: &PushResult) -> Option<ErrorCode> {
+    match &result.outcome {
+        PushOutcome::Rejected { code, .. } => Some(*code),
+        _ => None,
+    }
+}
+
+/// A stored document as a JSON object (`None` for a deleted record).
+pub(crate) fn document(change: &RawChange) -> Result<Option<Map<String, Value>>, ApiError> {
+    let Some(raw) = change.doc.as_deref() else {
+        return Ok(None);
+    };
+    match serde_json::from_str::<Value>(raw.get()) {
+        Ok(Value::Object(doc)) => Ok(Some(doc)),
+        Ok(_) | Err(_) => Err(ApiError::internal(format!(
+            "stored document of {}/{}/{} is not a JSON object",
+            change.space, change.collection, change.id
+        ))),
+    }
+}
+
+/// `doc` without the fields in `drop` (what the compat protocols carry besides the data).
+pub(crate) fn without(mut doc: Doc, drop: &[&str]) -> Doc {
+    for field in drop {
+        doc.remove(*field);
+    }
+    doc
+}
+
+/// JSON equality where numbers compare by value (`1` equals `1.0`), as JavaScript sees
+/// them.
+pub(crate) fn same_json(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => {
+            x == y || matches!((x.as_f64(), y.as_f64()), (Some(x), Some(y)) if x == y)
+        }
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(x, y)| same_json(x, y))
+        }
+        (Value::Object(x), Value::Object(y)) => same_fields(x, y),
+        _ => a == b,
+    }
+}
+
+/// [`same_json`] of two objects.
+pub(crate) fn same_fields(x: &Map<String, Value>, y: &Map<String, Value>) -> bool {
+    x.len() == y.len()
+        && x.iter()
+            .all(|(k, v)| y.get(k).is_some_and(|w| same_json(v, w)))
+}
