@@ -59,7 +59,9 @@ pub(crate) async fn pull(
 ) -> Result<Json<Value>, ApiError> {
     let space = space_of(path)?;
     let query = query_of(query, "?last_pulled_at=T&schema_version=S&migration=M")?;
-    let last_pulled_at = version_param("last_pulled_at", query.last_pulled_at.as_deref())?;
+    let last_pulled_at = version_param("last_pulled_at", query.last_pulled_at.as_deref())?
+        .map(version_of)
+        .transpose()?;
     // A client that migrated its schema needs the new tables and columns of records it
     // already has: it is sent every record (a superset of what it asked for).
     let migrating = !matches!(query.migration.as_deref(), None | Some("") | Some("null"));
@@ -98,7 +100,7 @@ pub(crate) async fn pull(
     }
     changes.retain(|_, t| !(t.created.is_empty() && t.updated.is_empty() && t.deleted.is_empty()));
     Ok(Json(
-        json!({ "changes": changes, "timestamp": read.through }),
+        json!({ "changes": changes, "timestamp": timestamp_of(read.through) }),
     ))
 }
 
@@ -146,7 +148,7 @@ pub(crate) async fn push(
                 op,
                 // Stamped by the server (PushOrigin::Compat).
                 hlc: Hlc::ZERO,
-                base_version: last_pulled_at,
+                base_version: version_of(last_pulled_at)?,
             });
         }
     }
@@ -179,6 +181,23 @@ pub(crate) async fn push(
             ),
         )),
     }
+}
+
+/// The WatermelonDB `timestamp` of a space version: the version plus one, because
+/// WatermelonDB refuses a timestamp of 0 (its "never synced"), which an empty space's
+/// version would be.
+fn timestamp_of(version: u64) -> u64 {
+    version + 1
+}
+
+/// The space version a WatermelonDB `last_pulled_at` stands for (see [`timestamp_of`]).
+fn version_of(timestamp: u64) -> Result<u64, ApiError> {
+    timestamp.checked_sub(1).ok_or_else(|| {
+        ApiError::invalid(
+            "last_pulled_at=0 is not a timestamp this server gave: send the `timestamp` of the \
+             last pull, or null on the first sync",
+        )
+    })
 }
 
 /// A pushed raw record: its id and the document to store.
