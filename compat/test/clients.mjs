@@ -63,9 +63,24 @@ export async function rxdbClient(server) {
     });
     return client.replication;
   };
+  /** Resolves once the first pull is done; fails with RxDB's last error after `timeoutMs`. */
+  client.initialSync = (timeoutMs = 20_000) => bounded('the initial replication', client.replication.awaitInitialReplication(), timeoutMs);
   /** Resolves when everything written locally is pushed and everything on the server pulled. */
-  client.inSync = async () => {
-    await client.replication.awaitInSync();
+  client.inSync = (timeoutMs = 20_000) => bounded('the replication to be in sync', client.replication.awaitInSync(), timeoutMs);
+  const bounded = async (what, promise, timeoutMs) => {
+    let timer;
+    const late = new Promise((_, fail) => {
+      timer = setTimeout(() => {
+        const e = client.lastError;
+        const cause = e ? `; RxDB's last error: ${e.parameters?.errors?.map((inner) => inner.message).join('; ') || e.message}` : '';
+        fail(new Error(`timed out after ${timeoutMs} ms waiting for ${what}${cause}`));
+      }, timeoutMs);
+    });
+    try {
+      return await Promise.race([promise, late]);
+    } finally {
+      clearTimeout(timer);
+    }
   };
   /** `{id: {title, done, n}}` of the documents not deleted. */
   client.docs = async () => Object.fromEntries((await todos.find().exec()).map((d) => [d.id, fields(d.toJSON())]));

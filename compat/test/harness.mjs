@@ -130,6 +130,13 @@ export async function startProxy(upstreamUrl) {
       const reply = await command('stats');
       return Object.fromEntries(reply.split(' ').slice(1).map((kv) => kv.split('=')).map(([k, v]) => [k, Number(v)]));
     },
+    /** Takes the client off the network: connects refused, live connections closed. */
+    async offline() {
+      await command('offline on');
+      await command('kill');
+    },
+    /** Lets the client connect again. */
+    online: () => command('offline off'),
     async stop() {
       proxy.proc.stdin.end();
       const killer = setTimeout(() => proxy.proc.kill('SIGKILL'), 5_000);

@@ -26,14 +26,8 @@ async function twoClients(t, options = {}) {
   t.after(() => Promise.all([a.close(), b.close()]));
   a.replicate({ retryTime: 200, ...options });
   b.replicate({ retryTime: 200, ...options });
-  await Promise.all([a.replication.awaitInitialReplication(), b.replication.awaitInitialReplication()]);
+  await Promise.all([a.initialSync(), b.initialSync()]);
   return { ...env, a, b };
-}
-
-/** Cuts a client off the network: new connections refused, live ones (its pull stream) closed. */
-async function offline(proxy) {
-  await proxy.command('offline on');
-  await proxy.command('kill');
 }
 
 test('rxdb: offline edits on two clients are pushed when they reconnect and both converge', { timeout: 60_000 }, async (t) => {
@@ -47,7 +41,7 @@ test('rxdb: offline edits on two clients are pushed when they reconnect and both
     bread: { title: 'bread', done: false, n: 2 },
   });
 
-  await Promise.all(proxies.map(offline));
+  await Promise.all(proxies.map((p) => p.offline()));
   await a.todos.insert({ id: 'eggs', title: 'eggs', done: false, n: 3 });
   await (await a.todos.findOne('milk').exec()).incrementalPatch({ done: true });
   await b.todos.insert({ id: 'tea', title: 'tea', done: false, n: 4 });
@@ -55,7 +49,7 @@ test('rxdb: offline edits on two clients are pushed when they reconnect and both
   await new Promise((r) => setTimeout(r, 500)); // pushes fail and are retried meanwhile
   assert.equal(Object.keys(await serverDocs(direct, COLLECTION)).length, 2, 'nothing reached the server while offline');
 
-  await Promise.all(proxies.map((p) => p.command('offline off')));
+  await Promise.all(proxies.map((p) => p.online()));
   const expected = {
     milk: { title: 'milk', done: true, n: 1 },
     bread: { title: 'rye bread', done: false, n: 2 },
@@ -73,13 +67,13 @@ test('rxdb: a same-field conflict keeps the write that reached the server first 
   await a.todos.insert({ id: 'shared', title: 'start', done: false, n: 0 });
   await sameDocs('both clients to see the shared document', [a, b], { shared: { title: 'start', done: false, n: 0 } });
 
-  await Promise.all(proxies.map(offline));
+  await Promise.all(proxies.map((p) => p.offline()));
   await (await a.todos.findOne('shared').exec()).incrementalPatch({ title: 'from A' });
   await (await b.todos.findOne('shared').exec()).incrementalPatch({ title: 'from B' });
 
-  await proxies[0].command('offline off');
+  await proxies[0].online();
   await waitFor("A's title to reach the server", async () => (await serverDocs(direct, COLLECTION)).shared?.title === 'from A');
-  await proxies[1].command('offline off');
+  await proxies[1].online();
 
   await sameDocs('B to give up its write for the server state', [a, b], { shared: { title: 'from A', done: false, n: 0 } });
   assert.ok(b.conflicts >= 1, `B's push must have been answered as a conflict (conflicts resolved: ${b.conflicts})`);

@@ -78,7 +78,9 @@ fn serve_commands(proxy: &FaultProxy, input: impl BufRead, mut out: impl Write) 
         }
         let answer = match run(proxy, line) {
             Ok(answer) => answer,
-            Err(e) => format!("error: {e} (in {line:?}; see the commands in fault-proxy's doc comment)"),
+            Err(e) => {
+                format!("error: {e} (in {line:?}; see the commands in fault-proxy's doc comment)")
+            }
         };
         writeln!(out, "{answer}")?;
         out.flush()?;
@@ -92,7 +94,11 @@ fn run(proxy: &FaultProxy, line: &str) -> Result<String, String> {
     match words.as_slice() {
         ["cut", n] => {
             let n: u32 = number(n)?;
-            proxy.set_cut(if n == 0 { CutMode::Off } else { CutMode::Next(n) });
+            proxy.set_cut(if n == 0 {
+                CutMode::Off
+            } else {
+                CutMode::Next(n)
+            });
         }
         ["cut-after", k] => proxy.cut_after_bytes(number(k)?),
         ["offline", on] => proxy.offline(switch(on)?),
@@ -155,8 +161,16 @@ mod tests {
         assert!(lines[2].starts_with("ok accepted=0 "), "{}", lines[2]);
         assert_eq!(lines[3..6], ["ok", "ok", "ok"]);
         assert_eq!(lines[6], "ok 0");
-        assert!(lines[7].starts_with("error: \"x\" is not a non-negative whole number"), "{}", lines[7]);
-        assert!(lines[8].starts_with("error: unknown command"), "{}", lines[8]);
+        assert!(
+            lines[7].starts_with("error: \"x\" is not a non-negative whole number"),
+            "{}",
+            lines[7]
+        );
+        assert!(
+            lines[8].starts_with("error: unknown command"),
+            "{}",
+            lines[8]
+        );
         assert_eq!(lines.len(), 9);
         assert_eq!(proxy.faults().cut, CutMode::Next(2));
         assert_eq!(proxy.faults().delay, Duration::from_millis(5));
