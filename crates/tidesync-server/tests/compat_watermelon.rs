@@ -77,10 +77,11 @@ async fn pulls_group_changes_by_table_with_a_version_timestamp(backend: Backend)
         return;
     };
     let alice = server.token("alice", &["shared"], &[]);
-    // An empty space: nothing, at timestamp 0.
+    // An empty space: nothing, at timestamp 1 (timestamps are space versions plus one:
+    // WatermelonDB refuses a timestamp of 0).
     let reply = pull(&server, &alice, None).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
-    assert_eq!(reply.json, json!({"changes": {}, "timestamp": 0}));
+    assert_eq!(reply.json, json!({"changes": {}, "timestamp": 1}));
 
     let writes = vec![
         put(1, 1, "shared", "posts", "p1", json!({"title": "one"})),
@@ -100,17 +101,18 @@ async fn pulls_group_changes_by_table_with_a_version_timestamp(backend: Backend)
         server.push(&alice, "phone", writes).await.status,
         StatusCode::OK
     );
-    // The first sync creates the live records; a deleted one is left out.
+    // The first sync sends the live records (as `updated`, like every pull, for
+    // `sendCreatedAsUpdated`); a deleted one is left out.
     let first = pull(&server, &alice, None).await;
     assert_eq!(
         first.json,
         json!({
             "changes": {
-                "posts": {"created": [{"id": "p1", "title": "one"}], "updated": [], "deleted": []},
-                "comments": {"created": [{"id": "c1", "post_id": "p1", "body": "hi"}],
-                             "updated": [], "deleted": []},
+                "posts": {"created": [], "updated": [{"id": "p1", "title": "one"}], "deleted": []},
+                "comments": {"created": [], "updated": [{"id": "c1", "post_id": "p1", "body": "hi"}],
+                             "deleted": []},
             },
-            "timestamp": version(&server).await,
+            "timestamp": version(&server).await + 1,
         })
     );
     let t = first.json["timestamp"].as_u64().expect("timestamp");
@@ -122,10 +124,26 @@ async fn pulls_group_changes_by_table_with_a_version_timestamp(backend: Backend)
 
     // Later changes: updated and deleted, each record once in its newest state.
     let later = vec![
-        put_on(5, 5, "shared", "posts", "p1", json!({"title": "two"}), t),
-        put_on(6, 6, "shared", "posts", "p1", json!({"title": "three"}), t),
+        put_on(
+            5,
+            5,
+            "shared",
+            "posts",
+            "p1",
+            json!({"title": "two"}),
+            t - 1,
+        ),
+        put_on(
+            6,
+            6,
+            "shared",
+            "posts",
+            "p1",
+            json!({"title": "three"}),
+            t - 1,
+        ),
         json!({"seq": 7, "tx": 7, "space": "shared", "collection": "comments", "id": "c1",
-               "kind": "delete", "hlc": common::hlc(7), "base_version": t}),
+               "kind": "delete", "hlc": common::hlc(7), "base_version": t - 1}),
     ];
     assert_eq!(
         server.push(&alice, "phone", later).await.status,
@@ -142,7 +160,7 @@ async fn pulls_group_changes_by_table_with_a_version_timestamp(backend: Backend)
     // A migration pull sends every record whatever `last_pulled_at` says.
     let path = format!(
         "{SYNC}?last_pulled_at={}&schema_version=4&migration=%7B%22from%22%3A3%2C%22tables%22%3A%5B%22posts%22%5D%2C%22columns%22%3A%5B%5D%7D",
-        version(&server).await
+        version(&server).await + 1
     );
     let reply = server
         .call(Method::GET, &path, Some(&alice), Body::empty())
@@ -211,7 +229,7 @@ async fn a_change_after_last_pulled_at_is_a_conflict_and_nothing_is_written(back
     let t = pull(&server, &alice, None).await.json["timestamp"]
         .as_u64()
         .expect("timestamp");
-    // The phone edits p2 after the WatermelonDB app pulled.
+    // The phone edits p2 after the WatermelonDB app pulled (at version t - 1).
     let edit = vec![put_on(
         3,
         3,
@@ -219,7 +237,7 @@ async fn a_change_after_last_pulled_at_is_a_conflict_and_nothing_is_written(back
         "posts",
         "p2",
         json!({"body": "phone"}),
-        t,
+        t - 1,
     )];
     assert_eq!(
         server.push(&alice, "phone", edit).await.status,
@@ -283,8 +301,8 @@ async fn a_push_resent_after_a_lost_answer_is_applied_once(backend: Backend) {
     // Both at once: still once.
     let more = json!({"posts": {"updated": [raw("p1", "z", "updated")]}});
     let (one, two) = tokio::join!(
-        push(&server, &alice, at, &more),
-        push(&server, &alice, at, &more)
+        push(&server, &alice, at + 1, &more),
+        push(&server, &alice, at + 1, &more)
     );
     assert_eq!(
         (one.status, two.status),
@@ -312,7 +330,7 @@ async fn bad_input_is_refused_and_changes_nothing(backend: Backend) {
         json!({"posts": {"created": [raw("p1", "x", "created")], "updated": [raw("p1", "y", "updated")]}}),
     ];
     for body in bad_bodies {
-        let reply = push(&server, &alice, 0, &body).await;
+        let reply = push(&server, &alice, 1, &body).await;
         assert_eq!(
             reply.status,
             StatusCode::BAD_REQUEST,
@@ -337,6 +355,10 @@ async fn bad_input_is_refused_and_changes_nothing(backend: Backend) {
         )
         .await;
     reply.assert_error(400, "invalid_input");
+    // 0 is no timestamp of this server's (they start at 1).
+    push(&server, &alice, 0, &ok)
+        .await
+        .assert_error(400, "invalid_input");
     // A timestamp this server never gave (restored from an older backup).
     push(&server, &alice, 50, &ok)
         .await
@@ -351,7 +373,7 @@ async fn bad_input_is_refused_and_changes_nothing(backend: Backend) {
         .assert_error(401, "unauthorized");
     server
         .post(
-            "/compat/watermelon/v1/readonly/sync?last_pulled_at=0",
+            "/compat/watermelon/v1/readonly/sync?last_pulled_at=1",
             &alice,
             &ok,
         )
@@ -489,9 +511,9 @@ async fn three_protocols_converge_on_one_space(backend: Backend) {
         ]
     );
     let melon = pull(&server, &alice, None).await;
-    let mut created = melon.json["changes"]["posts"]["created"]
+    let mut created = melon.json["changes"]["posts"]["updated"]
         .as_array()
-        .expect("created")
+        .expect("updated")
         .clone();
     created.sort_by_key(|d| d["id"].as_str().expect("id").to_owned());
     assert_eq!(

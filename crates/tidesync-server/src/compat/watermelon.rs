@@ -3,7 +3,7 @@
 //!
 //! - `GET …/sync?last_pulled_at=T&schema_version=S&migration=M` → `{"changes": {table:
 //!   {"created", "updated", "deleted"}}, "timestamp": T2}`: every change after `T` (all of
-//!   them on the first sync, or when `migration` is given), `T2` the space version read.
+//!   them on the first sync, or when `migration` is given), `T2` the space version read plus one.
 //! - `POST …/sync?last_pulled_at=T` with `{table: {"created", "updated", "deleted"}}` →
 //!   `200 {}` when applied, all or none in one transaction; `409 conflict` (nothing written)
 //!   when a record was changed on the server after `T`. A resent push is applied once.
@@ -83,14 +83,11 @@ pub(crate) async fn pull(
                     "id".to_owned(),
                     Value::String(change.id.as_str().to_owned()),
                 );
-                // Never-pulled clients create everything; later pulls cannot tell a
-                // creation from an update (the server keeps registers, not history), and
-                // WatermelonDB applies an update of a record it lacks as a creation.
-                if first {
-                    table.created.push(Value::Object(doc));
-                } else {
-                    table.updated.push(Value::Object(doc));
-                }
+                // Always `updated`: the server keeps registers, not history, so it cannot
+                // tell a creation from an update, and WatermelonDB applies an update of a
+                // record it lacks as a creation. Its `sendCreatedAsUpdated: true` is then
+                // silent (it logs an error for any `created`, even on the first sync).
+                table.updated.push(Value::Object(doc));
             }
             None if first => {}
             None => table
