@@ -2,7 +2,7 @@
 // of its own on loopback, a token), the test kit's fault proxy in front of it, native CLI
 // clients, and a bounded wait. Everything started here is stopped by `stop()`.
 import { execFile, spawn } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -38,9 +38,16 @@ export async function waitFor(what, check, { timeoutMs = 20_000, everyMs = 50 } 
   }
 }
 
+// Servers and proxies still running when this process exits (a test runner killing a file
+// that timed out) go with it.
+const running = new Set();
+process.on('exit', () => running.forEach((proc) => proc.kill('SIGKILL')));
+
 /** A child process whose stdout is read line by line and whose stderr is kept for failures. */
 function child(bin, args, options) {
   const proc = spawn(bin, args, { stdio: ['pipe', 'pipe', 'pipe'], ...options });
+  running.add(proc);
+  proc.once('exit', () => running.delete(proc));
   const spawned = new Promise((ok, fail) => {
     proc.once('spawn', ok);
     proc.once('error', (e) => fail(new Error(`cannot start ${bin}: ${e.message}; ${BUILD_HINT}`)));
@@ -165,16 +172,22 @@ export async function nativeClient({ url, token, space }) {
     put: (collection, id, doc) => cli('put', `${space}/${collection}/${id}`, JSON.stringify(doc)),
     patch: (collection, id, patch) => cli('patch', `${space}/${collection}/${id}`, JSON.stringify(patch)),
     delete: (collection, id) => cli('delete', `${space}/${collection}/${id}`),
+    /** Writes `{id: doc}` with one `tidesync client import` (puts in transactions of 1,000). */
+    async import(collection, docs) {
+      const file = join(dir, `${collection}.jsonl`);
+      await writeFile(file, Object.entries(docs).map(([id, doc]) => `${JSON.stringify({ id, doc })}\n`).join(''));
+      return cli('import', `${space}/${collection}`, `@${file}`);
+    },
     sync: (timeoutSeconds = 30) =>
       cli('--server', url, '--token', token, '--space', space, 'sync', '--timeout', String(timeoutSeconds)),
     /** Every record of `collection` in the local view: `{id: doc}`. */
     async list(collection) {
       const docs = {};
-      let page = await cli('list', `${space}/${collection}`);
+      let page = await cli('list', `${space}/${collection}`, '--limit', '10000');
       for (;;) {
         for (const r of page.records) docs[r.id] = r.doc;
         if (!page.next) return docs;
-        page = await cli('list', `${space}/${collection}`, '--after', page.next);
+        page = await cli('list', `${space}/${collection}`, '--limit', '10000', '--after', page.next);
       }
     },
     stop: () => rm(dir, { recursive: true, force: true }),
