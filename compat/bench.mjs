@@ -3,10 +3,12 @@
 // WatermelonDB (synchronize, LokiJS) and, for comparison in the same run, the native
 // protocol (the `tidesync client` CLI). Each protocol has a space of its own on one server.
 //
-//   node bench.mjs [--docs N] [--rxdb-batch B] [--timeout-seconds S]
+//   node bench.mjs [--docs N] [--reps R] [--rxdb-batch B] [--timeout-seconds S]
 //
 // Times are wall clock around the sync calls only: the local writes before the push are
-// timed apart. Exits non-zero if a second client ends up without every document.
+// timed apart. Each repetition runs the three protocols in turn on fresh spaces; the table
+// shows medians, the ratio column the median of each repetition's ratio to the native
+// protocol. Exits non-zero if a second client ends up without every document.
 import { execFile } from 'node:child_process';
 import { parseArgs } from 'node:util';
 
@@ -16,11 +18,13 @@ import { nativeClient, startServer, tidesyncBin } from './test/harness.mjs';
 const { values } = parseArgs({
   options: {
     docs: { type: 'string', default: '10000' },
+    reps: { type: 'string', default: '3' },
     'rxdb-batch': { type: 'string', default: '1000' },
     'timeout-seconds': { type: 'string', default: '600' },
   },
 });
 const N = Number(values.docs);
+const reps = Number(values.reps);
 const rxdbBatch = Number(values['rxdb-batch']);
 const timeoutMs = Number(values['timeout-seconds']) * 1000;
 const watchdog = setTimeout(() => {
@@ -42,8 +46,13 @@ function expectAll(protocol, count) {
   if (count !== N) throw new Error(`${protocol}: the pulling client has ${count} of ${N} documents`);
 }
 
-async function rxdb(server) {
-  const env = { url: server.url, token: server.token, space: 'bench-rxdb' };
+const median = (xs) => {
+  const sorted = [...xs].sort((a, b) => a - b);
+  const mid = sorted.length >> 1;
+  return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
+};
+
+async function rxdb(env) {
   const [a, b] = [await rxdbClient(env), await rxdbClient(env)];
   const local = await timed(() => a.todos.bulkInsert(Array.from({ length: N }, (_, i) => ({ id: id(i), ...doc(i) }))));
   // live: false runs one replication cycle (push everything, pull until empty) and ends.
@@ -60,8 +69,7 @@ async function rxdb(server) {
   return { protocol: `RxDB (batches of ${rxdbBatch})`, local, push, pull };
 }
 
-async function watermelon(server) {
-  const env = { url: server.url, token: server.token, space: 'bench-wmdb' };
+async function watermelon(env) {
   const [a, b] = [await watermelonClient(env), await watermelonClient(env)];
   const local = await timed(() => a.create(Object.fromEntries(Array.from({ length: N }, (_, i) => [id(i), doc(i)]))));
   const push = await timed(() => a.sync());
@@ -70,8 +78,7 @@ async function watermelon(server) {
   return { protocol: 'WatermelonDB', local, push, pull };
 }
 
-async function native(server) {
-  const env = { url: server.url, token: server.token, space: 'bench-native' };
+async function native(env) {
   const [a, b] = [await nativeClient(env), await nativeClient(env)];
   const local = await timed(() => a.import(COLLECTION, Object.fromEntries(Array.from({ length: N }, (_, i) => [id(i), doc(i)]))));
   const push = await timed(() => a.sync(timeoutMs / 1000));
@@ -82,21 +89,28 @@ async function native(server) {
 }
 
 const version = await new Promise((ok) => execFile(tidesyncBin, ['--version'], (e, out) => ok(e ? '?' : out.trim())));
-const server = await startServer({ spaces: ['bench-rxdb', 'bench-wmdb', 'bench-native'] });
+const runs = { native, rxdb, watermelon };
+const spaces = Array.from({ length: reps }, (_, r) => Object.keys(runs).map((name) => `bench-${name}-${r}`)).flat();
+const server = await startServer({ spaces });
 try {
-  console.log(`${N} documents, ${version} (${tidesyncBin}), Node ${process.version}`);
-  const rows = [];
-  for (const run of [native, rxdb, watermelon]) {
-    rows.push(await run(server));
-    const r = rows.at(-1);
-    console.log(`  ${r.protocol}: local writes ${seconds(r.local)} s, push ${seconds(r.push)} s, pull ${seconds(r.pull)} s`);
+  console.log(`${N} documents, ${reps} repetition(s), ${version} (${tidesyncBin}), Node ${process.version}`);
+  const results = {};
+  for (let r = 0; r < reps; r++) {
+    for (const [name, run] of Object.entries(runs)) {
+      const row = await run({ url: server.url, token: server.token, space: `bench-${name}-${r}` });
+      (results[row.protocol] ??= []).push(row);
+      console.log(`  ${row.protocol}: local writes ${seconds(row.local)} s, push ${seconds(row.push)} s, pull ${seconds(row.pull)} s`);
+    }
   }
-  const base = rows[0];
+  const [base] = Object.values(results);
   console.log('\n| protocol | push | pull | push + pull | × native |');
   console.log('|---|---:|---:|---:|---:|');
-  for (const r of rows) {
-    const total = r.push + r.pull;
-    console.log(`| ${r.protocol} | ${seconds(r.push)} s | ${seconds(r.pull)} s | ${seconds(total)} s (${Math.round((2 * N) / (total / 1000))} docs/s) | ${(total / (base.push + base.pull)).toFixed(2)} |`);
+  for (const [protocol, rows] of Object.entries(results)) {
+    const total = median(rows.map((r) => r.push + r.pull));
+    const ratio = median(rows.map((r, i) => (r.push + r.pull) / (base[i].push + base[i].pull)));
+    console.log(
+      `| ${protocol} | ${seconds(median(rows.map((r) => r.push)))} s | ${seconds(median(rows.map((r) => r.pull)))} s | ${seconds(total)} s (${Math.round((2 * N) / (total / 1000))} docs/s) | ${ratio.toFixed(2)} |`,
+    );
   }
 } finally {
   await server.stop();
