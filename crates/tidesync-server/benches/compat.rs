@@ -7,8 +7,7 @@
 //!
 //! Batches: native and RxDB push 1,000 documents per request and pull pages of 1,000;
 //! WatermelonDB pushes everything in one request and pulls everything in one answer (its
-//! protocol has no batches), so `max_mutations_per_push` is raised to 10,000 for every
-//! server of the run. Each line is the median of `BENCH_REPS` (default 5) runs, the
+//! protocol has no batches). Each line is the median of `BENCH_REPS` (default 5) runs, the
 //! protocols interleaved within a repetition; the ratio is to the native line of the same
 //! direction. `BENCH_DOCS` overrides the 10,000.
 
@@ -137,7 +136,6 @@ impl Server {
         };
         let token = storage.create_token(&grants).expect("token");
         let limits = Limits {
-            max_mutations_per_push: 10_000,
             compression: false,
             ..Limits::default()
         };
