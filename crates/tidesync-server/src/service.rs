@@ -76,14 +76,20 @@ impl SyncService {
     /// A push made by the server for an RxDB or WatermelonDB client (`crate::compat`): the
     /// same checks and the same storage path as [`SyncService::push`], every mutation a
     /// compare-and-swap on its `base_version`, stamped by the server
-    /// ([`PushOrigin::Compat`]).
+    /// ([`PushOrigin::Compat`]). `max_mutations` replaces `Limits::max_mutations_per_push`
+    /// for a protocol that cannot split a push (WatermelonDB: the body limit bounds it).
     pub(crate) async fn push_compat(
         &self,
         grants: &Grants,
         client_id: ClientId,
         mutations: Vec<Mutation>,
+        max_mutations: usize,
     ) -> Result<PushResponse, ApiError> {
-        validate::push(&mutations, false, grants, &self.limits)?;
+        let limits = Limits {
+            max_mutations_per_push: max_mutations,
+            ..self.limits.clone()
+        };
+        validate::push(&mutations, false, grants, &limits)?;
         let input = PushInput {
             user: grants.user.clone(),
             client_id,

@@ -15,6 +15,7 @@ use common::{on_both_backends, put, put_on, Backend, Reply, TestServer};
 use serde_json::{json, Value};
 use tidesync_protocol::SpaceName;
 use tidesync_server::storage::Storage;
+use tidesync_server::MergeRules;
 
 const SYNC: &str = "/compat/watermelon/v1/shared/sync";
 
@@ -211,6 +212,25 @@ async fn a_push_is_applied_whole_and_its_records_pull_back(backend: Backend) {
         reply.json["changes"]["posts"]["updated"],
         json!([{"id": "p1", "body": "new", "count": 1}])
     );
+}
+
+/// WatermelonDB sends every local change in one push, which it cannot split: the
+/// per-push count limit (RxDB's, native) does not refuse it; the body limit bounds it.
+async fn a_push_over_the_per_push_count_is_applied_whole(backend: Backend) {
+    let limits = tidesync_server::Limits {
+        max_mutations_per_push: 3,
+        ..tidesync_server::Limits::default()
+    };
+    let Some(server) = TestServer::with_on(backend, limits, MergeRules::default()).await else {
+        return;
+    };
+    let alice = server.token("alice", &["shared"], &[]);
+    let created: Vec<Value> = (0..10)
+        .map(|i| raw(&format!("p{i}"), "x", "created"))
+        .collect();
+    let reply = push(&server, &alice, 0, &json!({"posts": {"created": created}})).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    assert_eq!(native(&server, &alice).await.len(), 10);
 }
 
 async fn a_change_after_last_pulled_at_is_a_conflict_and_nothing_is_written(backend: Backend) {
@@ -528,6 +548,7 @@ async fn three_protocols_converge_on_one_space(backend: Backend) {
 on_both_backends!(
     pulls_group_changes_by_table_with_a_version_timestamp,
     a_push_is_applied_whole_and_its_records_pull_back,
+    a_push_over_the_per_push_count_is_applied_whole,
     a_change_after_last_pulled_at_is_a_conflict_and_nothing_is_written,
     a_push_resent_after_a_lost_answer_is_applied_once(flavor = "multi_thread", worker_threads = 2),
     bad_input_is_refused_and_changes_nothing,

@@ -21,6 +21,7 @@
 //! [`SyncService::push_compat`]: crate::SyncService
 
 use std::collections::HashMap;
+use std::time::Instant;
 
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
@@ -114,6 +115,7 @@ pub(crate) async fn changes_since(
     let mut positions: HashMap<(CollectionName, RecordId), usize> = HashMap::new();
     let mut cursor = from;
     loop {
+        let started = Instant::now();
         let response = state
             .service()
             .pull(
@@ -121,6 +123,7 @@ pub(crate) async fn changes_since(
                 pull_request(grants, space, cursor, page, Vec::new()),
             )
             .await?;
+        state.metrics().pull_done(&response, started.elapsed());
         let next = response.cursor.get(space).copied().unwrap_or(cursor);
         for change in response.changes {
             if collection.is_some_and(|c| *c != change.collection) {
@@ -208,6 +211,10 @@ fn pull_request(
 
 /// Writes `mutations` (seqs 1..n) as one push of `protocol`, under the client id derived
 /// from them. Returns the rejected mutations' results (a resent push: the remembered ones).
+///
+/// An RxDB push is held to `Limits::max_mutations_per_push` (RxDB splits its pushes by its
+/// `batchSize`); a WatermelonDB push only to the body limit: it is every local change of
+/// the app in one transaction, and refusing it for its count would refuse it forever.
 pub(crate) async fn write(
     state: &AppState,
     grants: &Grants,
@@ -217,12 +224,18 @@ pub(crate) async fn write(
     if mutations.is_empty() {
         return Ok(Vec::new());
     }
+    let max_mutations = match protocol {
+        Protocol::Rxdb => state.limits().max_mutations_per_push,
+        Protocol::Watermelon => usize::MAX,
+    };
     let client_id = push_client_id(protocol, &grants.user, &mutations);
     tracing::Span::current().record("client_id", client_id.as_str());
+    let started = Instant::now();
     let response = state
         .service()
-        .push_compat(grants, client_id, mutations)
+        .push_compat(grants, client_id, mutations, max_mutations)
         .await?;
+    state.metrics().push_done(&response, started.elapsed());
     Ok(response
         .results
         .into_iter()

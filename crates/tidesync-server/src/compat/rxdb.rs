@@ -21,7 +21,9 @@ use axum::response::Response;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use tidesync_protocol::{CollectionName, Hlc, Mutation, Op, RawChange, RecordId, SpaceName};
+use tidesync_protocol::{
+    CollectionName, Hlc, Mutation, Op, RawChange, RecordId, RecordKey, SpaceName,
+};
 
 use crate::auth::Grants;
 use crate::compat::records::{self, Protocol};
@@ -45,7 +47,7 @@ pub(crate) struct Checkpoint {
 
 /// `{documents, checkpoint}`: a pull's answer and a pull stream's event.
 #[derive(Debug, Serialize)]
-struct Batch {
+pub(crate) struct Batch {
     documents: Vec<Value>,
     checkpoint: Checkpoint,
 }
@@ -151,7 +153,7 @@ pub(crate) async fn pull(
     Auth(grants): Auth,
     path: Result<Path<(String, String)>, PathRejection>,
     query: Result<Query<PullQuery>, QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Batch>, ApiError> {
     let target = Target::of(&state, path)?;
     let query = query_of(query, "?limit=N&checkpoint=C")?;
     let sent = match query.checkpoint.as_deref() {
@@ -193,13 +195,10 @@ pub(crate) async fn pull(
             version: read.through,
         }
     };
-    let batch = Batch {
+    Ok(Json(Batch {
         documents,
         checkpoint,
-    };
-    serde_json::to_value(batch)
-        .map(Json)
-        .map_err(ApiError::internal)
+    }))
 }
 
 /// A row of a push once checked: its record, the state RxDB assumed, the state it wants.
@@ -263,11 +262,7 @@ pub(crate) async fn push(
             seq,
             // Each row on its own: one conflict refuses only its own row.
             tx: seq,
-            key: tidesync_protocol::RecordKey::new(
-                target.space.clone(),
-                target.collection.clone(),
-                row.id,
-            ),
+            key: RecordKey::new(target.space.clone(), target.collection.clone(), row.id),
             op,
             // Stamped by the server (PushOrigin::Compat).
             hlc: Hlc::ZERO,

@@ -29,13 +29,11 @@ use crate::state::AppState;
 /// Fields WatermelonDB keeps for its own bookkeeping: never stored, never sent.
 const WATERMELON_FIELDS: [&str; 3] = ["id", "_status", "_changed"];
 
-/// The query string of both requests.
+/// The query string of both requests. `schema_version` is accepted and not read: every
+/// record is sent whole, whatever the client's schema.
 #[derive(Debug, Deserialize)]
 pub(crate) struct SyncQuery {
     last_pulled_at: Option<String>,
-    /// Accepted and not needed: every record is sent whole, whatever the client's schema.
-    #[allow(dead_code)]
-    schema_version: Option<String>,
     migration: Option<String>,
 }
 
