@@ -188,7 +188,8 @@ async fn push(
         Protocol::Native => format!("{}/v1/push", server.url),
         Protocol::Rxdb => format!("{}/compat/rxdb/v1/{SPACE}/todos/push", server.url),
         Protocol::Watermelon => format!(
-            "{}/compat/watermelon/v1/{SPACE}/sync?last_pulled_at=0",
+            // The timestamp of a pull of the empty space (its version 0, plus one).
+            "{}/compat/watermelon/v1/{SPACE}/sync?last_pulled_at=1",
             server.url
         ),
     };
@@ -247,7 +248,7 @@ async fn pull(client: &reqwest::Client, server: &Server, protocol: Protocol, doc
                 server.url
             );
             let answer = send(client.get(url).bearer_auth(&server.token)).await;
-            got += answer["changes"]["todos"]["created"]
+            got += answer["changes"]["todos"]["updated"]
                 .as_array()
                 .map_or(0, Vec::len);
         }

@@ -228,7 +228,7 @@ async fn a_push_over_the_per_push_count_is_applied_whole(backend: Backend) {
     let created: Vec<Value> = (0..10)
         .map(|i| raw(&format!("p{i}"), "x", "created"))
         .collect();
-    let reply = push(&server, &alice, 0, &json!({"posts": {"created": created}})).await;
+    let reply = push(&server, &alice, 1, &json!({"posts": {"created": created}})).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
     assert_eq!(native(&server, &alice).await.len(), 10);
 }
