@@ -1,9 +1,10 @@
 //! WatermelonDB's sync protocol (`synchronize({pullChanges, pushChanges})`) on one space,
 //! its collections as WatermelonDB's tables (docs/compat.md):
 //!
-//! - `GET …/sync?last_pulled_at=T&schema_version=S&migration=M` → `{"changes": {table:
-//!   {"created", "updated", "deleted"}}, "timestamp": T2}`: every change after `T` (all of
-//!   them on the first sync, or when `migration` is given), `T2` the space version read.
+//! - `GET …/sync?last_pulled_at=T&schema_version=S&migration=M[&tables=a,b]` →
+//!   `{"changes": {table: {"created", "updated", "deleted"}}, "timestamp": T2}`: every change
+//!   after `T` (all of them on the first sync, or when `migration` is given), of the tables
+//!   named or of every collection, `T2` the space version read.
 //! - `POST …/sync?last_pulled_at=T` with `{table: {"created", "updated", "deleted"}}` →
 //!   `200 {}` when applied, all or none in one transaction; `409 conflict` (nothing written)
 //!   when a record was changed on the server after `T`. A resent push is applied once.
@@ -35,6 +36,9 @@ const WATERMELON_FIELDS: [&str; 3] = ["id", "_status", "_changed"];
 pub(crate) struct SyncQuery {
     last_pulled_at: Option<String>,
     migration: Option<String>,
+    /// Comma-separated: pull only these tables (the app's schema); absent, every collection
+    /// of the space.
+    tables: Option<String>,
 }
 
 /// The changes of one table, as both directions carry them.
@@ -61,6 +65,17 @@ pub(crate) async fn pull(
     // A client that migrated its schema needs the new tables and columns of records it
     // already has: it is sent every record (a superset of what it asked for).
     let migrating = !matches!(query.migration.as_deref(), None | Some("") | Some("null"));
+    let tables = match query.tables.as_deref() {
+        None | Some("") => None,
+        Some(list) => Some(
+            list.split(',')
+                .map(|t| {
+                    CollectionName::new(t)
+                        .map_err(|e| ApiError::invalid(format!("tables: table {t:?}: {e}")))
+                })
+                .collect::<Result<HashSet<_>, _>>()?,
+        ),
+    };
     let first = last_pulled_at.is_none();
     let from = if migrating {
         0
@@ -71,7 +86,8 @@ pub(crate) async fn pull(
     let read =
         records::changes_since(&state, &grants, &space, from, None, usize::MAX, page).await?;
     let mut changes: BTreeMap<CollectionName, TableChanges> = BTreeMap::new();
-    for change in &read.changes {
+    let wanted = |c: &CollectionName| tables.as_ref().is_none_or(|t| t.contains(c));
+    for change in read.changes.iter().filter(|c| wanted(&c.collection)) {
         let table = changes.entry(change.collection.clone()).or_default();
         match records::document(change)? {
             Some(mut doc) => {
