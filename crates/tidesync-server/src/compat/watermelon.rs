@@ -18,6 +18,7 @@ use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::Json;
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 use tidesync_protocol::{CollectionName, ErrorCode, Hlc, Mutation, Op, RecordId, RecordKey};
 
@@ -41,8 +42,8 @@ pub(crate) struct SyncQuery {
     tables: Option<String>,
 }
 
-/// The changes of one table, as both directions carry them.
-#[derive(Debug, Default, Serialize, Deserialize)]
+/// The changes of one table in a push.
+#[derive(Debug, Default, Deserialize)]
 pub(crate) struct TableChanges {
     #[serde(default)]
     created: Vec<Value>,
@@ -52,13 +53,28 @@ pub(crate) struct TableChanges {
     deleted: Vec<Value>,
 }
 
+/// The changes of one table in a pull's answer: raw records as JSON text.
+#[derive(Debug, Default, Serialize)]
+pub(crate) struct TablePage {
+    created: Vec<Box<RawValue>>,
+    updated: Vec<Box<RawValue>>,
+    deleted: Vec<RecordId>,
+}
+
+/// A pull's answer.
+#[derive(Debug, Serialize)]
+pub(crate) struct PullAnswer {
+    changes: BTreeMap<CollectionName, TablePage>,
+    timestamp: u64,
+}
+
 /// Handles `GET /compat/watermelon/v1/{space}/sync`.
 pub(crate) async fn pull(
     State(state): State<AppState>,
     Auth(grants): Auth,
     path: Result<Path<String>, PathRejection>,
     query: Result<Query<SyncQuery>, QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<PullAnswer>, ApiError> {
     let space = space_of(path)?;
     let query = query_of(query, "?last_pulled_at=T&schema_version=S&migration=M")?;
     let last_pulled_at = version_param("last_pulled_at", query.last_pulled_at.as_deref())?;
@@ -85,35 +101,26 @@ pub(crate) async fn pull(
     let page = state.limits().max_pull_limit.max(1);
     let read =
         records::changes_since(&state, &grants, &space, from, None, usize::MAX, page).await?;
-    let mut changes: BTreeMap<CollectionName, TableChanges> = BTreeMap::new();
+    let mut changes: BTreeMap<CollectionName, TablePage> = BTreeMap::new();
     let wanted = |c: &CollectionName| tables.as_ref().is_none_or(|t| t.contains(c));
     for change in read.changes.iter().filter(|c| wanted(&c.collection)) {
         let table = changes.entry(change.collection.clone()).or_default();
-        match records::document(change)? {
-            Some(mut doc) => {
-                doc.insert(
-                    "id".to_owned(),
-                    Value::String(change.id.as_str().to_owned()),
-                );
-                // Never-pulled clients create everything; later pulls cannot tell a
-                // creation from an update (the server keeps registers, not history), and
-                // WatermelonDB applies an update of a record it lacks as a creation.
-                if first {
-                    table.created.push(Value::Object(doc));
-                } else {
-                    table.updated.push(Value::Object(doc));
-                }
-            }
+        let id = Value::String(change.id.as_str().to_owned());
+        match records::document_with(change, &[("id", id)])? {
+            // Never-pulled clients create everything; later pulls cannot tell a creation
+            // from an update (the server keeps registers, not history), and WatermelonDB
+            // applies an update of a record it lacks as a creation.
+            Some(raw) if first => table.created.push(raw),
+            Some(raw) => table.updated.push(raw),
             None if first => {}
-            None => table
-                .deleted
-                .push(Value::String(change.id.as_str().to_owned())),
+            None => table.deleted.push(change.id.clone()),
         }
     }
     changes.retain(|_, t| !(t.created.is_empty() && t.updated.is_empty() && t.deleted.is_empty()));
-    Ok(Json(
-        json!({ "changes": changes, "timestamp": read.through }),
-    ))
+    Ok(Json(PullAnswer {
+        changes,
+        timestamp: read.through,
+    }))
 }
 
 /// Handles `POST /compat/watermelon/v1/{space}/sync`.
