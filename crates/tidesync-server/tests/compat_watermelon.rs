@@ -158,6 +158,31 @@ async fn pulls_group_changes_by_table_with_a_version_timestamp(backend: Backend)
             "comments": {"created": [], "updated": [], "deleted": ["c1"]},
         })
     );
+    // Only the tables the app names (WatermelonDB fails on a table its schema lacks).
+    let path =
+        format!("{SYNC}?last_pulled_at=null&schema_version=3&migration=null&tables=comments");
+    let reply = server
+        .call(Method::GET, &path, Some(&alice), Body::empty())
+        .await;
+    assert_eq!(
+        reply.json["changes"],
+        json!({}),
+        "comments has only a deletion"
+    );
+    let path = format!("{SYNC}?last_pulled_at={t}&tables=comments,tags");
+    let reply = server
+        .call(Method::GET, &path, Some(&alice), Body::empty())
+        .await;
+    assert_eq!(
+        reply.json["changes"],
+        json!({"comments": {"created": [], "updated": [], "deleted": ["c1"]}})
+    );
+    let path = format!("{SYNC}?last_pulled_at={t}&tables=bad%20name");
+    let reply = server
+        .call(Method::GET, &path, Some(&alice), Body::empty())
+        .await;
+    reply.assert_error(400, "invalid_input");
+
     // A migration pull sends every record whatever `last_pulled_at` says.
     let path = format!(
         "{SYNC}?last_pulled_at={}&schema_version=4&migration=%7B%22from%22%3A3%2C%22tables%22%3A%5B%22posts%22%5D%2C%22columns%22%3A%5B%5D%7D",

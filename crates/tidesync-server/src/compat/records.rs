@@ -23,6 +23,7 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 use tidesync_protocol::{
@@ -265,6 +266,56 @@ pub(crate) fn document(change: &RawChange) -> Result<Option<Map<String, Value>>,
     }
 }
 
+/// A stored document with `fields` added in front, as JSON text (`None` for a deleted
+/// record). The stored text is spliced, not parsed, unless it may already hold one of the
+/// fields (its JSON-encoded name occurs in it: stored text is serde_json's, so a key is
+/// always encoded the same way); then the added field replaces the stored one.
+pub(crate) fn document_with(
+    change: &RawChange,
+    fields: &[(&str, Value)],
+) -> Result<Option<Box<RawValue>>, ApiError> {
+    let Some(raw) = change.doc.as_deref() else {
+        return Ok(None);
+    };
+    let text = raw.get();
+    let names: Vec<String> = fields.iter().map(|(name, _)| json_text(name)).collect();
+    let body = text.strip_prefix('{').map(str::trim_start);
+    let out = match body {
+        Some(body) if !names.iter().any(|name| text.contains(name.as_str())) => {
+            let mut out = String::with_capacity(text.len() + 64);
+            out.push('{');
+            for (i, ((_, value), name)) in fields.iter().zip(&names).enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(name);
+                out.push(':');
+                out.push_str(&json_text(value));
+            }
+            if !body.starts_with('}') {
+                out.push(',');
+            }
+            out.push_str(body);
+            out
+        }
+        _ => {
+            let mut doc = document(change)?.unwrap_or_default();
+            for (name, value) in fields {
+                doc.insert((*name).to_owned(), value.clone());
+            }
+            json_text(&doc)
+        }
+    };
+    RawValue::from_string(out)
+        .map(Some)
+        .map_err(ApiError::internal)
+}
+
+/// A value as JSON text (infallible for values with string keys).
+pub(crate) fn json_text<T: serde::Serialize + ?Sized>(value: &T) -> String {
+    serde_json::to_string(value).unwrap_or_default()
+}
+
 /// `doc` without the fields in `drop` (what the compat protocols carry besides the data).
 pub(crate) fn without(mut doc: Doc, drop: &[&str]) -> Doc {
     for field in drop {
@@ -293,4 +344,90 @@ pub(crate) fn same_fields(x: &Map<String, Value>, y: &Map<String, Value>) -> boo
     x.len() == y.len()
         && x.iter()
             .all(|(k, v)| y.get(k).is_some_and(|w| same_json(v, w)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn change(doc: Option<&str>) -> RawChange {
+        RawChange {
+            space: SpaceName::new("s").expect("space"),
+            collection: CollectionName::new("c").expect("collection"),
+            id: RecordId::new("r1").expect("id"),
+            version: 1,
+            deleted: doc.is_none(),
+            doc: doc.map(|d| RawValue::from_string(d.to_owned()).expect("json")),
+            stamps: RawValue::from_string("{}".to_owned()).expect("json"),
+        }
+    }
+
+    fn with_id(doc: Option<&str>) -> Option<Value> {
+        let fields = [("id", Value::from("r1")), ("_deleted", Value::from(false))];
+        document_with(&change(doc), &fields)
+            .expect("document")
+            .map(|raw| serde_json::from_str(raw.get()).expect("valid JSON"))
+    }
+
+    #[test]
+    fn fields_are_spliced_in_front_or_replace_stored_ones() {
+        let spliced = |doc| with_id(Some(doc)).expect("live");
+        assert_eq!(
+            spliced("{}"),
+            serde_json::json!({"id": "r1", "_deleted": false})
+        );
+        assert_eq!(
+            spliced(r#"{"a":1,"b":{"c":[2]}}"#),
+            serde_json::json!({"id": "r1", "_deleted": false, "a": 1, "b": {"c": [2]}})
+        );
+        // A stored field of the same name (at any depth, or as a value) takes the parsing
+        // path; the added one wins at the top level and nested ones stay.
+        assert_eq!(
+            spliced(r#"{"id":7,"x":{"id":8},"y":"id"}"#),
+            serde_json::json!({"id": "r1", "_deleted": false, "x": {"id": 8}, "y": "id"})
+        );
+        assert_eq!(with_id(None), None);
+    }
+
+    #[test]
+    fn numbers_compare_by_value_and_objects_by_fields() {
+        let v = |text: &str| serde_json::from_str::<Value>(text).expect("json");
+        assert!(same_json(&v("1"), &v("1.0")));
+        assert!(same_json(
+            &v(r#"{"a":[1,{"b":2.0}]}"#),
+            &v(r#"{"a":[1.0,{"b":2}]}"#)
+        ));
+        assert!(!same_json(&v(r#"{"a":1}"#), &v(r#"{"a":1,"b":null}"#)));
+        assert!(!same_json(&v("[1,2]"), &v("[2,1]")));
+        assert!(!same_json(&v(r#""1""#), &v("1")));
+    }
+
+    #[test]
+    fn a_push_client_id_depends_on_protocol_user_and_mutations() {
+        let m = |base: u64| Mutation {
+            seq: 1,
+            tx: 1,
+            key: RecordKey::parse("s", "c", "r1").expect("key"),
+            op: tidesync_protocol::Op::Delete,
+            hlc: tidesync_protocol::Hlc::ZERO,
+            base_version: base,
+        };
+        let id = |p, user, base| push_client_id(p, user, &[m(base)]);
+        assert_eq!(
+            id(Protocol::Rxdb, "alice", 3),
+            id(Protocol::Rxdb, "alice", 3)
+        );
+        assert_ne!(
+            id(Protocol::Rxdb, "alice", 3),
+            id(Protocol::Watermelon, "alice", 3)
+        );
+        assert_ne!(id(Protocol::Rxdb, "alice", 3), id(Protocol::Rxdb, "bob", 3));
+        assert_ne!(
+            id(Protocol::Rxdb, "alice", 3),
+            id(Protocol::Rxdb, "alice", 4)
+        );
+        assert!(id(Protocol::Watermelon, "alice", 3)
+            .as_str()
+            .starts_with("wmdb-"));
+    }
 }

@@ -20,6 +20,7 @@ use axum::response::sse::Event;
 use axum::response::Response;
 use axum::Json;
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use tidesync_protocol::{
     CollectionName, Hlc, Mutation, Op, RawChange, RecordId, RecordKey, SpaceName,
@@ -48,7 +49,7 @@ pub(crate) struct Checkpoint {
 /// `{documents, checkpoint}`: a pull's answer and a pull stream's event.
 #[derive(Debug, Serialize)]
 pub(crate) struct Batch {
-    documents: Vec<Value>,
+    documents: Vec<Box<RawValue>>,
     checkpoint: Checkpoint,
 }
 
@@ -89,27 +90,33 @@ impl Target {
         })
     }
 
-    /// A stored record as an RxDB document.
-    fn document(&self, change: &RawChange) -> Result<Value, ApiError> {
-        let mut doc = records::document(change)?.unwrap_or_default();
-        let deleted = change.deleted || change.doc.is_none();
-        if deleted {
-            doc.clear();
+    /// A stored record as an RxDB document (JSON text).
+    fn document(&self, change: &RawChange) -> Result<Box<RawValue>, ApiError> {
+        let pk = Value::String(change.id.as_str().to_owned());
+        let live = [(self.pk.as_str(), pk), ("_deleted", Value::Bool(false))];
+        match records::document_with(change, &live)? {
+            Some(doc) if !change.deleted => Ok(doc),
+            _ => Ok(self.absent(&change.id)),
         }
-        doc.insert(
-            self.pk.clone(),
-            Value::String(change.id.as_str().to_owned()),
-        );
-        doc.insert("_deleted".to_owned(), Value::Bool(deleted));
-        Ok(Value::Object(doc))
     }
 
-    /// The master document of a record that was never written: deleted.
-    fn absent(&self, id: &RecordId) -> Value {
+    /// The document of a deleted record, or of one never written: `{pk: id, "_deleted":
+    /// true}`.
+    fn absent(&self, id: &RecordId) -> Box<RawValue> {
         let mut doc = Map::new();
         doc.insert(self.pk.clone(), Value::String(id.as_str().to_owned()));
         doc.insert("_deleted".to_owned(), Value::Bool(true));
-        Value::Object(doc)
+        // Infallible: an object built here.
+        RawValue::from_string(records::json_text(&doc)).expect("valid JSON")
+    }
+
+    /// The server's state of a record, for comparison: its data fields, `None` when it is
+    /// deleted.
+    fn master_state(&self, change: &RawChange) -> Result<Option<Map<String, Value>>, ApiError> {
+        if change.deleted {
+            return Ok(None);
+        }
+        Ok(records::document(change)?.map(|doc| self.data(doc)))
     }
 
     /// A document as RxDB states it, for comparison: its data fields, or `None` when it is
@@ -119,12 +126,16 @@ impl Target {
         if doc.get("_deleted").is_some_and(|d| d == &Value::Bool(true)) {
             return None;
         }
-        let mut data = doc.clone();
-        data.remove(&self.pk);
+        Some(self.data(doc.clone()))
+    }
+
+    /// A document without its primary key and RxDB's own fields.
+    fn data(&self, mut doc: Map<String, Value>) -> Map<String, Value> {
+        doc.remove(&self.pk);
         for field in RXDB_FIELDS {
-            data.remove(field);
+            doc.remove(field);
         }
-        Some(data)
+        doc
     }
 
     /// The record id a pushed document names, or why it names none.
@@ -214,7 +225,7 @@ pub(crate) async fn push(
     Auth(grants): Auth,
     path: Result<Path<(String, String)>, PathRejection>,
     JsonBody(rows): JsonBody<Vec<PushRow>>,
-) -> Result<Json<Vec<Value>>, ApiError> {
+) -> Result<Json<Vec<Box<RawValue>>>, ApiError> {
     let target = Target::of(&state, path)?;
     if !grants.can_write(&target.space) {
         return Err(ApiError::forbidden(format!(
@@ -238,7 +249,7 @@ pub(crate) async fn push(
     for row in rows {
         let master = masters.get(&row.id);
         let master_state = match master {
-            Some(change) => target.state_of(&target.document(change)?),
+            Some(change) => target.master_state(change)?,
             None => None,
         };
         if same_state(&row.new, &master_state) {

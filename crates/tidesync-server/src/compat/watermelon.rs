@@ -1,9 +1,11 @@
 //! WatermelonDB's sync protocol (`synchronize({pullChanges, pushChanges})`) on one space,
 //! its collections as WatermelonDB's tables (docs/compat.md):
 //!
-//! - `GET …/sync?last_pulled_at=T&schema_version=S&migration=M` → `{"changes": {table:
-//!   {"created", "updated", "deleted"}}, "timestamp": T2}`: every change after `T` (all of
-//!   them on the first sync, or when `migration` is given), `T2` the space version read plus one.
+//! - `GET …/sync?last_pulled_at=T&schema_version=S&migration=M[&tables=a,b]` →
+//!   `{"changes": {table: {"created", "updated", "deleted"}}, "timestamp": T2}`: every change
+//!   after `T` (all of them on the first sync, or when `migration` is given), of the tables
+//!   named or of every collection, live records as `updated`, `T2` the space version read
+//!   plus one.
 //! - `POST …/sync?last_pulled_at=T` with `{table: {"created", "updated", "deleted"}}` →
 //!   `200 {}` when applied, all or none in one transaction; `409 conflict` (nothing written)
 //!   when a record was changed on the server after `T`. A resent push is applied once.
@@ -17,6 +19,7 @@ use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::Json;
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 use tidesync_protocol::{CollectionName, ErrorCode, Hlc, Mutation, Op, RecordId, RecordKey};
 
@@ -35,10 +38,13 @@ const WATERMELON_FIELDS: [&str; 3] = ["id", "_status", "_changed"];
 pub(crate) struct SyncQuery {
     last_pulled_at: Option<String>,
     migration: Option<String>,
+    /// Comma-separated: pull only these tables (the app's schema); absent, every collection
+    /// of the space.
+    tables: Option<String>,
 }
 
-/// The changes of one table, as both directions carry them.
-#[derive(Debug, Default, Serialize, Deserialize)]
+/// The changes of one table in a push.
+#[derive(Debug, Default, Deserialize)]
 pub(crate) struct TableChanges {
     #[serde(default)]
     created: Vec<Value>,
@@ -48,13 +54,28 @@ pub(crate) struct TableChanges {
     deleted: Vec<Value>,
 }
 
+/// The changes of one table in a pull's answer: raw records as JSON text.
+#[derive(Debug, Default, Serialize)]
+pub(crate) struct TablePage {
+    created: Vec<Box<RawValue>>,
+    updated: Vec<Box<RawValue>>,
+    deleted: Vec<RecordId>,
+}
+
+/// A pull's answer.
+#[derive(Debug, Serialize)]
+pub(crate) struct PullAnswer {
+    changes: BTreeMap<CollectionName, TablePage>,
+    timestamp: u64,
+}
+
 /// Handles `GET /compat/watermelon/v1/{space}/sync`.
 pub(crate) async fn pull(
     State(state): State<AppState>,
     Auth(grants): Auth,
     path: Result<Path<String>, PathRejection>,
     query: Result<Query<SyncQuery>, QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<PullAnswer>, ApiError> {
     let space = space_of(path)?;
     let query = query_of(query, "?last_pulled_at=T&schema_version=S&migration=M")?;
     let last_pulled_at = version_param("last_pulled_at", query.last_pulled_at.as_deref())?
@@ -63,6 +84,17 @@ pub(crate) async fn pull(
     // A client that migrated its schema needs the new tables and columns of records it
     // already has: it is sent every record (a superset of what it asked for).
     let migrating = !matches!(query.migration.as_deref(), None | Some("") | Some("null"));
+    let tables = match query.tables.as_deref() {
+        None | Some("") => None,
+        Some(list) => Some(
+            list.split(',')
+                .map(|t| {
+                    CollectionName::new(t)
+                        .map_err(|e| ApiError::invalid(format!("tables: table {t:?}: {e}")))
+                })
+                .collect::<Result<HashSet<_>, _>>()?,
+        ),
+    };
     let first = last_pulled_at.is_none();
     let from = if migrating {
         0
@@ -72,31 +104,26 @@ pub(crate) async fn pull(
     let page = state.limits().max_pull_limit.max(1);
     let read =
         records::changes_since(&state, &grants, &space, from, None, usize::MAX, page).await?;
-    let mut changes: BTreeMap<CollectionName, TableChanges> = BTreeMap::new();
-    for change in &read.changes {
+    let mut changes: BTreeMap<CollectionName, TablePage> = BTreeMap::new();
+    let wanted = |c: &CollectionName| tables.as_ref().is_none_or(|t| t.contains(c));
+    for change in read.changes.iter().filter(|c| wanted(&c.collection)) {
         let table = changes.entry(change.collection.clone()).or_default();
-        match records::document(change)? {
-            Some(mut doc) => {
-                doc.insert(
-                    "id".to_owned(),
-                    Value::String(change.id.as_str().to_owned()),
-                );
-                // Always `updated`: the server keeps registers, not history, so it cannot
-                // tell a creation from an update, and WatermelonDB applies an update of a
-                // record it lacks as a creation. Its `sendCreatedAsUpdated: true` is then
-                // silent (it logs an error for any `created`, even on the first sync).
-                table.updated.push(Value::Object(doc));
-            }
+        let id = Value::String(change.id.as_str().to_owned());
+        match records::document_with(change, &[("id", id)])? {
+            // Always `updated`: the server keeps registers, not history, so it cannot tell a
+            // creation from an update, and WatermelonDB applies an update of a record it
+            // lacks as a creation. Its `sendCreatedAsUpdated: true` is then silent (it logs
+            // an error for any `created`, even on the first sync).
+            Some(raw) => table.updated.push(raw),
             None if first => {}
-            None => table
-                .deleted
-                .push(Value::String(change.id.as_str().to_owned())),
+            None => table.deleted.push(change.id.clone()),
         }
     }
     changes.retain(|_, t| !(t.created.is_empty() && t.updated.is_empty() && t.deleted.is_empty()));
-    Ok(Json(
-        json!({ "changes": changes, "timestamp": timestamp_of(read.through) }),
-    ))
+    Ok(Json(PullAnswer {
+        changes,
+        timestamp: timestamp_of(read.through),
+    }))
 }
 
 /// Handles `POST /compat/watermelon/v1/{space}/sync`.
