@@ -23,6 +23,7 @@ export async function syncWithTidesync({ database, url, token, space, pushAttemp
         last_pulled_at: String(lastPulledAt ?? null),
         schema_version: String(schemaVersion),
         migration: JSON.stringify(migration ?? null),
+        tables: Object.keys(database.schema.tables).join(','), // not the space's other collections
       });
       return answer(await fetch(`${endpoint}?${query}`, { headers })); // {changes, timestamp}
     },
