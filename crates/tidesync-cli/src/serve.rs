@@ -24,7 +24,7 @@ use tidesync_server::config_file::{
 use tidesync_server::storage::postgres::{PostgresOptions, PostgresStorage};
 use tidesync_server::storage::sqlite::SqliteStorage;
 use tidesync_server::storage::Storage;
-use tidesync_server::{AppState, MergeRules, Policy};
+use tidesync_server::{AppState, CompatSettings, MergeRules, Policy};
 
 use crate::{storage_message, DataDir};
 
@@ -75,6 +75,10 @@ pub struct ServeArgs {
     /// section: a flag's value shows in the process list.
     #[arg(long, value_name = "TOKEN", value_parser = parse_secret)]
     admin_token: Option<Secret>,
+    /// The RxDB primary-key field of one collection, COLLECTION=FIELD (repeatable; others
+    /// use `id`). See docs/compat.md.
+    #[arg(long = "rxdb-primary-key", value_name = "COLLECTION=FIELD", value_parser = parse_primary_key)]
+    rxdb_primary_keys: Vec<(CollectionName, String)>,
 }
 
 impl ServeArgs {
@@ -103,6 +107,7 @@ impl ServeArgs {
             compression: self.no_compression.then_some(false),
             log_format,
             admin_token,
+            rxdb_primary_keys: self.rxdb_primary_keys.clone(),
         })
     }
 }
@@ -137,6 +142,15 @@ fn parse_policy(s: &str) -> Result<(CollectionName, Policy), String> {
     Ok((collection, policy.parse()?))
 }
 
+fn parse_primary_key(s: &str) -> Result<(CollectionName, String), String> {
+    let (collection, field) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected COLLECTION=FIELD, got {s:?}"))?;
+    let collection = CollectionName::new(collection).map_err(|e| e.to_string())?;
+    CompatSettings::check_primary_key(field)?;
+    Ok((collection, field.to_owned()))
+}
+
 /// Resolves the configuration (flags over environment over `--config` over defaults),
 /// starts logging in the format it names, and runs the server until a shutdown signal.
 pub fn run(args: ServeArgs, log_format: Option<LogFormat>) -> anyhow::Result<()> {
@@ -152,6 +166,7 @@ pub fn run(args: ServeArgs, log_format: Option<LogFormat>) -> anyhow::Result<()>
         limits,
         log_format: _,
         schema_sources: _,
+        compat,
         horizon,
         jwt,
         admin,
@@ -177,7 +192,8 @@ pub fn run(args: ServeArgs, log_format: Option<LogFormat>) -> anyhow::Result<()>
             .with_context(|| format!("cannot listen on {}", listen.text))?;
         let addr = listener.local_addr().context("no local address")?;
         let (storage, banner) = backend.open(rules).await?;
-        let mut state = AppState::with_horizon(storage, limits, Some(horizon));
+        let mut state =
+            AppState::with_horizon(storage, limits, Some(horizon)).with_compat(compat);
         if let Some(jwt) = jwt {
             // A wrong JWKS URL shows in the log now rather than at the first request; the
             // server still starts (the set is fetched again when a token needs it).

@@ -165,6 +165,60 @@ fn local_commands_work_without_a_server_and_speak_json() {
 }
 
 #[test]
+fn import_writes_json_lines_as_puts_and_a_bad_line_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("import.db");
+    let lines = dir.path().join("todos.jsonl");
+    let bulk: String = (0..2_500)
+        .map(|i| format!("{{\"id\": \"t{i:04}\", \"doc\": {{\"n\": {i}}}}}\n"))
+        .collect();
+    std::fs::write(&lines, format!("{bulk}\n")).unwrap();
+    let import = json(&client(
+        &db,
+        &[
+            "--json",
+            "import",
+            "s1/todos",
+            &format!("@{}", path(&lines)),
+        ],
+    ));
+    assert_eq!(import["records"], 2_500);
+    assert_eq!(
+        (import["first_seq"].as_u64(), import["last_seq"].as_u64()),
+        (Some(1), Some(2_500))
+    );
+    let record = json(&client(&db, &["--json", "get", "s1/todos/t2499"]));
+    assert_eq!(record["doc"], serde_json::json!({"n": 2_499}));
+    let pending = json(&client(&db, &["--json", "pending", "--limit", "2500"]));
+    let txs: std::collections::BTreeSet<u64> = pending["mutations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["tx"].as_u64().unwrap())
+        .collect();
+    assert_eq!(txs.len(), 3, "transactions of 1,000 records: {txs:?}");
+
+    // Every line is checked first: a bad one names its line and nothing is written.
+    let fresh = dir.path().join("fresh.db");
+    for (text, needle) in [
+        ("{\"id\": \"a\", \"doc\": {}}\n{\"id\": \"b\"}\n", "line 2"),
+        ("{\"id\": \"a\", \"doc\": {}}\nnot json\n", "line 2"),
+        ("{\"id\": \"bad\\u0000id\", \"doc\": {}}\n", "invalid id"),
+        ("\n", "no records"),
+    ] {
+        std::fs::write(&lines, text).unwrap();
+        let out = client(
+            &fresh,
+            &["import", "s1/todos", &format!("@{}", path(&lines))],
+        );
+        assert_clear_error(&out, needle);
+        assert!(!fresh.exists(), "{text:?} created the database");
+    }
+    let out = client(&fresh, &["import", "s1/todos", r#"{"id": "a", "doc": {}}"#]);
+    assert_clear_error(&out, "not inline");
+}
+
+#[test]
 fn bad_input_is_one_clear_line_and_a_failure() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("c.db");

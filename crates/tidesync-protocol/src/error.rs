@@ -102,6 +102,9 @@ pub enum ErrorCode {
     /// not match its collection's JSON Schema on the server; the message names the failing
     /// paths and rules (e.g. `/title: "" is shorter than 1 character`).
     SchemaViolation,
+    /// An RxDB or WatermelonDB push (docs/compat.md) touched records changed on the server
+    /// since the client last pulled; nothing was written: pull, then push again (409).
+    Conflict,
 }
 
 impl ErrorCode {
@@ -137,6 +140,7 @@ impl ErrorCode {
             Self::MissingClaim => "missing_claim",
             Self::InvalidClaim => "invalid_claim",
             Self::SchemaViolation => "schema_violation",
+            Self::Conflict => "conflict",
         }
     }
 }
@@ -223,6 +227,7 @@ mod tests {
             ErrorCode::MissingClaim,
             ErrorCode::InvalidClaim,
             ErrorCode::SchemaViolation,
+            ErrorCode::Conflict,
         ] {
             let json = serde_json::to_string(&code).expect("serialize");
             assert_eq!(json, format!("\"{}\"", code.as_str()));

@@ -40,7 +40,7 @@ use tidesync_protocol::{ClientId, Cursor, PushRequest, SpaceName, PROTOCOL_VERSI
 use tidesync_server::auth::Grants;
 use tidesync_server::storage::postgres::PostgresStorage;
 use tidesync_server::storage::sqlite::SqliteStorage;
-use tidesync_server::storage::{PullInput, PushInput, Storage};
+use tidesync_server::storage::{PullInput, PushInput, PushOrigin, Storage};
 use tidesync_server::{AppState, Limits, MergeRules};
 use tidesync_testkit::TestDatabase;
 
@@ -71,6 +71,7 @@ fn batches(space: &str, client: &str, ids: std::ops::Range<u64>, batch: u64) -> 
                 .map(|id| mutation(space, id - first + 1, id))
                 .collect(),
             recover_from: None,
+            origin: PushOrigin::Client,
         })
         .collect()
 }

@@ -26,7 +26,7 @@ use std::sync::Arc;
 use tidesync_protocol::{ClientId, CollectionName, SpaceName, Stamp};
 use tidesync_server::rules::{land, ServerRecord};
 use tidesync_server::storage::sqlite::SqliteStorage;
-use tidesync_server::storage::{PushInput, Storage};
+use tidesync_server::storage::{PushInput, PushOrigin, Storage};
 
 use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
@@ -50,6 +50,7 @@ fn batches(space: &str, client: &str, n: u64, ids: u64) -> Vec<PushInput> {
                 .map(|s| mutation(space, s, s % ids))
                 .collect(),
             recover_from: None,
+            origin: PushOrigin::Client,
         })
         .collect()
 }

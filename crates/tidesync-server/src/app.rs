@@ -9,6 +9,7 @@
 //! | `GET /v1/events` | [`crate::routes::events`] |
 //! | `GET /healthz`, `GET /metrics` | [`crate::routes::ops`] |
 //! | `GET /admin`, `POST /admin/login`, `POST /admin/logout`, `GET /admin/metrics.json` | [`crate::admin`] |
+//! | `/compat/rxdb/v1/…`, `/compat/watermelon/v1/…` | [`crate::compat`] (docs/compat.md) |
 //!
 //! Unknown paths answer `404 not_found`, known paths with the wrong method
 //! `405 method_not_allowed`, both as JSON. A middleware opens one tracing span per request
@@ -27,6 +28,7 @@ use tidesync_protocol::ErrorCode;
 use tracing::Instrument;
 
 use crate::admin;
+use crate::compat;
 use crate::compression;
 use crate::error::ApiError;
 use crate::routes;
@@ -42,6 +44,7 @@ pub fn app(state: AppState) -> Router {
         .route("/healthz", get(routes::ops::healthz))
         .route("/metrics", get(routes::ops::metrics))
         .merge(admin::router())
+        .merge(compat::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         // Counted where a handler reads the body: inside the decompression, so the limit is

@@ -1,4 +1,4 @@
-//! Server settings: limits, conflict policies, clock skew, streams.
+//! Server settings: limits, conflict policies, clock skew, streams, the compat protocols.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -152,5 +152,36 @@ impl Default for Limits {
             body_read_timeout: Duration::from_secs(60),
             compression: true,
         }
+    }
+}
+
+/// Settings of the RxDB and WatermelonDB protocols (docs/compat.md).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CompatSettings {
+    /// The RxDB primary-key field of each collection that does not use `id`: the document
+    /// field that holds the record id (`tidesync serve --rxdb-primary-key COLLECTION=FIELD`).
+    pub rxdb_primary_keys: BTreeMap<CollectionName, String>,
+}
+
+impl CompatSettings {
+    /// The field RxDB documents of `collection` carry their record id in.
+    pub fn rxdb_primary_key(&self, collection: &CollectionName) -> &str {
+        self.rxdb_primary_keys
+            .get(collection)
+            .map_or("id", String::as_str)
+    }
+
+    /// Checks a primary-key field name: not empty, and not one of the fields RxDB reserves
+    /// (they start with `_`).
+    pub fn check_primary_key(field: &str) -> Result<(), String> {
+        if field.is_empty() {
+            return Err("the primary-key field name is empty".to_owned());
+        }
+        if field.starts_with('_') {
+            return Err(format!(
+                "{field:?} cannot be a primary key: fields starting with _ are RxDB's own"
+            ));
+        }
+        Ok(())
     }
 }

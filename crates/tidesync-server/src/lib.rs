@@ -28,6 +28,7 @@
 pub mod admin;
 mod app;
 pub mod auth;
+mod compat;
 mod compression;
 pub mod config;
 pub mod config_file;
@@ -46,7 +47,7 @@ pub mod storage;
 mod validate;
 
 pub use app::app;
-pub use config::{Limits, MergeRules, Policies, Policy};
+pub use config::{CompatSettings, Limits, MergeRules, Policies, Policy};
 pub use embedded::{EmbeddedError, EmbeddedServer};
 pub use error::{ApiError, RETRY_AFTER_SECS};
 pub use horizon::HorizonConfig;

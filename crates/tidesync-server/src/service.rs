@@ -10,13 +10,14 @@
 use std::sync::Arc;
 
 use tidesync_protocol::{
-    PullRequest, PullResponse, PushOutcome, PushRequest, PushResponse, RawChange,
+    ClientId, Mutation, PullRequest, PullResponse, PushOutcome, PushRequest, PushResponse,
+    RawChange,
 };
 
 use crate::auth::Grants;
 use crate::config::Limits;
 use crate::error::ApiError;
-use crate::storage::{PushInput, Storage};
+use crate::storage::{PushInput, PushOrigin, Storage};
 use crate::validate;
 
 /// Pushes and pulls over one storage backend, with its limits. Cheap to clone.
@@ -69,6 +70,7 @@ impl SyncService {
             client_id: request.client_id,
             mutations: request.mutations,
             recover_from: request.recover_from,
+            origin: PushOrigin::Client,
         };
         let mut response = self.storage.push(input).await?;
         for result in &mut response.results {
@@ -77,6 +79,33 @@ impl SyncService {
             }
         }
         Ok(response)
+    }
+
+    /// A push made by the server for an RxDB or WatermelonDB client (`crate::compat`): the
+    /// same checks and the same storage path as [`SyncService::push`], every mutation a
+    /// compare-and-swap on its `base_version`, stamped by the server
+    /// ([`PushOrigin::Compat`]). `max_mutations` replaces `Limits::max_mutations_per_push`
+    /// for a protocol that cannot split a push (WatermelonDB: the body limit bounds it).
+    pub(crate) async fn push_compat(
+        &self,
+        grants: &Grants,
+        client_id: ClientId,
+        mutations: Vec<Mutation>,
+        max_mutations: usize,
+    ) -> Result<PushResponse, ApiError> {
+        let limits = Limits {
+            max_mutations_per_push: max_mutations,
+            ..self.limits.clone()
+        };
+        validate::push(&mutations, false, grants, &limits)?;
+        let input = PushInput {
+            user: grants.user.clone(),
+            client_id,
+            mutations,
+            recover_from: None,
+            origin: PushOrigin::Compat,
+        };
+        Ok(self.storage.push(input).await?)
     }
 
     /// `POST /v1/pull` for `grants`: one page of changes in the readable spaces.

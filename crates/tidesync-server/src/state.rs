@@ -7,7 +7,7 @@ use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use crate::admin::{Activity, Admin, AdminToken};
 use crate::auth::jwt::JwtVerifier;
 use crate::auth::{Grants, TokenHash, TOKEN_PREFIX};
-use crate::config::Limits;
+use crate::config::{CompatSettings, Limits};
 use crate::error::ApiError;
 use crate::horizon::HorizonConfig;
 use crate::metrics::Metrics;
@@ -22,6 +22,8 @@ pub struct AppState {
     admin: Option<Arc<Admin>>,
     /// Verifies bearers that are not API tokens, when JWT auth is configured.
     jwt: Option<JwtVerifier>,
+    /// Settings of the RxDB and WatermelonDB protocols.
+    compat: Arc<CompatSettings>,
 }
 
 struct Shared {
@@ -76,6 +78,7 @@ impl AppState {
                 horizon,
             }),
             admin: None,
+            compat: Arc::new(CompatSettings::default()),
             jwt: None,
         }
     }
@@ -136,6 +139,18 @@ impl AppState {
     /// Validation, storage and error mapping of pushes and pulls.
     pub fn service(&self) -> &SyncService {
         &self.inner.service
+    }
+
+    /// This state with `compat` as the settings of the RxDB and WatermelonDB protocols
+    /// (docs/compat.md).
+    pub fn with_compat(mut self, compat: CompatSettings) -> AppState {
+        self.compat = Arc::new(compat);
+        self
+    }
+
+    /// Settings of the RxDB and WatermelonDB protocols.
+    pub fn compat(&self) -> &CompatSettings {
+        &self.compat
     }
 
     /// The storage backend.

@@ -16,7 +16,9 @@ use tidesync_protocol::{
     ClientId, Cursor, Hlc, Mutation, Op, PushOutcome, PushResponse, RecordKey, SpaceName,
 };
 use tidesync_server::horizon::{HorizonConfig, Pruner};
-use tidesync_server::storage::{Prune, Pruned, PullInput, PushInput, Storage, StorageError};
+use tidesync_server::storage::{
+    Prune, Pruned, PullInput, PushInput, PushOrigin, Storage, StorageError,
+};
 use tidesync_server::MergeRules;
 
 const SPACE: &str = "team:1";
@@ -65,6 +67,7 @@ async fn push(storage: &dyn Storage, client: &str, mutations: Vec<Mutation>) -> 
             client_id: ClientId::new(client).unwrap(),
             mutations,
             recover_from: None,
+            origin: PushOrigin::Client,
         })
         .await
         .unwrap()

@@ -17,7 +17,9 @@ use tidesync_protocol::{
 };
 use tidesync_server::rules::RegisterVersions;
 use tidesync_server::storage::sqlite::{SqliteStorage, APPLICATION_ID};
-use tidesync_server::storage::{Prune, Pruned, PullInput, PushInput, Storage, StorageError};
+use tidesync_server::storage::{
+    Prune, Pruned, PullInput, PushInput, PushOrigin, Storage, StorageError,
+};
 use tidesync_server::MergeRules;
 
 const SCHEMA_V1: &str = include_str!("fixtures/schema_v1.sql");
@@ -241,6 +243,7 @@ async fn a_version_1_database_pulls_the_same_changes_after_migration() {
             client_id: ClientId::new("old").unwrap(),
             mutations,
             recover_from: None,
+            origin: PushOrigin::Client,
         })
         .await
         .unwrap();
@@ -416,6 +419,7 @@ async fn a_version_3_database_is_dated_at_the_migration_and_then_pruned() {
                 base_version: 2,
             }],
             recover_from: None,
+            origin: PushOrigin::Client,
         })
         .await
         .unwrap();

@@ -10,7 +10,7 @@ use serde_json::json;
 use tidesync_protocol::{ClientId, Cursor, Hlc, Mutation, Op, PushOutcome, RecordKey, SpaceName};
 use tidesync_server::auth::Grants;
 use tidesync_server::storage::postgres::{PostgresOptions, PostgresStorage};
-use tidesync_server::storage::{PullInput, PushInput, Storage, StorageError};
+use tidesync_server::storage::{PullInput, PushInput, PushOrigin, Storage, StorageError};
 use tidesync_server::MergeRules;
 use tidesync_testkit::TestDatabase;
 
@@ -40,6 +40,7 @@ fn push(client: &str, mutations: Vec<Mutation>) -> PushInput {
         client_id: ClientId::new(client).unwrap(),
         mutations,
         recover_from: None,
+        origin: PushOrigin::Client,
     }
 }
 

@@ -21,7 +21,7 @@ use tidesync_protocol::{
 use tidesync_server::auth::Grants;
 use tidesync_server::storage::postgres::PostgresStorage;
 use tidesync_server::storage::sqlite::SqliteStorage;
-use tidesync_server::storage::{PullInput, PushInput, Storage, StorageError};
+use tidesync_server::storage::{PullInput, PushInput, PushOrigin, Storage, StorageError};
 use tidesync_server::{MergeRules, Policies, Policy, Schemas};
 use tidesync_testkit::TestDatabase;
 
@@ -230,6 +230,7 @@ async fn push(
         client_id: ClientId::new(client).unwrap(),
         mutations,
         recover_from: None,
+        origin: PushOrigin::Client,
     })
     .await
 }
@@ -994,6 +995,7 @@ async fn a_recovery_push_may_skip_seqs_the_client_no_longer_holds(backend: Backe
         client_id: ClientId::new("c1").unwrap(),
         mutations,
         recover_from: Some(from),
+        origin: PushOrigin::Client,
     };
     // Held: seq 5 (a put on "a" made on version 7 of the lost history) and seq 8.
     let held = vec![
@@ -1522,6 +1524,7 @@ mod sqlite_only {
             client_id: ClientId::new("c1").unwrap(),
             mutations,
             recover_from: None,
+            origin: PushOrigin::Client,
         };
         let mut engine = SyncEngine::open(&path, MergeRules::default()).unwrap();
         let (r, pokes) = engine

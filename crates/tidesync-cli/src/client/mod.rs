@@ -82,6 +82,17 @@ enum ClientCommand {
         /// SPACE/COLLECTION/ID
         key: String,
     },
+    /// Replace many records of one collection: import SPACE/COLLECTION @FILE (or - for
+    /// standard input), one JSON line {"id": ID, "doc": {...}} per record, written as puts
+    /// in transactions of 1,000 records (each syncs all or nothing). Every line is checked
+    /// before anything is written. Creates the database if there is none.
+    Import {
+        /// SPACE/COLLECTION
+        collection: String,
+        /// JSON lines: - to read them from standard input, or @FILE to read them from a file.
+        #[arg(value_name = "-|@FILE")]
+        lines: String,
+    },
     /// Print a record from the local view.
     Get {
         /// SPACE/COLLECTION/ID
@@ -230,6 +241,9 @@ pub fn run(args: ClientArgs) -> anyhow::Result<()> {
         ClientCommand::Put { key, doc } => records::put(db, &key, &doc, out),
         ClientCommand::Patch { key, patch } => records::patch(db, &key, &patch, out),
         ClientCommand::Delete { key } => records::delete(db, &key, out),
+        ClientCommand::Import { collection, lines } => {
+            records::import(db, &collection, &lines, out)
+        }
         ClientCommand::Get { key } => records::get(db, &key, out),
         ClientCommand::List {
             collection,

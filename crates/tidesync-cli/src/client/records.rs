@@ -1,10 +1,11 @@
-//! `put`, `patch`, `delete`, `get`, `list`: the local view, written and read at once.
+//! `put`, `patch`, `delete`, `import`, `get`, `list`: the local view, written and read at
+//! once.
 
 use std::path::Path;
 
 use anyhow::{anyhow, bail};
 use serde_json::{json, Value};
-use tidesync_protocol::RecordId;
+use tidesync_protocol::{RecordId, RecordKey};
 use tidesync_store::{ListOptions, Record, WriteReceipt};
 
 use super::db::{self, Open};
@@ -64,6 +65,69 @@ pub fn delete(db: &Path, key: &str, out: Output) -> anyhow::Result<()> {
         Ok(store.delete(&key)?)
     })?;
     wrote("delete", &key.to_string(), &receipt, out);
+    Ok(())
+}
+
+/// Records per transaction of `import`: one commit per record would make a bulk load as
+/// slow as that many `put`s (a minute for 10,000), and one transaction for everything could
+/// exceed what one push carries (a transaction is pushed whole).
+const IMPORT_TRANSACTION: usize = 1_000;
+
+/// `import SPACE/COLLECTION LINES` (`-` or `@FILE`): a put per JSON line `{"id": ID, "doc":
+/// {...}}`, in transactions of [`IMPORT_TRANSACTION`] records, all lines checked before the
+/// first is written.
+pub fn import(db: &Path, target: &str, lines: &str, out: Output) -> anyhow::Result<()> {
+    let (space, collection) = keys::collection(target)?;
+    if !(lines == "-" || lines.starts_with('@')) {
+        bail!("give the JSON lines as - (standard input) or @FILE, not inline");
+    }
+    let (text, from) = keys::json_text(lines, "JSON lines")?;
+    let mut records = Vec::new();
+    for (n, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        let bad = |why: String| anyhow!("line {}{from}: {why}", n + 1);
+        let value: Value =
+            serde_json::from_str(line).map_err(|e| bad(format!("invalid JSON: {e}")))?;
+        let (Some(Value::String(id)), Some(Value::Object(doc))) =
+            (value.get("id"), value.get("doc"))
+        else {
+            return Err(bad(r#"expected {"id": "ID", "doc": {...}}"#.to_owned()));
+        };
+        let id = RecordId::new(id.as_str()).map_err(|e| bad(format!("invalid id: {e}")))?;
+        records.push((
+            RecordKey::new(space.clone(), collection.clone(), id),
+            doc.clone(),
+        ));
+    }
+    if records.is_empty() {
+        bail!("no records{from}: expected one JSON line {{\"id\": \"ID\", \"doc\": {{...}}}} per record");
+    }
+    let receipts = db::write(db, Open::Create, |store| {
+        let mut receipts = Vec::with_capacity(records.len());
+        for chunk in records.chunks(IMPORT_TRANSACTION) {
+            store.transaction(|tx| {
+                for (key, doc) in chunk {
+                    receipts.push(tx.put(key, doc.clone())?);
+                }
+                Ok::<_, anyhow::Error>(())
+            })?;
+        }
+        Ok(receipts)
+    })?;
+    let (first, last) = (&receipts[0], &receipts[receipts.len() - 1]);
+    let json = json!({"op": "import", "collection": target, "records": receipts.len(),
+                      "first_seq": first.seq, "last_seq": last.seq});
+    out.emit(json, || {
+        format!(
+            "import {target}: {} record(s) queued as seq {}..{}; they sync with `tidesync client sync`",
+            receipts.len(),
+            first.seq,
+            last.seq
+        )
+    });
     Ok(())
 }
 

@@ -12,7 +12,7 @@ use tidesync_client::{
     Mutation, Op, RecordKey, SpaceName, StaticToken,
 };
 use tidesync_server::auth::Grants;
-use tidesync_server::storage::{PushInput, Storage};
+use tidesync_server::storage::{PushInput, PushOrigin, Storage};
 use tidesync_server::{EmbeddedServer, MergeRules};
 
 /// A positive integer from the environment variable `name` (a bench's size knob), or
@@ -107,6 +107,7 @@ impl Server {
                 client_id: client.clone(),
                 mutations,
                 recover_from: None,
+                origin: PushOrigin::Client,
             };
             self.0.run(self.0.storage().push(input)).expect("fill push");
         }

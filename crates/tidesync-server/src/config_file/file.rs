@@ -37,10 +37,19 @@ pub(crate) struct ConfigFile {
     pub policies: Option<PoliciesSection>,
     pub limits: Option<LimitsSection>,
     pub auth: Option<AuthSection>,
+    pub compat: Option<CompatSection>,
     pub horizon: Option<Spanned<HorizonConfig>>,
     #[serde(default)]
     pub schemas: BTreeMap<Spanned<String>, Spanned<SchemaSource>>,
     pub admin: Option<Spanned<AdminConfig>>,
+}
+
+/// `[compat]`: the RxDB and WatermelonDB protocols (docs/compat.md).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CompatSection {
+    #[serde(default)]
+    pub rxdb_primary_keys: BTreeMap<Spanned<String>, Spanned<String>>,
 }
 
 /// `[auth]`: how bearers other than API tokens are verified.

@@ -32,7 +32,7 @@ use crate::admin::AdminToken;
 use crate::auth::jwt::{JwtConfig, JwtVerifier};
 use crate::horizon::HorizonConfig;
 use crate::schemas::SchemaSources;
-use crate::{Limits, MergeRules, Policy};
+use crate::{CompatSettings, Limits, MergeRules, Policy};
 
 pub use diagnostic::{ConfigErrors, Diagnostic, Location};
 pub use resolve::resolve;
@@ -69,6 +69,8 @@ pub struct ServerConfig {
     /// Where each collection's JSON Schema came from (`[schemas.*]`, relative files
     /// resolved); the compiled schemas are in `rules.schemas`.
     pub schema_sources: SchemaSources,
+    /// The RxDB and WatermelonDB protocols' settings (`[compat]`).
+    pub compat: CompatSettings,
     /// The history horizon (`[horizon]`; 30 days when not set).
     pub horizon: HorizonConfig,
     /// JWT auth (`[auth.jwt]`), next to API tokens, when set.
@@ -234,6 +236,9 @@ pub struct Overrides {
     pub log_format: Option<LogFormat>,
     /// `--admin-token`.
     pub admin_token: Option<AdminToken>,
+    /// `--rxdb-primary-key COLLECTION=FIELD`, each replacing the file's field of that
+    /// collection.
+    pub rxdb_primary_keys: Vec<(CollectionName, String)>,
 }
 
 /// Where a resolved value came from.

@@ -10,7 +10,7 @@ use tidesync_protocol::CollectionName;
 use toml::Spanned;
 
 use super::diagnostic::{Diagnostics, SourceText};
-use super::file::{ConfigFile, LimitsSection, PoliciesSection};
+use super::file::{CompatSection, ConfigFile, LimitsSection, PoliciesSection};
 use super::{
     ConfigErrors, DatabaseUrl, Diagnostic, JwtAuth, ListenAddr, Location, LogFormat, Origin,
     Overrides, Resolved, ServerConfig, StorageConfig, DEFAULT_DATA_DIR, DEFAULT_DB_POOL_SIZE,
@@ -18,9 +18,8 @@ use super::{
 };
 use crate::admin::{AdminConfig, AdminToken};
 use crate::auth::jwt::JwtVerifier;
-use crate::horizon::HorizonConfig;
 use crate::schemas::{SchemaSource, SchemaSources, Schemas};
-use crate::{Limits, MergeRules, Policies, Policy};
+use crate::{CompatSettings, Limits, MergeRules, Policies, Policy};
 
 /// Deepest `max_doc_depth` accepted: a document nests inside a push body, and clients and
 /// the server parse JSON with serde_json, which stops at 128 levels.
@@ -97,6 +96,7 @@ pub fn resolve(
         Limits::default().compression,
     );
     let (schemas, schema_sources) = r.schemas(file.schemas);
+    let compat = r.compat(file.compat.unwrap_or_default(), overrides);
     let horizon = file
         .horizon
         .and_then(|section| {
@@ -144,6 +144,7 @@ pub fn resolve(
                 schemas,
             },
             schema_sources,
+            compat,
             horizon,
             limits,
             log_format,
@@ -426,6 +427,40 @@ impl Resolver<'_> {
         StorageConfig::Sqlite {
             data_dir: data_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
         }
+    }
+
+    /// `[compat]`: the file's RxDB primary keys, each replaced by a flag for its collection.
+    fn compat(&mut self, file: CompatSection, overrides: &Overrides) -> CompatSettings {
+        let mut compat = CompatSettings::default();
+        for (collection, field) in file.rxdb_primary_keys {
+            let Some(collection) = self.judge(collection, |name| {
+                CollectionName::new(&name).map_err(|e| {
+                    Problem::new(
+                        format!("[compat.rxdb_primary_keys] {name}: {e}"),
+                        "each key is a collection name, each value the document field RxDB keeps its primary key in",
+                    )
+                })
+            }) else {
+                continue;
+            };
+            if let Some(field) = self.judge(field, |field| {
+                CompatSettings::check_primary_key(&field)
+                    .map(|()| field)
+                    .map_err(|e| Problem::new(e, "docs/compat.md, \"Primary keys\""))
+            }) {
+                compat.rxdb_primary_keys.insert(collection, field);
+            }
+        }
+        for (collection, field) in &overrides.rxdb_primary_keys {
+            self.overridden(
+                &format!("compat.rxdb_primary_keys.{collection}"),
+                Origin::Flag("--rxdb-primary-key"),
+            );
+            compat
+                .rxdb_primary_keys
+                .insert(collection.clone(), field.clone());
+        }
+        compat
     }
 
     /// `[schemas.<collection>]`: each entry's name and schema judged at its own line.

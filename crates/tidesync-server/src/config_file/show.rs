@@ -87,6 +87,16 @@ impl Resolved {
         ] {
             out.key(&format!("limits.{key}"), duration_value(d));
         }
+        out.table("compat.rxdb_primary_keys");
+        if c.compat.rxdb_primary_keys.is_empty() {
+            out.comment("none: every RxDB collection keeps its primary key in `id`");
+        }
+        for (collection, field) in &c.compat.rxdb_primary_keys {
+            out.key(
+                &format!("compat.rxdb_primary_keys.{collection}"),
+                field.as_str().into(),
+            );
+        }
         out.table("horizon");
         out.key(
             "horizon.retain_deleted",

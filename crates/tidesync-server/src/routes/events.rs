@@ -55,45 +55,33 @@ pub(crate) async fn events(
         ))
     })?;
     let spaces = validate::event_spaces(&query.spaces, &grants, state.limits())?;
-    if state.is_shutting_down() {
-        return Err(ApiError::unavailable("the server is shutting down"));
-    }
-    let permit = state
-        .try_open_stream()
-        .ok_or_else(|| ApiError::unavailable("too many open event streams; retry later"))?;
-    // Subscribe before reading versions: a change committed in between is then poked twice
-    // rather than never.
-    let pokes = state.storage().subscribe();
-    let versions = state.storage().space_versions(&spaces).await?;
-    let pending = spaces
-        .iter()
-        .zip(&versions)
-        .filter(|(_, version)| **version > 0)
-        .map(|(space, _)| space.clone())
-        .collect();
-    tracing::info!(spaces = spaces.len(), "event stream opened");
-    let stream = PokeStream {
-        announced: spaces.iter().cloned().zip(versions).collect(),
-        pending,
-        pokes,
-        shutdown: state.shutdown_signal(),
-        _permit: permit,
-        _gauge: state.metrics().stream_opened(),
-    };
+    let stream = PokeStream::open(&state, spaces).await?;
+    tracing::info!(spaces = stream.announced.len(), "event stream opened");
+    let events = futures::stream::unfold(stream, |mut s| async move {
+        let space = s.next_poke().await?;
+        Some((Ok(Event::default().event("poke").data(space.as_str())), s))
+    });
+    Ok(sse_response(&state, events))
+}
+
+/// An event stream as the response: heartbeat comments every `Limits::heartbeat`, and the
+/// header that asks reverse proxies (nginx) not to buffer it.
+pub(crate) fn sse_response<S>(state: &AppState, events: S) -> Response
+where
+    S: Stream<Item = Result<Event, Infallible>> + Send + 'static,
+{
     let keep_alive = KeepAlive::new().interval(state.limits().heartbeat);
-    let mut response = Sse::new(stream.into_stream())
-        .keep_alive(keep_alive)
-        .into_response();
-    // Ask reverse proxies (nginx) not to buffer the stream.
+    let mut response = Sse::new(events).keep_alive(keep_alive).into_response();
     response
         .headers_mut()
         .insert("x-accel-buffering", HeaderValue::from_static("no"));
-    Ok(response)
+    response
 }
 
 /// The state of one open stream. Dropping it (client gone, shutdown) frees the stream slot
-/// and decrements the open-streams gauge.
-struct PokeStream {
+/// and decrements the open-streams gauge. Also what the RxDB pull stream waits on
+/// (`crate::compat::rxdb`).
+pub(crate) struct PokeStream {
     /// Per subscribed space, the newest version a poke has covered (on connect: the version
     /// read then).
     announced: BTreeMap<SpaceName, u64>,
@@ -106,15 +94,47 @@ struct PokeStream {
 }
 
 impl PokeStream {
-    fn into_stream(self) -> impl Stream<Item = Result<Event, Infallible>> {
-        futures::stream::unfold(self, |mut s| async move {
-            let space = s.next_poke().await?;
-            Some((Ok(Event::default().event("poke").data(space.as_str())), s))
+    /// Opens a stream over `spaces` (checked readable by the caller): `503 unavailable` while
+    /// shutting down or when `max_event_streams` are open. Every space that has a version is
+    /// poked first.
+    pub(crate) async fn open(
+        state: &AppState,
+        spaces: Vec<SpaceName>,
+    ) -> Result<PokeStream, ApiError> {
+        if state.is_shutting_down() {
+            return Err(ApiError::unavailable("the server is shutting down"));
+        }
+        let permit = state
+            .try_open_stream()
+            .ok_or_else(|| ApiError::unavailable("too many open event streams; retry later"))?;
+        // Subscribe before reading versions: a change committed in between is then poked
+        // twice rather than never.
+        let pokes = state.storage().subscribe();
+        let versions = state.storage().space_versions(&spaces).await?;
+        let pending = spaces
+            .iter()
+            .zip(&versions)
+            .filter(|(_, version)| **version > 0)
+            .map(|(space, _)| space.clone())
+            .collect();
+        Ok(PokeStream {
+            announced: spaces.iter().cloned().zip(versions).collect(),
+            pending,
+            pokes,
+            shutdown: state.shutdown_signal(),
+            _permit: permit,
+            _gauge: state.metrics().stream_opened(),
         })
     }
 
+    /// The version of `space` read when the stream opened, or the newest one poked since
+    /// (0 for a space not subscribed).
+    pub(crate) fn announced(&self, space: &SpaceName) -> u64 {
+        self.announced.get(space).copied().unwrap_or(0)
+    }
+
     /// The next space to poke, or `None` when the stream must end.
-    async fn next_poke(&mut self) -> Option<SpaceName> {
+    pub(crate) async fn next_poke(&mut self) -> Option<SpaceName> {
         loop {
             if let Some(space) = self.pending.pop_front() {
                 return Some(space);

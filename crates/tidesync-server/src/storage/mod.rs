@@ -54,6 +54,22 @@ pub struct PushInput {
     /// A recovery push: the `last_seq` the client learned from a `seq_gap` answer (see
     /// `PushRequest::recover_from`).
     pub recover_from: Option<u64>,
+    /// Who made the mutations: a tidesync client, or a compat protocol on its behalf.
+    pub origin: PushOrigin,
+}
+
+/// Where a push comes from, which decides how its mutations are judged and stamped.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum PushOrigin {
+    /// A tidesync client: each mutation under its collection's policy, with its own stamp
+    /// (re-stamped only when too far ahead).
+    #[default]
+    Client,
+    /// The server, for an RxDB or WatermelonDB push (`crate::compat`): every mutation is a
+    /// compare-and-swap (judged under [`Policy::Strict`](crate::Policy::Strict) whatever its
+    /// collection's policy: refused with `stale_base` when someone else changed the record
+    /// after its `base_version`), stamped by the server's clock.
+    Compat,
 }
 
 /// A pull, already authenticated and authorized by the HTTP layer.

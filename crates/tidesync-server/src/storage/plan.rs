@@ -16,9 +16,9 @@ use tidesync_protocol::{
     ErrorCode, Mutation, Op, PushOutcome, PushResponse, PushResult, RecordKey, SpaceName, Stamp,
 };
 
-use crate::config::MergeRules;
+use crate::config::{MergeRules, Policy};
 use crate::rules::{judge, land, RegisterVersions, ServerRecord, Verdict};
-use crate::storage::{echo, EchoChain, PushInput, StorageError};
+use crate::storage::{echo, EchoChain, PushInput, PushOrigin, StorageError};
 
 /// The client's row as stored: its owner and the last seq processed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -275,7 +275,10 @@ fn transaction(
     let mut outcomes = Vec::with_capacity(group.len());
     for m in group {
         let stamp = stamp_of(m, input, rules, stamping);
-        let policy = rules.policies.of(&m.key.collection);
+        let policy = match input.origin {
+            PushOrigin::Client => rules.policies.of(&m.key.collection),
+            PushOrigin::Compat => Policy::Strict,
+        };
         let record = records
             .entry(m.key.clone())
             .or_insert_with(|| state.records.get(&m.key).cloned().unwrap_or_default());
@@ -438,10 +441,13 @@ fn refuse(
 }
 
 /// The mutation's stamp; re-stamped with the server clock when the client's clock is too far
-/// ahead, so a wrong device clock cannot win every race.
+/// ahead, so a wrong device clock cannot win every race. A compat push is always stamped by
+/// the server clock, which has observed every stamp of the records the push touches: a write
+/// that passed its compare-and-swap is never outvoted by an older stamp from a fast clock.
 fn stamp_of(m: &Mutation, input: &PushInput, rules: &MergeRules, s: &mut Stamping<'_>) -> Stamp {
     let skew = rules.max_clock_skew.as_millis() as u64;
-    let hlc = if m.hlc.millis() > s.now_ms.saturating_add(skew) {
+    let server_stamped = input.origin == PushOrigin::Compat;
+    let hlc = if server_stamped || m.hlc.millis() > s.now_ms.saturating_add(skew) {
         s.clock.tick(s.now_ms).unwrap_or(m.hlc)
     } else {
         s.clock.observe(m.hlc);

@@ -23,7 +23,7 @@ use tidesync_server::storage::sqlite::SqliteStorage;
 use tidesync_server::storage::{
     Overview, OverviewRequest, Poke, Prune, Pruned, PullInput, PushInput, Storage, StorageError,
 };
-use tidesync_server::{app, AppState, Limits, MergeRules};
+use tidesync_server::{app, AppState, CompatSettings, Limits, MergeRules};
 use tidesync_testkit::TestDatabase;
 use tower::ServiceExt;
 
@@ -342,8 +342,23 @@ impl TestServer {
         Some(TestServer::over(Store::open(backend, rules).await?, limits))
     }
 
+    /// A server over `backend` with default limits, `rules` and `compat` settings; `None`
+    /// when PostgreSQL is asked for and not configured.
+    pub async fn compat_on(
+        backend: Backend,
+        rules: MergeRules,
+        compat: CompatSettings,
+    ) -> Option<TestServer> {
+        let store = Store::open(backend, rules).await?;
+        Some(TestServer::over_with(store, Limits::default(), compat))
+    }
+
     fn over(store: Store, limits: Limits) -> TestServer {
-        let state = AppState::new(store.storage.clone(), limits);
+        TestServer::over_with(store, limits, CompatSettings::default())
+    }
+
+    fn over_with(store: Store, limits: Limits, compat: CompatSettings) -> TestServer {
+        let state = AppState::new(store.storage.clone(), limits).with_compat(compat);
         TestServer {
             router: app(state.clone()),
             state,
@@ -577,8 +592,9 @@ impl SseReader {
                         data = Some(v.trim().to_string());
                     }
                 }
-                if let (Some(event), Some(data)) = (event, data) {
-                    return Some((event, data));
+                // An event without a name is a `message` (the SSE default).
+                if let Some(data) = data {
+                    return Some((event.unwrap_or_else(|| "message".to_owned()), data));
                 }
             }
             let frame = self.body.frame().await?.expect("body frame");
