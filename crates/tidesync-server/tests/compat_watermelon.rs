@@ -570,6 +570,41 @@ async fn three_protocols_converge_on_one_space(backend: Backend) {
     );
 }
 
+/// A record its collection's JSON Schema refuses is not a conflict (pulling and pushing again
+/// would be refused again): `400 schema_violation` naming the record, and nothing written.
+async fn a_record_its_schema_refuses_is_a_schema_violation_not_a_conflict(backend: Backend) {
+    let mut schemas = tidesync_server::Schemas::new();
+    schemas
+        .insert(
+            tidesync_protocol::CollectionName::new("posts").expect("name"),
+            &json!({"type": "object", "properties": {"body": {"type": "string", "minLength": 1}}}),
+        )
+        .expect("schema");
+    let rules = MergeRules {
+        schemas,
+        ..MergeRules::default()
+    };
+    let Some(server) =
+        TestServer::with_on(backend, tidesync_server::Limits::default(), rules).await
+    else {
+        return;
+    };
+    let alice = server.token("alice", &["shared"], &[]);
+    let changes = json!({"posts": {"created": [raw("p1", "fine", "created"), raw("p2", "", "created")], "updated": [], "deleted": []}});
+    let reply = push(&server, &alice, 1, &changes).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{:?}", reply.json);
+    assert_eq!(reply.json["code"], "schema_violation", "{:?}", reply.json);
+    let message = reply.json["message"].as_str().expect("message");
+    assert!(
+        message.contains("p2") && message.contains("/body"),
+        "{message}"
+    );
+    assert!(
+        native(&server, &alice).await.is_empty(),
+        "all or none: nothing written"
+    );
+}
+
 on_both_backends!(
     pulls_group_changes_by_table_with_a_version_timestamp,
     a_push_is_applied_whole_and_its_records_pull_back,
@@ -578,4 +613,5 @@ on_both_backends!(
     a_push_resent_after_a_lost_answer_is_applied_once(flavor = "multi_thread", worker_threads = 2),
     bad_input_is_refused_and_changes_nothing,
     three_protocols_converge_on_one_space,
+    a_record_its_schema_refuses_is_a_schema_violation_not_a_conflict,
 );

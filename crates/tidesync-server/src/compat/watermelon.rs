@@ -21,7 +21,9 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
-use tidesync_protocol::{CollectionName, ErrorCode, Hlc, Mutation, Op, RecordId, RecordKey};
+use tidesync_protocol::{
+    CollectionName, ErrorCode, Hlc, Mutation, Op, PushOutcome, RecordId, RecordKey,
+};
 
 use crate::compat::records::{self, Protocol};
 use crate::compat::{query_of, space_of, version_param};
@@ -195,13 +197,24 @@ pub(crate) async fn push(
                  from scratch"
             ),
         )),
-        _ => Err(ApiError::new(
+        Some(ErrorCode::StaleBase) => Err(ApiError::new(
             ErrorCode::Conflict,
             format!(
                 "{key} was changed on the server after last_pulled_at {last_pulled_at}; nothing \
                  was written: pull, then push again"
             ),
         )),
+        // Refused for what the record is (a schema violation, a rule): pulling and pushing
+        // again would be refused again, so it is not a conflict; the app must change it.
+        _ => match &cause.outcome {
+            PushOutcome::Rejected { code, message } => Err(ApiError::new(
+                *code,
+                format!("{key} was refused, so nothing was written: {message}"),
+            )),
+            _ => Err(ApiError::internal(
+                "a refused compat write without a rejection",
+            )),
+        },
     }
 }
 
