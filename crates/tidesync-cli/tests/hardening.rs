@@ -537,3 +537,39 @@ fn documents_come_from_standard_input_and_files() {
         "{help}"
     );
 }
+
+/// `tidesync client pending | head`: the reader closes the pipe before the output is
+/// written; the command ends quietly (exit 0, nothing on stderr) instead of panicking.
+#[test]
+fn output_into_a_closed_pipe_ends_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    for i in 0..50 {
+        ok(&client(
+            &db,
+            &[
+                "put",
+                &format!("user:alice/todos/t{i}"),
+                r#"{"title": "x"}"#,
+            ],
+        ));
+    }
+    for args in [
+        &["pending"][..],
+        &["list", "user:alice/todos"],
+        &["status", "--json"],
+    ] {
+        let mut child = command()
+            .args(["client", "--db", path(&db)])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take()); // the reader goes away before anything is written
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert!(out.status.success(), "{args:?}: {:?} {err}", out.status);
+    }
+}

@@ -17,6 +17,7 @@ pub fn command() -> Command {
         "TIDESYNC_CLIENT_DB",
         "TIDESYNC_SERVER",
         "TIDESYNC_TOKEN",
+        "TIDESYNC_ADMIN_TOKEN",
         "RUST_LOG",
     ] {
         command.env_remove(var);
