@@ -235,22 +235,19 @@ async fn the_page_shows_the_seeded_spaces_clients_and_rejections(backend: Backen
     };
     let alice = server.token("alice", &["user:alice"], &[]);
     let bob = server.token("bob", &["team:rockets"], &[]);
+    // Built in seq order: `put` stamps with the wall clock, so a delete built before the put
+    // it deletes could carry an older stamp (when the millisecond ticks between them) and lose.
+    let mut mutations = vec![
+        put(1, 1, "user:alice", "todos", "t1", json!({"title": "milk"})),
+        put(2, 2, "user:alice", "todos", "t2", json!({"title": "eggs"})),
+        put(3, 3, "user:alice", "todos", "t3", json!({"title": "tea"})),
+    ];
     let mut delete = put(4, 4, "user:alice", "todos", "t1", json!({}));
     delete["kind"] = json!("delete");
     delete.as_object_mut().expect("object").remove("doc");
-    let reply = server
-        .push(
-            &alice,
-            "alice-phone",
-            vec![
-                put(1, 1, "user:alice", "todos", "t1", json!({"title": "milk"})),
-                put(2, 2, "user:alice", "todos", "t2", json!({"title": "eggs"})),
-                put(3, 3, "user:alice", "todos", "t3", json!({"title": "tea"})),
-                delete,
-                ahead(5, "user:alice", "t4"),
-            ],
-        )
-        .await;
+    mutations.push(delete);
+    mutations.push(ahead(5, "user:alice", "t4"));
+    let reply = server.push(&alice, "alice-phone", mutations).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
     assert_eq!(
         reply.json["results"][4]["outcome"], "rejected",
