@@ -11,7 +11,7 @@ import { answer } from './http.mjs';
  * which tidesync applies once. Other options (`conflictResolver`, `log`, ...) go to
  * `synchronize`.
  */
-export async function syncWithTidesync({ database, url, token, space, pushAttempts = 5, ...options }) {
+export async function syncWithTidesync({ database, url, token, space, attempts = 5, ...options }) {
   const endpoint = `${url}/compat/watermelon/v1/${encodeURIComponent(space)}/sync`;
   const headers = { Authorization: `Bearer ${token}` };
   await synchronize({
@@ -25,24 +25,25 @@ export async function syncWithTidesync({ database, url, token, space, pushAttemp
         migration: JSON.stringify(migration ?? null),
         tables: Object.keys(database.schema.tables).join(','), // not the space's other collections
       });
-      return answer(await fetch(`${endpoint}?${query}`, { headers })); // {changes, timestamp}
+      return answer(await send(`${endpoint}?${query}`, { headers }, attempts)); // {changes, timestamp}
     },
     async pushChanges({ changes, lastPulledAt }) {
       const init = { method: 'POST', headers: { ...headers, 'Content-Type': 'application/json' }, body: JSON.stringify(changes) };
-      for (let attempt = 1; ; attempt++) {
-        let response;
-        try {
-          response = await fetch(`${endpoint}?last_pulled_at=${lastPulledAt}`, init);
-        } catch (lost) {
-          // No answer (connection cut or refused): the push may or may not have been applied.
-          if (attempt >= pushAttempts) throw lost;
-          await new Promise((resolve) => setTimeout(resolve, 100 * 2 ** attempt));
-          continue;
-        }
-        await answer(response); // {} when applied (all or none); a 409 conflict throws
-        return;
-      }
+      await answer(await send(`${endpoint}?last_pulled_at=${lastPulledAt}`, init, attempts)); // {} when applied (all or none); a 409 conflict throws
     },
   });
 }
 
+/** `fetch`, tried again (with backoff) while no answer comes: the connection was cut or
+ * refused. Safe for both calls: a pull only reads, and a push resent as it was (same body,
+ * same `last_pulled_at`) is applied once by tidesync even if the lost attempt was applied. */
+async function send(url, init, attempts) {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await fetch(url, init);
+    } catch (lost) {
+      if (attempt >= attempts) throw lost;
+      await new Promise((resolve) => setTimeout(resolve, 100 * 2 ** attempt));
+    }
+  }
+}
