@@ -61,6 +61,24 @@ async fn push_all(storage: &SqliteStorage, batches: Vec<PushInput>) {
     }
 }
 
+/// `n` new mutations pushed by `CLIENTS` clients at once, each into its own space (round
+/// `rep`: fresh spaces and client ids), in mutations per second.
+async fn concurrent_push_rate(storage: &SqliteStorage, rep: u64, n: u64) -> f64 {
+    let work: Vec<_> = (0..CLIENTS)
+        .map(|c| {
+            batches(
+                &format!("s{rep}-{c}"),
+                &format!("c{rep}-{c}"),
+                n / CLIENTS,
+                n,
+            )
+        })
+        .collect();
+    let start = Instant::now();
+    futures::future::join_all(work.into_iter().map(|b| push_all(storage, b))).await;
+    n as f64 / start.elapsed().as_secs_f64()
+}
+
 type RawRow = (String, i64, Option<String>, String, String);
 
 /// The rows a push of `n` new puts writes, serialized exactly as the storage does (same
@@ -141,20 +159,7 @@ async fn main() {
     raw_push(&mut raw, &raw_rows(1, 10_000));
     let (mut ours, mut base) = (Vec::new(), Vec::new());
     for rep in 0..3u64 {
-        let work: Vec<_> = (0..CLIENTS)
-            .map(|c| {
-                batches(
-                    &format!("s{rep}-{c}"),
-                    &format!("c{rep}-{c}"),
-                    n / CLIENTS,
-                    n,
-                )
-            })
-            .collect();
-        let storage = &storage;
-        let start = Instant::now();
-        futures::future::join_all(work.into_iter().map(|b| push_all(storage, b))).await;
-        ours.push(n as f64 / start.elapsed().as_secs_f64());
+        ours.push(concurrent_push_rate(&storage, rep, n).await);
         let rows = raw_rows(10_001 + rep * n, n);
         let start = Instant::now();
         raw_push(&mut raw, &rows);
@@ -212,20 +217,7 @@ async fn main() {
     push_all(&storage, batches("warm", "warm", 10_000, 10_000)).await;
     let mut checked = Vec::new();
     for rep in 0..3u64 {
-        let work: Vec<_> = (0..CLIENTS)
-            .map(|c| {
-                batches(
-                    &format!("s{rep}-{c}"),
-                    &format!("c{rep}-{c}"),
-                    n / CLIENTS,
-                    n,
-                )
-            })
-            .collect();
-        let storage = &storage;
-        let start = Instant::now();
-        futures::future::join_all(work.into_iter().map(|b| push_all(storage, b))).await;
-        checked.push(n as f64 / start.elapsed().as_secs_f64());
+        checked.push(concurrent_push_rate(&storage, rep, n).await);
     }
     let checked = median(checked);
     info_row(
